@@ -1,0 +1,3 @@
+"""animetag: train and study multi-label Danbooru taggers (ResNet-SE, focal loss)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,210 @@
+"""Run settings: small dataclasses with defaults, profiles, and a JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Danbooru tag category ids (the API's `category` field and the older dumps' tag objects).
+CATEGORY_IDS = {"general": 0, "artist": 1, "copyright": 3, "character": 4, "meta": 5}
+CATEGORY_NAMES = {v: k for k, v in CATEGORY_IDS.items()}
+CATEGORIES = ("general", "character", "copyright", "artist", "meta")
+RATINGS = ("g", "s", "q", "e")
+
+
+@dataclass
+class SubsetConfig:
+    """How a training subset is chosen and built (`animetag subset`)."""
+
+    top_k: int = 100
+    max_images: int = 25000
+    image_size: int = 256
+    categories: tuple[str, ...] = ("general",)
+    min_tags: int = 1
+    ratings: tuple[str, ...] = ()  # empty: every rating
+    exclude_tags: tuple[str, ...] = ()
+    include_deleted: bool = False
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_pixels: int = 64_000_000  # larger images are refused, never decoded
+    images_per_shard: int = 2048
+    jpeg_quality: int = 95
+    workers: int = 0  # 0: one per CPU core
+
+    def __post_init__(self) -> None:
+        self.categories = tuple(self.categories)
+        self.ratings = tuple(self.ratings)
+        self.exclude_tags = tuple(self.exclude_tags)
+        bad = [c for c in self.categories if c not in CATEGORIES]
+        if bad:
+            raise ValueError(f"categories: unknown {bad}; choose from {list(CATEGORIES)}")
+        bad = [r for r in self.ratings if r not in RATINGS]
+        if bad:
+            raise ValueError(f"ratings: unknown {bad}; choose from {list(RATINGS)}")
+        if self.top_k < 1 or self.max_images < 1 or self.image_size < 8:
+            raise ValueError("top_k and max_images must be >= 1 and image_size >= 8")
+        if not 0 < self.val_fraction + self.test_fraction < 1:
+            raise ValueError("val_fraction + test_fraction must lie between 0 and 1")
+
+
+@dataclass
+class ModelConfig:
+    """The ResNet-SE layout: stem, four stages of basic residual blocks, each with SE."""
+
+    stem_width: int = 64
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 3, 3)
+    se_ratio: int = 16
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(self.widths)
+        self.depths = tuple(self.depths)
+        if len(self.widths) != len(self.depths):
+            raise ValueError("model.widths and model.depths must have the same length")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation; evaluation never augments."""
+
+    flip: bool = True
+    crop: float = 0.1  # largest translation, as a fraction of the side
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to rebuild and repeat a training run; saved as config.json."""
+
+    profile: str = "full"
+    image_size: int = 256
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    loss: str = "focal"  # focal | bce | asl
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
+    xla: str = "auto"  # auto | on | off
+    cache: str = "auto"  # auto | memory | off
+    shuffle_buffer: int = 2048
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.loss not in ("focal", "bce", "asl"):
+            raise ValueError(f"loss: {self.loss!r} is not one of focal, bce, asl")
+        if self.precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"precision: {self.precision!r} is not recognised")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config: unknown settings {sorted(unknown)}")
+        return cls(**d)
+
+
+# The thesis setting on a GPU, and a slim one that finishes on two CPU cores in minutes.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "sample": {
+        "profile": "sample",
+        "image_size": 64,
+        "epochs": 12,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_epochs": 1.0,
+        "shuffle_buffer": 1024,
+        "model": {"stem_width": 24, "widths": (24, 48, 96, 192), "depths": (1, 1, 1, 1),
+                  "se_ratio": 8, "dropout": 0.1},
+    },
+}
+SUBSET_PROFILES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "sample": {"top_k": 100, "max_images": 25000, "image_size": 64, "images_per_shard": 256},
+}
+
+
+def train_config(profile: str = "full", **overrides: Any) -> TrainConfig:
+    """The profile's settings with `overrides` applied (None values are ignored)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile: {profile!r} is not one of {sorted(PROFILES)}")
+    d = dict(PROFILES[profile])
+    d["profile"] = profile
+    for k, v in overrides.items():
+        if v is not None:
+            d[k] = v
+    return TrainConfig.from_dict(d)
+
+
+def subset_config(profile: str = "full", **overrides: Any) -> SubsetConfig:
+    if profile not in SUBSET_PROFILES:
+        raise ValueError(f"profile: {profile!r} is not one of {sorted(SUBSET_PROFILES)}")
+    d = dict(SUBSET_PROFILES[profile])
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return SubsetConfig(**d)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON types (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two settings dictionaries."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository root (the folder holding pyproject.toml), else the working directory."""
+    p = Path(start or Path.cwd()).resolve()
+    for q in (p, *p.parents):
+        if (q / "pyproject.toml").exists() and (q / "src" / "animetag").exists():
+            return q
+    return p
+
+
+def data_home() -> Path:
+    """Where datasets and runs live: $ANIMETAG_HOME, else `<repo>/data`."""
+    env = os.environ.get("ANIMETAG_HOME")
+    return Path(env) if env else repo_root() / "data"

@@ -1,0 +1,321 @@
+"""Read Danbooru metadata in its public shapes into one normalised, streaming-built table.
+
+Shapes read by the same loader:
+- API post records as a JSON array or JSON lines (the Danbooru2021/2023 dumps), with
+  `tag_string_general`, `tag_string_character`, ... fields;
+- the older Danbooru2017-2020 dump shape, `"tags": [{"id", "name", "category"}]`, numbers
+  as strings;
+- CSV and Parquet tables with the API columns (Hugging Face mirrors).
+Files may be gzip-compressed. Records are read one at a time and only the kept columns are
+stored, so memory grows with the posts and columns kept, never with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import CATEGORIES, CATEGORY_NAMES
+
+COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted")
+TAG_COLUMNS = tuple(f"tags_{c}" for c in CATEGORIES)
+
+
+class MalformedRecord(ValueError):
+    """A record that cannot be read; the message says why."""
+
+
+@dataclass
+class LoadReport:
+    """What the loader read and what it could not read (with file and line)."""
+
+    records: int = 0
+    malformed: list[dict[str, Any]] = field(default_factory=list)
+    uncategorised: int = 0  # records with only `tag_string`: tags taken as general
+
+    def add_malformed(self, source: str, line: int, reason: str) -> None:
+        self.malformed.append({"source": source, "line": line, "reason": reason})
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    ext = suffixes[-1] if suffixes else ""
+    if ext == ".csv":
+        return "csv"
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    with _open_text(path) as f:
+        while True:
+            ch = f.read(1)
+            if not ch:
+                return "jsonl"
+            if not ch.isspace():
+                return "json_array" if ch == "[" else "jsonl"
+
+
+def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
+                     columns: Iterable[str] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, raw record) from any supported file; malformed ones go to report."""
+    path = Path(path)
+    report = report if report is not None else LoadReport()
+    fmt = _format_of(path)
+    if fmt == "jsonl":
+        yield from _iter_jsonl(path, report)
+    elif fmt == "json_array":
+        yield from _iter_json_array(path, report)
+    elif fmt == "csv":
+        yield from _iter_csv(path)
+    else:
+        yield from _iter_parquet(path, columns)
+
+
+def _iter_jsonl(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                report.add_malformed(str(path), lineno, f"invalid JSON: {e.msg} (column {e.colno})")
+
+
+def _iter_json_array(path: Path, report: LoadReport, chunk: int = 1 << 20) -> Iterator[tuple[int, Any]]:
+    """Stream the elements of a top-level JSON array without reading the whole file."""
+    dec = json.JSONDecoder()
+    with _open_text(path) as f:
+        buf = f.read(chunk)
+        pos = buf.index("[") + 1
+        line = 1 + buf.count("\n", 0, pos)
+        eof = False
+        while True:
+            # skip whitespace and separators, counting lines
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n,":
+                    if buf[pos] == "\n":
+                        line += 1
+                    pos += 1
+                if pos < len(buf) or eof:
+                    break
+                buf, pos = f.read(chunk), 0
+                eof = not buf
+            if pos >= len(buf) or buf[pos] == "]":
+                return
+            try:
+                obj, end = dec.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                if not eof:
+                    more = f.read(chunk)
+                    if more:
+                        buf = buf[pos:] + more
+                        pos = 0
+                        continue
+                    eof = True
+                    continue
+                # a broken element: report it and resynchronise on the next line
+                report.add_malformed(str(path), line, f"invalid JSON: {e.msg}")
+                nl = buf.find("\n", pos)
+                if nl < 0:
+                    return
+                line += 1
+                pos = nl + 1
+                continue
+            yield line, obj
+            line += buf.count("\n", pos, end)
+            pos = end
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    csv.field_size_limit(1 << 26)
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            yield reader.line_num, row
+
+
+def _iter_parquet(path: Path, columns: Iterable[str] | None) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    cols = [c for c in columns if c in names] if columns else None
+    row = 0
+    for batch in pf.iter_batches(batch_size=8192, columns=cols):
+        for rec in batch.to_pylist():
+            row += 1
+            yield row, rec
+
+
+# -- normalisation ---------------------------------------------------------------------
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def to_int(v: Any, default: int | None = None) -> int | None:
+    """An integer from an int, a float (`4099990.0`) or a string; `default` when empty."""
+    if _blank(v):
+        return default
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise MalformedRecord(f"not a number: {v!r}") from None
+    if not math.isfinite(f) or f != int(f):
+        raise MalformedRecord(f"not an integer: {v!r}")
+    return int(f)
+
+
+def to_bool(v: Any) -> bool:
+    if _blank(v):
+        return False
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "t", "1", "yes")
+    return bool(v)
+
+
+def _tag_str(v: Any) -> str:
+    if _blank(v):
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(t) for t in v)
+    return " ".join(str(v).split())
+
+
+def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
+    """One raw record of any shape as {id, md5, file_ext, rating, ..., tags_<category>}."""
+    if not isinstance(rec, dict):
+        raise MalformedRecord(f"a record must be an object, not {type(rec).__name__}")
+    pid = to_int(rec.get("id"))
+    if pid is None:
+        raise MalformedRecord("no id")
+    out: dict[str, Any] = {
+        "id": pid,
+        "md5": "" if _blank(rec.get("md5")) else str(rec["md5"]).strip().lower(),
+        "file_ext": "" if _blank(rec.get("file_ext")) else str(rec["file_ext"]).strip().lower().lstrip("."),
+        "rating": "" if _blank(rec.get("rating")) else str(rec["rating"]).strip().lower()[:1],
+        "image_width": to_int(rec.get("image_width"), 0),
+        "image_height": to_int(rec.get("image_height"), 0),
+        "is_deleted": to_bool(rec.get("is_deleted")),
+        "file": "" if _blank(rec.get("file")) else str(rec["file"]),
+    }
+    tags = rec.get("tags")
+    if isinstance(tags, list):  # Danbooru2017-2020 shape
+        per: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+        for t in tags:
+            if not isinstance(t, dict) or _blank(t.get("name")):
+                raise MalformedRecord(f"bad tag entry {t!r}")
+            cat = CATEGORY_NAMES.get(to_int(t.get("category"), 0))
+            if cat is None:
+                raise MalformedRecord(f"unknown tag category {t.get('category')!r}")
+            per[cat].append(str(t["name"]))
+        for c in keep:
+            out[f"tags_{c}"] = " ".join(per[c])
+        out["_uncategorised"] = False
+        return out
+    has_cat = any(f"tag_string_{c}" in rec for c in CATEGORIES)
+    for c in keep:
+        out[f"tags_{c}"] = _tag_str(rec.get(f"tag_string_{c}"))
+    out["_uncategorised"] = False
+    if not has_cat:
+        flat = _tag_str(rec.get("tag_string") if "tag_string" in rec else tags)
+        if flat and "general" in keep:
+            out["tags_general"] = flat
+            out["_uncategorised"] = True
+    return out
+
+
+def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
+               categories: Iterable[str] = CATEGORIES,
+               report: LoadReport | None = None) -> tuple[pd.DataFrame, LoadReport]:
+    """Read metadata files into one table with the tag columns of `categories`.
+
+    Malformed records are skipped and listed in the report with file and line number.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    keep = tuple(categories)
+    report = report if report is not None else LoadReport()
+    cols: dict[str, list[Any]] = {c: [] for c in (*COLUMNS, "file", *(f"tags_{c}" for c in keep), "source", "line")}
+    wanted = [*COLUMNS, "file", "tag_string", "tags", *(f"tag_string_{c}" for c in CATEGORIES)]
+    sources = [Path(p) for p in paths]
+    for src_i, p in enumerate(sources):
+        if not p.exists():
+            raise FileNotFoundError(f"metadata file not found: {p}")
+        for line, raw in iter_raw_records(p, report, wanted):
+            try:
+                rec = normalise(raw, keep)
+            except MalformedRecord as e:
+                report.add_malformed(str(p), line, str(e))
+                continue
+            report.records += 1
+            report.uncategorised += rec.pop("_uncategorised")
+            rec["source"], rec["line"] = src_i, line
+            for k, lst in cols.items():
+                lst.append(rec[k])
+    df = pd.DataFrame(cols)
+    df["id"] = df["id"].astype("int64")
+    df["source"] = pd.Categorical.from_codes(df["source"].astype("int64"), [str(p) for p in sources])
+    for c in ("image_width", "image_height", "line"):
+        df[c] = df[c].astype("int64")
+    df["is_deleted"] = df["is_deleted"].astype(bool)
+    return df, report
+
+
+def tag_list(s: str) -> list[str]:
+    return s.split() if s else []
+
+
+# -- image paths -----------------------------------------------------------------------
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
+
+
+def candidate_paths(root: Path, post_id: int, md5: str, file_ext: str, file: str = "") -> list[Path]:
+    """Where an image may lie under `root`, in the order tried.
+
+    An explicit `file` wins; then Danbooru20xx `512px/NNNN/ID.jpg` (every image there is a
+    JPEG whatever the record says) and `original/NNNN/ID.ext`; then the DeepDanbooru layout
+    `MD5[:2]/MD5.ext`; then a flat folder of `ID.ext`.
+    """
+    if file:
+        p = Path(file)
+        return [p if p.is_absolute() else root / p]
+    bucket = f"{post_id % 1000:04d}"
+    exts = [file_ext] if file_ext else []
+    exts += [e for e in IMAGE_EXTS if e not in exts]
+    out = [root / "512px" / bucket / f"{post_id}.jpg"]
+    out += [root / "original" / bucket / f"{post_id}.{e}" for e in exts]
+    if md5:
+        out += [root / md5[:2] / f"{md5}.{e}" for e in exts]
+    out += [root / f"{post_id}.{e}" for e in exts]
+    return out
+
+
+def resolve_image(root: str | os.PathLike, post_id: int, md5: str = "", file_ext: str = "",
+                  file: str = "") -> Path | None:
+    """The first existing image file for a post, or None."""
+    for p in candidate_paths(Path(root), post_id, md5, file_ext, file):
+        if p.is_file():
+            return p
+    return None

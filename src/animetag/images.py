@@ -1,0 +1,107 @@
+"""Image preparation shared by the subset build and by tagging, so both see the same pixels:
+first frame, EXIF orientation, odd modes to RGB (transparency onto white), pad to a white
+square, resize."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+PAD_COLOUR = (255, 255, 255)
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; `reason` is a short code, the message the detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB; transparent pixels become white."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*PAD_COLOUR, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = a.max() or 1.0
+        return Image.fromarray((a * (255.0 / hi)).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode != "RGB":
+        return im.convert("RGB")
+    return im
+
+
+def pad_square(im: Image.Image) -> Image.Image:
+    """Centre the image on a white square (the WD/Camie taggers' convention)."""
+    w, h = im.size
+    if w == h:
+        return im
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), PAD_COLOUR)
+    canvas.paste(im, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def open_rgb_square(src: str | os.PathLike | bytes, size: int, max_pixels: int = 64_000_000) -> Image.Image:
+    """Decode, convert, pad and resize one image to `size` x `size` RGB.
+
+    Raises ImageError with reason `too_large` (checked before decoding), `corrupt_image`
+    or `not_an_image`.
+    """
+    try:
+        f = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
+    except OSError as e:
+        raise ImageError("missing_file", str(e)) from None
+    with f:
+        try:
+            im = Image.open(f)
+        except Image.UnidentifiedImageError as e:
+            raise ImageError("not_an_image", str(e)) from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError("corrupt_image", str(e)) from None
+        try:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError("too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            if im.format == "JPEG" and min(w, h) > 2 * size:
+                im.draft("RGB", (size, size))  # DCT scaling: decode at a fraction of the size
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = to_rgb(im)
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError("corrupt_image", str(e) or type(e).__name__) from None
+    return pad_square(rgb).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def load_array(src: str | os.PathLike | bytes, size: int) -> np.ndarray:
+    """One image as a uint8 array of shape (size, size, 3), prepared as for training."""
+    return np.asarray(open_rgb_square(src, size), dtype=np.uint8)
+
+
+def encode_jpeg(im: Image.Image, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def prepare_for_shard(args: tuple[int, str, int, int, int]) -> tuple[int, bytes | None, str, str]:
+    """Worker: (id, path, size, max_pixels, quality) -> (id, JPEG bytes or None, reason, detail)."""
+    pid, path, size, max_pixels, quality = args
+    try:
+        im = open_rgb_square(Path(path), size, max_pixels)
+    except ImageError as e:
+        return pid, None, e.reason, f"{path}: {e}"
+    return pid, encode_jpeg(im, quality), "", ""

@@ -1,0 +1,276 @@
+"""Build a training subset: filters, top-K tag vocabulary, unbiased selection, decoding in
+parallel processes, a multi-label stratified split, and the folder of the data contract
+(`tags.csv`, `manifest.csv`, `shards/`, `subset.json`).
+
+The build works in `OUT.partial/` and renames it to `OUT` only when complete, so a folder
+named OUT with a `subset.json` is always whole. Decoded images are kept in chunk files in
+the partial folder: an interrupted build, run again with the same settings, resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import CATEGORY_IDS, SubsetConfig, to_dict, write_json_atomic
+from .danbooru import load_posts, resolve_image, tag_list
+from .images import prepare_for_shard
+from .shards import SPLITS, ShardWriter
+
+CHUNK = 512
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="img")
+
+
+def tag_vocabulary(posts: pd.DataFrame, cfg: SubsetConfig) -> pd.DataFrame:
+    """Top-K tags by count over `posts` within the chosen categories (ties by name).
+
+    Columns: tag_id, name, category (Danbooru id), count: the WD `selected_tags.csv` order.
+    """
+    counts: Counter[str] = Counter()
+    cat_of: dict[str, int] = {}
+    excluded = set(cfg.exclude_tags)
+    for c in cfg.categories:
+        col_counts = Counter(t for s in posts[f"tags_{c}"] for t in set(tag_list(s)) if t not in excluded)
+        for t in col_counts:
+            cat_of.setdefault(t, CATEGORY_IDS[c])
+        counts.update(col_counts)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.top_k]
+    return pd.DataFrame({"tag_id": range(len(top)), "name": [t for t, _ in top],
+                         "category": [cat_of[t] for t, _ in top], "count": [n for _, n in top]})
+
+
+def kept_tags(posts: pd.DataFrame, categories: Iterable[str], vocab: dict[str, int]) -> list[list[int]]:
+    """Per post, the indices of its kept tags (sorted)."""
+    cols = [posts[f"tags_{c}"].tolist() for c in categories]
+    out = []
+    for row in zip(*cols):
+        idx = {vocab[t] for s in row for t in tag_list(s) if t in vocab}
+        out.append(sorted(idx))
+    return out
+
+
+def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> np.ndarray:
+    """Assign 'train'/'val'/'test' per row by multi-label iterative stratification
+    (Sechidis et al. 2011, via iterative-stratification), so every tag keeps positives in
+    every split where its count allows."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    n = len(labels)
+    split = np.array(["train"] * n, dtype=object)
+    if n < 10:
+        raise ValueError(f"only {n} images are left: too few to split into train/val/test")
+    rest_frac = val + test
+    s1 = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=rest_frac, random_state=seed)
+    _, rest = next(s1.split(np.zeros(n), labels))
+    s2 = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test / rest_frac, random_state=seed + 1)
+    v, t = next(s2.split(np.zeros(len(rest)), labels[rest]))
+    split[rest[v]] = "val"
+    split[rest[t]] = "test"
+    return split
+
+
+def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
+    h = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode())
+    h.update(str(images_root.resolve()).encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], images_root: str | os.PathLike,
+                 out: str | os.PathLike, cfg: SubsetConfig | None = None, overwrite: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Build the subset folder `out`; returns the summary written to `subset.json`."""
+    cfg = cfg or SubsetConfig()
+    t0 = time.time()
+    paths = [Path(metadata)] if isinstance(metadata, (str, os.PathLike)) else [Path(p) for p in metadata]
+    images_root, out = Path(images_root), Path(out)
+    if not images_root.is_dir():
+        raise FileNotFoundError(f"images root not found: {images_root}")
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to rebuild it")
+    partial = out.with_name(out.name + ".partial")
+    sig = _signature(paths, images_root, cfg)
+    sig_file = partial / "signature.txt"
+    if partial.exists() and (not sig_file.exists() or sig_file.read_text() != sig):
+        shutil.rmtree(partial)  # a different build was interrupted here: start again
+    (partial / "decoded").mkdir(parents=True, exist_ok=True)
+    sig_file.write_text(sig)
+
+    # 1. metadata -> filters -> vocabulary
+    posts, report = load_posts(paths, categories=cfg.categories)
+    left_out: list[dict[str, Any]] = [
+        {"record": f"{Path(m['source']).name}:{m['line']}", "reason": "malformed_record", "detail": m["reason"]}
+        for m in report.malformed
+    ]
+    counts: dict[str, Any] = {"records_read": report.records + len(report.malformed),
+                              "malformed": len(report.malformed)}
+
+    def drop(mask: np.ndarray, reason: str, detail: str = "") -> None:
+        nonlocal posts
+        for pid in posts.loc[mask, "id"].tolist():
+            left_out.append({"id": int(pid), "reason": reason, **({"detail": detail} if detail else {})})
+        posts = posts.loc[~mask].reset_index(drop=True)
+
+    if not cfg.include_deleted:
+        drop(posts["is_deleted"].to_numpy(), "deleted")
+    if cfg.ratings:
+        drop(~posts["rating"].isin(cfg.ratings).to_numpy(), "rating", f"not in {list(cfg.ratings)}")
+    posts = posts.sort_values("id", kind="stable").reset_index(drop=True)
+    drop(posts["id"].duplicated().to_numpy(), "duplicate_id")
+    dup = (posts["md5"] != "") & posts["md5"].duplicated()
+    drop(dup.to_numpy(), "duplicate_md5", "the same md5 as a post with a lower id")
+    if cfg.exclude_tags:
+        ex = set(cfg.exclude_tags)
+        has_ex = np.array([any(t in ex for c in cfg.categories for t in tag_list(s))
+                           for s in zip(*[posts[f"tags_{c}"] for c in cfg.categories])]) if len(posts) else np.zeros(0, bool)
+        drop(has_ex, "excluded_tag", f"has one of {sorted(ex)}")
+    vocab_df = tag_vocabulary(posts, cfg)
+    vocab = {t: i for i, t in enumerate(vocab_df["name"])}
+    labels = kept_tags(posts, cfg.categories, vocab)
+    n_kept = np.array([len(x) for x in labels])
+    few = n_kept < cfg.min_tags
+    reason = "no_kept_tag" if cfg.min_tags <= 1 else "too_few_kept_tags"
+    keep_idx = np.flatnonzero(~few)
+    labels = [labels[i] for i in keep_idx]
+    drop(few, reason, f"fewer than {cfg.min_tags} of the top-{cfg.top_k} tags")
+    counts["eligible"] = len(posts)
+
+    # 2. unbiased selection, decoding in parallel until max_images are usable
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(posts))
+    workers = cfg.workers or os.cpu_count() or 1
+    kept: list[int] = []  # row indices into posts, in decoded order
+    chunk_files: list[Path] = []
+    pos = 0
+    bar = _progress(min(cfg.max_images, len(posts)), "decoding", progress)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        ci = 0
+        while len(kept) < cfg.max_images and pos < len(order):
+            need = cfg.max_images - len(kept)
+            rows = order[pos: pos + min(CHUNK, max(need, 1))]
+            pos += len(rows)
+            cf = partial / "decoded" / f"chunk-{ci:05d}.pkl"
+            ci += 1
+            if cf.exists():
+                with open(cf, "rb") as f:
+                    results = pickle.load(f)
+            else:
+                jobs, results = [], []
+                for r in rows.tolist():
+                    p = posts.loc[r]
+                    path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+                    if path is None:
+                        results.append((r, None, "missing_file", f"no image for post {p['id']} under {images_root}"))
+                    else:
+                        jobs.append((r, str(path), cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
+                results += list(pool.map(prepare_for_shard, jobs, chunksize=16))
+                tmp = cf.with_suffix(".tmp")
+                with open(tmp, "wb") as f:
+                    pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, cf)
+            chunk_files.append(cf)
+            for r, jpeg, why, detail in results:
+                if jpeg is None:
+                    left_out.append({"id": int(posts.at[r, "id"]), "reason": why, "detail": detail})
+                else:
+                    kept.append(r)
+            bar.update(len([x for x in results if x[1] is not None]))
+    bar.close()
+    counts["not_selected"] = int(len(order) - pos)
+
+    # 3. split, shards, tables
+    lab_of = {int(r): labels[r] for r in range(len(labels))}
+    Y = np.zeros((len(kept), len(vocab)), dtype=np.uint8)
+    for i, r in enumerate(kept):
+        Y[i, lab_of[r]] = 1
+    split = stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split_of = dict(zip(kept, split))
+    shard_dir = partial / "shards"
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir()
+    n_split = Counter(split.tolist())
+    writers = {s: ShardWriter(shard_dir, s, n_split[s], cfg.images_per_shard) for s in SPLITS if n_split[s]}
+    t_write = time.time()
+    for cf in chunk_files:
+        with open(cf, "rb") as f:
+            for r, jpeg, _, _ in pickle.load(f):
+                if jpeg is not None and r in split_of:
+                    writers[split_of[r]].write(int(posts.at[r, "id"]), jpeg, lab_of[r])
+    for w in writers.values():
+        w.close()
+    names = vocab_df["name"].tolist()
+    with open(partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["id", "md5", "split", "file", "tags"])
+        for r in kept:
+            p = posts.loc[r]
+            path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+            rel = os.path.relpath(path, images_root) if path else ""
+            wr.writerow([int(p["id"]), p["md5"], split_of[r], rel, " ".join(names[i] for i in lab_of[r])])
+    vocab_df.to_csv(partial / "tags.csv", index=False)
+    per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
+    counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
+                   "left_out": dict(Counter(x["reason"] for x in left_out))})
+    summary = {
+        "settings": to_dict(cfg),
+        "metadata": [str(p) for p in paths], "images_root": str(images_root),
+        "counts": counts,
+        "n_tags": len(vocab),
+        "positives_per_split": {"tags": names, **per_split_pos},
+        "seconds": {"total": round(time.time() - t0, 2), "write_shards": round(time.time() - t_write, 2)},
+        "left_out": left_out,
+    }
+    shutil.rmtree(partial / "decoded")
+    sig_file.unlink()
+    write_json_atomic(partial / "subset.json", summary)  # written last: marks the folder whole
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return summary
+
+
+def read_subset(subset_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(tags, manifest, summary) of a built subset; a clear error if it is not one."""
+    d = Path(subset_dir)
+    if not (d / "subset.json").exists():
+        hint = " (an interrupted build: run it again)" if d.with_name(d.name + ".partial").exists() else ""
+        raise FileNotFoundError(f"{d} is not a built subset: no subset.json{hint}")
+    tags = pd.read_csv(d / "tags.csv", keep_default_na=False)
+    manifest = pd.read_csv(d / "manifest.csv", keep_default_na=False, dtype={"md5": str, "tags": str})
+    with open(d / "subset.json", encoding="utf-8") as f:
+        summary = json.load(f)
+    return tags, manifest, summary
+
+
+def label_matrix(manifest: pd.DataFrame, tags: pd.DataFrame) -> np.ndarray:
+    """Multi-hot labels (n_images x n_tags) from the manifest's tag strings."""
+    idx = {t: i for i, t in enumerate(tags["name"])}
+    Y = np.zeros((len(manifest), len(idx)), dtype=np.uint8)
+    for i, s in enumerate(manifest["tags"]):
+        for t in tag_list(s):
+            Y[i, idx[t]] = 1
+    return Y
