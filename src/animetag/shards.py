@@ -64,3 +64,21 @@ def parse_example(serialized, n_tags: int):
     y = tf.minimum(tf.reduce_sum(tf.one_hot(idx, n_tags, dtype=tf.float32), axis=0), 1.0)
     y = tf.ensure_shape(tf.reshape(y, [n_tags]), [n_tags])
     return f["image"], y, f["id"]
+
+
+def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
+    """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy arrays."""
+    import numpy as np
+    import tensorflow as tf
+
+    import pandas as pd
+
+    n_tags = len(pd.read_csv(Path(subset_dir) / "tags.csv", keep_default_na=False))
+    ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)
+    ids, images, labels = [], [], []
+    for ser in ds:
+        jpeg, y, pid = parse_example(ser, n_tags)
+        images.append(tf.io.decode_jpeg(jpeg, channels=3).numpy())
+        labels.append(y.numpy())
+        ids.append(int(pid))
+    return np.array(ids), np.stack(images), np.stack(labels)

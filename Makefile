@@ -1,0 +1,52 @@
+# The README's commands. `make demo` and `make test` each work on a fresh Linux machine
+# with Python 3.10+ (they create the virtual environment they need).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# tensorflow-cpu is the small CPU-only build (x86-64); elsewhere the regular package.
+TF_PKG ?= $(shell [ "$$(uname -m)" = x86_64 ] && echo tensorflow-cpu || echo tensorflow)
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+DEMO_HOME ?= $(CURDIR)/data
+TEST_HOME ?= $(CURDIR)/build/test-home
+
+.PHONY: setup dev demo test notebooks lint clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TF_PKG)>=2.16" -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+## demo: generate the sample, run every notebook on the `sample` profile
+demo: $(VENV)/.dev
+	ANIMETAG_HOME=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
+		--out $(DEMO_HOME)/executed $(NOTEBOOKS)
+	@echo
+	@echo "Executed notebooks: $(DEMO_HOME)/executed/"
+	@echo "Figures:            $(DEMO_HOME)/figures/sample/"
+	@echo "Subset and run:     $(DEMO_HOME)/subsets/sample/  $(DEMO_HOME)/runs/sample/"
+
+## test: unit tests, the notebooks under nbmake, and the notebook sources in sync
+test: $(VENV)/.dev
+	rm -rf $(TEST_HOME)
+	$(BIN)/python -m pytest tests
+	ANIMETAG_HOME=$(TEST_HOME) ANIMETAG_PROFILE=sample ANIMETAG_SAMPLE_IMAGES=400 ANIMETAG_EPOCHS=3 \
+		$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+
+## notebooks: regenerate every .ipynb from its jupytext .py source
+notebooks: $(VENV)/.dev
+	for f in notebooks/[0-9]*.py; do $(BIN)/jupytext --quiet --to ipynb "$$f"; done
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests scripts
+
+clean:
+	rm -rf build data/executed data/figures

@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · How unbalanced are the tags?
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/animetag/animetag/blob/main/notebooks/02_tag_imbalance.ipynb)
+#
+# Before spending GPU hours, look at the labels. This notebook works from the metadata
+# alone (so you can look before downloading a single image) and, when it exists, from the
+# built subset. It shows the long tail of tag frequencies, the imbalance of the kept tags,
+# how few tags many images keep, and the tags that (nearly) imply one another: four of the
+# thesis's five data problems, measured.
+#
+# **Needs:** a CPU runtime. Figures are also saved as PNG files.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "animetag @ git+https://github.com/animetag/animetag"], check=True)
+    from animetag.colab import mount_drive
+
+    mount_drive()
+
+# %% tags=["parameters"]
+import os
+
+PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")
+METADATA = os.environ.get("ANIMETAG_METADATA", "")  # empty: the built-in sample
+TOP_K = int(os.environ.get("ANIMETAG_TOP_K", "100"))
+HEATMAP_TAGS = 30  # how many of the top tags the co-occurrence heatmap shows
+IMPLICATION_P = 0.9  # P(b|a) at or above this counts as a near-implication
+
+# %%
+from animetag.workspace import ensure_metadata, workspace
+
+if METADATA:
+    os.environ["ANIMETAG_METADATA"] = METADATA
+ws = workspace(PROFILE)
+metadata = ensure_metadata(ws)
+print("metadata:", [str(p) for p in metadata])
+
+# %% [markdown]
+# ## The long tail, from the metadata
+# Danbooru's tag frequencies fall off as a power law. On real Danbooru the top-100
+# general tags run from about 75% of posts (`1girl`) to about 6%, a log-log slope of
+# about -0.6 over ranks 1-100 and about -1.0 over ranks 1-1000.
+
+# %%
+from animetag.analysis import rank_frequency_slope, tag_counts
+from animetag.danbooru import load_posts
+from animetag.plots import rank_frequency, save, top_by_category
+
+posts, report = load_posts(metadata)
+posts = posts[~posts["is_deleted"]]
+counts = tag_counts(posts)
+general = counts[counts["category"] == "general"]
+print(f"{len(posts)} posts, {len(counts)} distinct tags, {len(report.malformed)} malformed records")
+print(f"general tags: slope over ranks 1-100 {rank_frequency_slope(general['count'], 1, 100):.2f}, "
+      f"over 1-1000 {rank_frequency_slope(general['count'], 1, 1000):.2f}")
+print(f"top-{TOP_K} general tags run from {general['share'].iloc[0]:.1%} "
+      f"down to {general['share'].iloc[min(TOP_K, len(general)) - 1]:.1%} of posts")
+save(rank_frequency(counts, kept=TOP_K, n_posts=len(posts)), ws.figures, "02_rank_frequency")
+
+# %%
+save(top_by_category(counts, k=15, n_posts=len(posts)), ws.figures, "02_top_by_category")
+
+# %% [markdown]
+# ## The kept tags
+# From the built subset when it exists, else from the metadata with the same top-K rule.
+
+# %%
+import numpy as np
+
+from animetag.config import subset_config
+from animetag.subset import kept_tags, label_matrix, read_subset, tag_vocabulary
+
+if (ws.subset / "subset.json").exists():
+    tags, manifest, _ = read_subset(ws.subset)
+    Y, names, source = label_matrix(manifest, tags), tags["name"].tolist(), f"subset {ws.subset}"
+else:
+    cfg = subset_config(PROFILE, top_k=TOP_K)
+    vocab_df = tag_vocabulary(posts, cfg)
+    names = vocab_df["name"].tolist()
+    idx = kept_tags(posts, cfg.categories, {t: i for i, t in enumerate(names)})
+    Y = np.zeros((len(idx), len(names)), dtype=np.uint8)
+    for i, row in enumerate(idx):
+        Y[i, row] = 1
+    Y, source = Y[Y.sum(1) > 0], "metadata"
+print(f"{len(names)} kept tags over {len(Y)} images, from the {source}")
+
+# %%
+from animetag.analysis import positive_rates
+from animetag.plots import positive_rates as plot_rates
+
+rates = positive_rates(Y, names)
+print(f"imbalance ratio (negatives per positive): median {rates['imbalance_ratio'].median():.1f}, "
+      f"worst {rates['imbalance_ratio'].max():.1f} ({rates.loc[rates['imbalance_ratio'].idxmax(), 'name']})")
+save(plot_rates(rates), ws.figures, "02_positive_rates")
+rates.sort_values("rate").head(10)
+
+# %% [markdown]
+# ## Tags per image
+# Many images keep only a few of the top tags, so most of their labels are negatives.
+
+# %%
+from animetag.analysis import few_tag_share, tags_per_image
+from animetag.plots import tags_per_image as plot_tpi
+
+print({f"<= {k} kept tags": f"{v:.1%}" for k, v in few_tag_share(Y).items()})
+save(plot_tpi(tags_per_image(Y)), ws.figures, "02_tags_per_image")
+
+# %% [markdown]
+# ## Co-occurrence and the pseudo-hierarchy
+# P(b | a): how often tag b is present when tag a is. Rows that are nearly 1 in some
+# column are near-implications (`very_long_hair` -> `long_hair`, a character -> its
+# hair colour): a model is asked to learn the same thing twice, and a post tagged with
+# only one of the pair teaches it the wrong thing.
+
+# %%
+from animetag.analysis import conditional_matrix, near_implications
+from animetag.plots import conditional_heatmap
+
+save(conditional_heatmap(conditional_matrix(Y), names, top=HEATMAP_TAGS), ws.figures, "02_cooccurrence")
+near_implications(Y, names, min_p=IMPLICATION_P).head(20)
+
+# %%
+print("figures saved in", ws.figures)

@@ -1,0 +1,118 @@
+"""The `animetag` command line: the same functions the notebooks call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _csv(s: str) -> list[str]:
+    return [x for x in s.replace(",", " ").split() if x]
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from .sample import generate
+
+    desc = generate(a.out, n_images=a.images, seed=a.seed, clean=a.clean)
+    print(f"wrote {desc['n_images']} posts to {a.out} (metadata/posts.json, 512px/, original/)")
+    return 0
+
+
+def cmd_subset(a: argparse.Namespace) -> int:
+    from .config import subset_config
+    from .subset import build_subset
+
+    cfg = subset_config(a.profile, top_k=a.top_k, max_images=a.max_images, image_size=a.image_size,
+                        categories=tuple(_csv(a.categories)) if a.categories else None,
+                        min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
+                        exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None,
+                        seed=a.seed, workers=a.workers)
+    s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
+    print(json.dumps(s["counts"], indent=2))
+    print(f"subset written to {a.out} in {s['seconds']['total']} s")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import train
+
+    result = train(a.data, a.run, profile=a.profile, epochs=a.epochs, batch_size=a.batch_size,
+                   image_size=a.image_size, loss=a.loss, lr=a.lr, precision=a.precision)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    if a.what == "train":
+        from .bench import bench_train
+
+        out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps)
+    else:
+        raise SystemExit(f"unknown benchmark {a.what!r}")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="animetag", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="write the built-in Danbooru-shaped sample dataset")
+    s.add_argument("out")
+    s.add_argument("--images", type=int, default=600)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--clean", action="store_true", help="no broken records or odd image modes")
+    s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("subset", help="build a training subset from Danbooru metadata and images")
+    s.add_argument("--metadata", nargs="+", required=True, help="JSON/JSON lines/CSV/Parquet files")
+    s.add_argument("--images-root", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--profile", default="full", choices=["full", "sample"])
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--max-images", type=int)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--categories", help="comma separated, default general")
+    s.add_argument("--min-tags", type=int)
+    s.add_argument("--ratings", help="comma separated subset of g,s,q,e")
+    s.add_argument("--exclude-tags", nargs="*")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_subset)
+
+    s = sub.add_parser("train", help="train the ResNet-SE on a built subset (resumes a run)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--run", required=True)
+    s.add_argument("--profile", default="full", choices=["full", "sample"])
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--loss", choices=["focal", "bce", "asl"])
+    s.add_argument("--lr", type=float)
+    s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
+    s.add_argument("what", choices=["train"])
+    s.add_argument("--data", required=True)
+    s.add_argument("--profile", default="sample", choices=["full", "sample"])
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--steps", type=int, default=30)
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"animetag {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Figures for the notebooks; each returns the figure and can save it as PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, folder: str | os.PathLike | None, name: str):
+    """Save `fig` as folder/name.png (when a folder is given) and return it."""
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(folder) / f"{name}.png", dpi=110, bbox_inches="tight")
+    return fig
+
+
+def rank_frequency(counts: pd.DataFrame, kept: int | None = None, n_posts: int | None = None):
+    """Rank-frequency on log-log axes, one line per category, the kept top-K marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    denom = n_posts or 1
+    all_c = counts["count"].to_numpy()
+    ax.loglog(np.arange(1, len(all_c) + 1), all_c / denom, color="black", lw=2, label="all tags")
+    for cat, g in counts.groupby("category", sort=False):
+        c = g["count"].to_numpy()
+        ax.loglog(np.arange(1, len(c) + 1), c / denom, lw=1, label=cat)
+    if kept:
+        ax.axvline(kept, color="red", ls="--", lw=1, label=f"top-{kept} cut")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("share of posts" if n_posts else "posts")
+    ax.set_title("Tag rank-frequency")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def top_by_category(counts: pd.DataFrame, k: int = 15, n_posts: int | None = None):
+    plt = _plt()
+    cats = [c for c in counts["category"].unique()]
+    fig, axes = plt.subplots(1, len(cats), figsize=(3.2 * len(cats), 0.25 * k + 1.5), squeeze=False)
+    for ax, cat in zip(axes[0], cats):
+        g = counts[counts["category"] == cat].head(k)[::-1]
+        ax.barh(g["name"], g["count"] / (n_posts or 1))
+        ax.set_title(cat)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(f"Top-{k} tags by category" + (" (share of posts)" if n_posts else ""))
+    fig.tight_layout()
+    return fig
+
+
+def positive_rates(rates: pd.DataFrame):
+    """Positive rate per kept tag (sorted), with the imbalance ratio on a second axis."""
+    plt = _plt()
+    r = rates.sort_values("rate", ascending=False)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = np.arange(len(r))
+    ax.bar(x, r["rate"], width=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("kept tag, by frequency")
+    ax.set_ylabel("positive rate (log)")
+    ax2 = ax.twinx()
+    ax2.plot(x, r["imbalance_ratio"], color="red", lw=1)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("negatives / positives", color="red")
+    ax.set_title("Class imbalance of the kept tags")
+    return fig
+
+
+def tags_per_image(hist: pd.Series):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(hist.index, hist.values)
+    ax.set_xlabel("kept tags per image")
+    ax.set_ylabel("images")
+    ax.set_title("Tags per image")
+    return fig
+
+
+def conditional_heatmap(P: np.ndarray, names: list[str], top: int = 30):
+    plt = _plt()
+    k = min(top, len(names))
+    fig, ax = plt.subplots(figsize=(0.28 * k + 2.5, 0.28 * k + 2))
+    im = ax.imshow(P[:k, :k], vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(k), names[:k], rotation=90, fontsize=7)
+    ax.set_yticks(range(k), names[:k], fontsize=7)
+    ax.set_xlabel("tag b")
+    ax.set_ylabel("tag a")
+    ax.set_title("P(b | a) for the top tags")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return fig
+
+
+def image_grid(images: list[np.ndarray], captions: list[str], cols: int = 4, title: str = ""):
+    plt = _plt()
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, im, cap in zip(axes.ravel(), images, captions):
+        ax.imshow(im)
+        ax.set_title(cap, fontsize=7, wrap=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def history(hist: pd.DataFrame, baseline: dict[str, float] | None = None):
+    """Loss and validation F1 per epoch."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    ep = hist["epoch"] + 1
+    a1.plot(ep, hist["loss"], label="train")
+    if "val_loss" in hist:
+        a1.plot(ep, hist["val_loss"], label="validation")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("loss")
+    a1.legend()
+    for col in ("val_f1_micro", "val_f1_macro", "val_pr_auc"):
+        if col in hist:
+            a2.plot(ep, hist[col], marker="o", label=col)
+    for name, v in (baseline or {}).items():
+        a2.axhline(v, ls="--", lw=1, color="grey")
+        a2.text(ep.iloc[0], v, name, fontsize=7, va="bottom")
+    a2.set_xlabel("epoch")
+    a2.set_ylim(0, 1)
+    a2.legend()
+    fig.tight_layout()
+    return fig

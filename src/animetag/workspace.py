@@ -1,0 +1,80 @@
+"""Where a notebook's inputs and outputs live, and building a missing prerequisite.
+
+In the `sample` profile a missing prerequisite (the sample, its subset, a trained run) is
+built from the built-in sample; in `full` it is named in a clear error instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import data_home, subset_config
+
+
+@dataclass
+class Workspace:
+    profile: str
+    home: Path
+    metadata: list[Path]
+    images_root: Path | None
+    subset: Path
+    run: Path
+    figures: Path
+
+
+def env(name: str, default: str) -> str:
+    v = os.environ.get(name, "")
+    return v if v.strip() else default
+
+
+def workspace(profile: str | None = None) -> Workspace:
+    """Paths from the ANIMETAG_* environment variables, with the profile's defaults."""
+    profile = profile or env("ANIMETAG_PROFILE", "sample")
+    home = Path(env("ANIMETAG_HOME", str(data_home())))
+    metadata = [Path(p) for p in env("ANIMETAG_METADATA", "").split()]
+    images = env("ANIMETAG_IMAGES", "")
+    if profile == "sample" and not metadata:
+        metadata = [home / "sample" / "metadata" / "posts.json"]
+        images = images or str(home / "sample")
+    subset = Path(env("ANIMETAG_SUBSET", str(home / "subsets" / profile)))
+    run = Path(env("ANIMETAG_RUN", str(home / "runs" / profile)))
+    figures = Path(env("ANIMETAG_FIGURES", str(home / "figures" / profile)))
+    return Workspace(profile, home, metadata, Path(images) if images else None, subset, run, figures)
+
+
+def ensure_sample(ws: Workspace, n_images: int | None = None, seed: int = 0) -> Path:
+    """The built-in sample under ws.home/sample, generated if it is missing."""
+    root = ws.home / "sample"
+    if not (root / "sample.json").exists():
+        from .sample import generate
+
+        generate(root, n_images=n_images or int(env("ANIMETAG_SAMPLE_IMAGES", "1500")), seed=seed)
+    return root
+
+
+def ensure_metadata(ws: Workspace) -> list[Path]:
+    if ws.profile == "sample" and ws.metadata == [ws.home / "sample" / "metadata" / "posts.json"]:
+        ensure_sample(ws)
+    missing = [p for p in ws.metadata if not p.exists()]
+    if not ws.metadata or missing:
+        raise FileNotFoundError(
+            f"Danbooru metadata not found: {missing or 'none configured'}. Set ANIMETAG_METADATA to "
+            "your metadata files (JSON lines, JSON, CSV or Parquet) and ANIMETAG_IMAGES to the image root.")
+    return ws.metadata
+
+
+def ensure_subset(ws: Workspace, **overrides) -> Path:
+    """The subset folder, built first if it is missing (`sample`), else a clear error (`full`)."""
+    if (ws.subset / "subset.json").exists():
+        return ws.subset
+    if ws.profile != "sample" and not ws.metadata:
+        raise FileNotFoundError(f"no built subset at {ws.subset}: run notebook 01 (or `animetag subset`) first")
+    from .subset import build_subset
+
+    ensure_metadata(ws)
+    if ws.images_root is None:
+        raise FileNotFoundError("ANIMETAG_IMAGES is not set: where are the images?")
+    build_subset(ws.metadata, ws.images_root, ws.subset, subset_config(ws.profile, **overrides), overwrite=True)
+    return ws.subset
