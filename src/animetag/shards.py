@@ -69,9 +69,8 @@ def parse_example(serialized, n_tags: int):
 def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
     """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy arrays."""
     import numpy as np
-    import tensorflow as tf
-
     import pandas as pd
+    import tensorflow as tf
 
     n_tags = len(pd.read_csv(Path(subset_dir) / "tags.csv", keep_default_na=False))
     ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)

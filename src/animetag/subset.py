@@ -141,11 +141,6 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
     drop(posts["id"].duplicated().to_numpy(), "duplicate_id")
     dup = (posts["md5"] != "") & posts["md5"].duplicated()
     drop(dup.to_numpy(), "duplicate_md5", "the same md5 as a post with a lower id")
-    if cfg.exclude_tags:
-        ex = set(cfg.exclude_tags)
-        has_ex = np.array([any(t in ex for c in cfg.categories for t in tag_list(s))
-                           for s in zip(*[posts[f"tags_{c}"] for c in cfg.categories])]) if len(posts) else np.zeros(0, bool)
-        drop(has_ex, "excluded_tag", f"has one of {sorted(ex)}")
     vocab_df = tag_vocabulary(posts, cfg)
     vocab = {t: i for i, t in enumerate(vocab_df["name"])}
     labels = kept_tags(posts, cfg.categories, vocab)

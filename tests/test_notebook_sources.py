@@ -1,0 +1,33 @@
+"""Each committed .ipynb is what jupytext makes of its .py source, and has no outputs."""
+
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NB = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
+
+
+def _cells(nb):
+    return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"],
+             sorted(c.get("metadata", {}).get("tags", []))) for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("py", NB, ids=[p.stem for p in NB])
+def test_ipynb_matches_py(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run `make notebooks`"
+    made = json.loads(jupytext.writes(jupytext.read(py), fmt="ipynb"))
+    committed = json.loads(ipynb.read_text())
+    assert _cells(made) == _cells(committed), f"{ipynb.name} differs from {py.name}: run `make notebooks`"
+    for c in committed["cells"]:
+        assert not c.get("outputs") and not c.get("execution_count"), f"{ipynb.name} has outputs"
+    assert committed["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_every_notebook_has_a_parameters_cell_and_badge():
+    for py in NB:
+        text = py.read_text()
+        assert 'tags=["parameters"]' in text, py.name
+        assert f"blob/main/notebooks/{py.stem}.ipynb" in text, py.name

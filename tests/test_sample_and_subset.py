@@ -1,0 +1,201 @@
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from animetag.config import SubsetConfig
+from animetag.sample import BROKEN, all_general_tags, generate
+from animetag.subset import build_subset, label_matrix, read_subset
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_generator_is_deterministic(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    generate(a, 60, seed=3)
+    generate(b, 60, seed=3)
+    generate(c, 60, seed=4)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_sample_has_the_promised_shape(sample_root):
+    desc = json.loads((sample_root / "sample.json").read_text())
+    lines = (sample_root / "metadata" / "posts.json").read_text().splitlines()
+    recs = []
+    for line in lines:
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    assert len(recs) == len(lines) - 1  # one malformed line
+    tags = {t for r in recs for t in r["tag_string"].split()}
+    assert len(set(all_general_tags())) >= 120
+    assert len(tags) >= 150
+    # real-shape fields, messy values included
+    assert any(isinstance(r["id"], float) for r in recs) and any(isinstance(r["image_width"], str) for r in recs)
+    # the pseudo-hierarchy: a character's hair colour and copyright are tagged (unless dropped as missing)
+    miku = [r for r in recs if r["tag_string_character"] == "hatsune_miku"]
+    assert miku and all(r["tag_string_copyright"] == "idolmaster" for r in miku)
+    truth = {json.loads(x)["id"]: set(json.loads(x)["general"]) for x in (sample_root / "truth.jsonl").read_text().splitlines()}
+    assert all("blue_hair" in truth[int(r["id"])] for r in miku)
+    # missing tags at about the documented rate
+    meta = {int(r["id"]): set(r["tag_string_general"].split()) for r in recs if r["tag_string_general"]}
+    n_true = sum(len(truth[i]) for i in meta)
+    n_kept = sum(len(meta[i] & truth[i]) for i in meta)
+    assert 0.05 < 1 - n_kept / n_true < 0.15
+    assert set(desc["broken_records"]) >= set(BROKEN)
+    # overlap: very_long_hair always comes with long_hair in the truth
+    assert all("long_hair" in t for t in truth.values() if "very_long_hair" in t)
+
+
+def test_subset_invariants(subset_dir, sample_root):
+    tags, manifest, summary = read_subset(subset_dir)
+    assert list(tags.columns) == ["tag_id", "name", "category", "count"]
+    assert len(tags) == 40 and (tags["category"] == 0).all()
+    # no md5 and no id in two splits; every kept image has a kept tag
+    assert manifest.groupby("md5")["split"].nunique().max() == 1
+    assert manifest["id"].is_unique
+    Y = label_matrix(manifest, tags)
+    assert (Y.sum(1) >= 1).all()
+    # per-tag split proportions near 80/10/10, much nearer than a random split gets
+    split = manifest["split"].to_numpy()
+    common = Y.sum(0) >= 10
+
+    def deviation(sp):
+        return np.mean([np.abs(Y[sp == s].sum(0)[common] / Y.sum(0)[common] - f).mean()
+                        for s, f in (("train", 0.8), ("val", 0.1), ("test", 0.1))])
+
+    rng = np.random.default_rng(0)
+    rand = [deviation(rng.choice(["train", "val", "test"], len(Y), p=[0.8, 0.1, 0.1])) for _ in range(20)]
+    assert deviation(split) < 0.6 * np.median(rand), (deviation(split), np.median(rand))
+    for s in ("train", "val", "test"):
+        assert (Y[split == s].sum(0)[Y.sum(0) >= 20] > 0).all(), s
+    # every record left out has a reason, and each broken record got the expected one
+    left = summary["left_out"]
+    assert all(x.get("reason") for x in left)
+    desc = json.loads((sample_root / "sample.json").read_text())
+    by_id = {x.get("id"): x["reason"] for x in left}
+    for kind, want in BROKEN.items():
+        if kind == "malformed_json":
+            assert any(x["reason"] == "malformed_record" for x in left)
+        else:
+            assert by_id.get(desc["broken_records"][kind]["id"]) == want, kind
+    # odd image modes are kept (converted), not dropped
+    for kind in ("mode_CMYK", "mode_L", "mode_P", "mode_RGBA", "mode_GIF"):
+        assert desc["broken_records"][kind]["id"] in set(manifest["id"]), kind
+    # every metadata record is accounted for: kept + left out == read
+    c = summary["counts"]
+    assert c["kept"] + len(left) + c["not_selected"] == c["records_read"]
+    assert c["kept"] == len(manifest) == c["train"] + c["val"] + c["test"]
+
+
+def test_shards_hold_the_manifest(subset_dir):
+    from animetag.shards import peek
+
+    tags, manifest, _ = read_subset(subset_dir)
+    ids, images, labels = peek(subset_dir, "val", 1000)
+    assert images.shape[1:] == (32, 32, 3) and images.dtype == np.uint8
+    val = manifest[manifest["split"] == "val"].set_index("id")
+    assert sorted(ids.tolist()) == sorted(val.index.tolist())
+    Y = label_matrix(val.loc[ids].reset_index(), tags)
+    assert (Y == labels).all()
+
+
+def test_max_images_and_vocabulary_options(sample_root, tmp_path):
+    cfg = SubsetConfig(top_k=150, max_images=50, image_size=16, categories=("general", "character"),
+                       exclude_tags=("solo",), ratings=("g", "s"), workers=1)
+    s = build_subset(sample_root / "metadata" / "posts.json", sample_root, tmp_path / "o", cfg, progress=False)
+    tags, manifest, _ = read_subset(tmp_path / "o")
+    assert len(manifest) == 50 and s["counts"]["not_selected"] > 0
+    assert "solo" not in set(tags["name"]) and "1girl" in set(tags["name"])
+    assert set(tags["category"]) == {0, 4}  # general and character tags
+    assert "rating" in {x["reason"] for x in s["left_out"]}
+
+
+def test_interrupted_build_never_looks_complete(sample_root, tmp_path, monkeypatch):
+    import animetag.subset as sub
+
+    out = tmp_path / "o"
+    cfg = SubsetConfig(top_k=20, image_size=16, workers=1)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sub, "stratified_split", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_subset(sample_root / "metadata" / "posts.json", sample_root, out, cfg, progress=False)
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        read_subset(out)
+    chunks = list((tmp_path / "o.partial" / "decoded").glob("chunk-*.pkl"))
+    assert chunks  # decoded work kept for the rerun
+    monkeypatch.undo()
+    # the rerun resumes from the decoded chunks: the pool is never asked to decode again
+    calls = []
+    real = sub.prepare_for_shard
+    monkeypatch.setattr(sub, "prepare_for_shard", lambda a: calls.append(a) or real(a))
+    build_subset(sample_root / "metadata" / "posts.json", sample_root, out, cfg, progress=False)
+    assert (out / "subset.json").exists() and not (tmp_path / "o.partial").exists()
+    with pytest.raises(FileExistsError):
+        build_subset(sample_root / "metadata" / "posts.json", sample_root, out, cfg, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "I;16", "GIF"])
+def test_odd_modes_become_rgb_on_white(tmp_path, mode):
+    from animetag.images import open_rgb_square
+
+    base = Image.new("RGB", (40, 20), (255, 0, 0))
+    p = tmp_path / "x.png"
+    if mode == "RGBA":
+        im = Image.new("RGBA", (40, 20), (255, 0, 0, 0))  # fully transparent red
+        im.save(p)
+    elif mode == "LA":
+        Image.new("LA", (40, 20), (0, 0)).save(p)
+    elif mode == "I;16":
+        Image.fromarray(np.full((20, 40), 1000, np.uint16)).save(p)
+    elif mode == "GIF":
+        p = tmp_path / "x.gif"
+        base.save(p, save_all=True, append_images=[Image.new("RGB", (40, 20), (0, 0, 255))])
+    elif mode == "CMYK":
+        p = tmp_path / "x.jpg"
+        base.convert("CMYK").save(p)
+    else:
+        base.convert(mode).save(p)
+    out = np.asarray(open_rgb_square(p, 16))
+    assert out.shape == (16, 16, 3)
+    top, mid = out[0, 8], out[8, 8]
+    assert (top > 245).all()  # padding is white
+    if mode in ("RGBA", "LA"):
+        assert (mid > 245).all()  # transparency onto white, not black
+    elif mode == "GIF":
+        assert mid[0] > 200 and mid[2] < 60  # the first frame (red), not the second
+    elif mode in ("L", "I;16"):
+        assert abs(int(mid[0]) - int(mid[1])) < 3
+    else:
+        assert mid[0] > 200 and mid[1] < 60
+
+
+def test_too_large_is_refused_before_decoding(tmp_path):
+    from animetag.images import ImageError, open_rgb_square
+
+    p = tmp_path / "big.png"
+    Image.new("RGB", (300, 300)).save(p)
+    with pytest.raises(ImageError) as e:
+        open_rgb_square(p, 16, max_pixels=10_000)
+    assert e.value.reason == "too_large"
+    p2 = tmp_path / "junk.jpg"
+    p2.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError) as e:
+        open_rgb_square(p2, 16)
+    assert e.value.reason == "not_an_image"
