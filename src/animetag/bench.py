@@ -1,0 +1,98 @@
+"""Benchmarks that print ratios measured side by side in one run.
+
+`bench_train`: the input pipeline alone, training fed from the shards, and the same model
+and step fed in-memory tensors; input_efficiency = fit / synthetic. On a GPU it also
+compares float32 with mixed precision + XLA, and reports the model's FLOPs per image with
+the throughput they imply.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from .colab import accelerator
+from .config import train_config
+from .model import build_model, flops_per_image
+from .pipeline import make_dataset, n_tags_of
+from .train import choose_precision, compile_model
+
+# Dense bf16/fp16 tensor throughput, TFLOP/s, for the implied-utilisation figure.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}
+
+
+def _images_per_second(fn, steps: int, batch: int) -> float:
+    t = time.perf_counter()
+    fn(steps)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: str, jit: bool) -> dict[str, float]:
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model(n_tags, cfg.image_size, cfg.model)
+        compile_model(model, cfg, n_tags, steps_per_epoch=steps, jit=jit)
+        real = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
+                            cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+        x, y = next(iter(real))
+        synthetic = tf.data.Dataset.from_tensors((x, y)).repeat()
+
+        def fit(ds):
+            return lambda n: model.fit(ds, steps_per_epoch=n, epochs=1, verbose=0)
+
+        fit(synthetic)(max(3, steps // 5))  # trace and compile both paths first
+        fit(real)(max(3, steps // 5))
+        out = {"fit_img_s": _images_per_second(fit(real), steps, batch),
+               "synthetic_img_s": _images_per_second(fit(synthetic), steps, batch)}
+        out["flops_per_image"] = flops_per_image(model)
+        return out
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def bench_train(data: str | Path, profile: str = "sample", batch_size: int | None = None,
+                steps: int = 30) -> dict[str, Any]:
+    data = Path(data)
+    cfg = train_config(profile, batch_size=batch_size)
+    n_tags = n_tags_of(data)
+    batch = cfg.batch_size
+    acc = accelerator()
+
+    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
+                      cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+    it = iter(ds)
+    for _ in range(max(3, steps // 5)):  # fills the cache and the shuffle buffer
+        next(it)
+
+    def pull(n):
+        for _ in range(n):
+            next(it)
+
+    out: dict[str, Any] = {"device": acc["name"], "profile": profile, "image_size": cfg.image_size,
+                           "batch_size": batch, "steps": steps}
+    out["pipeline_img_s"] = _images_per_second(pull, steps * 3, batch)
+    base_precision = "float32"
+    r = _fit_rates(data, cfg, n_tags, batch, steps, base_precision, jit=False)
+    out.update({k: r[k] for k in ("fit_img_s", "synthetic_img_s")})
+    out["input_efficiency"] = out["fit_img_s"] / out["synthetic_img_s"]
+    out["pipeline_over_fit"] = out["pipeline_img_s"] / out["fit_img_s"]
+    out["gflops_per_image_forward"] = r["flops_per_image"] / 1e9
+    if acc["kind"] == "gpu":
+        fast = choose_precision("auto", acc)
+        m = _fit_rates(data, cfg, n_tags, batch, steps, fast, jit=True)
+        out["mixed_xla"] = {"precision": fast, "fit_img_s": m["fit_img_s"], "synthetic_img_s": m["synthetic_img_s"],
+                            "speedup_over_float32": m["synthetic_img_s"] / out["synthetic_img_s"]}
+        # a training step costs about three forward passes (forward, two backward products)
+        achieved = 3 * r["flops_per_image"] * m["synthetic_img_s"] / 1e12
+        out["mixed_xla"]["achieved_tflops"] = achieved
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in str(acc["name"])), None)
+        if peak:
+            out["mixed_xla"]["utilisation"] = achieved / peak
+    out = {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+    return out

@@ -1,0 +1,54 @@
+"""Losses for multi-label tagging: focal loss (the thesis's), binary cross-entropy, and the
+asymmetric loss. Each averages over tags and images, so their values are comparable."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .config import TrainConfig
+
+
+@keras.saving.register_keras_serializable(package="animetag")
+class AsymmetricLoss(keras.losses.Loss):
+    """Asymmetric loss (Ridnik et al., "Asymmetric Loss For Multi-Label Classification",
+    arXiv 2009.14119):
+
+        L+ = (1 - p)^gamma_pos * log(p)
+        L- = p_m^gamma_neg * log(1 - p_m),  p_m = max(p - clip, 0)
+        L  = -mean over tags of [y L+ + (1 - y) L-]
+
+    Negatives that are easy (p below `clip`) are discarded and the rest down-weighted,
+    which suits under-tagged data: a missing tag is a negative the model need not fight.
+    """
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
+                 eps: float = 1e-7, name: str = "asymmetric_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.gamma_neg, self.gamma_pos, self.clip, self.eps = gamma_neg, gamma_pos, clip, eps
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        p = ops.clip(y_pred, self.eps, 1.0 - self.eps)
+        p_m = ops.maximum(p - self.clip, 0.0) if self.clip > 0 else p
+        loss_pos = y_true * ops.power(1.0 - p, self.gamma_pos) * ops.log(p)
+        loss_neg = (1.0 - y_true) * ops.power(p_m, self.gamma_neg) * ops.log(ops.clip(1.0 - p_m, self.eps, 1.0))
+        return -ops.mean(loss_pos + loss_neg, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma_neg": self.gamma_neg, "gamma_pos": self.gamma_pos,
+                "clip": self.clip, "eps": self.eps}
+
+
+def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
+    """The loss a run's settings ask for.
+
+    focal: Keras' BinaryFocalCrossentropy with alpha balancing,
+    FL = -alpha_t (1 - p_t)^gamma log(p_t) (Lin et al., arXiv 1708.02002).
+    """
+    if cfg.loss == "focal":
+        return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=cfg.focal_alpha,
+                                                    gamma=cfg.focal_gamma, name="focal_loss")
+    if cfg.loss == "bce":
+        return keras.losses.BinaryCrossentropy(name="bce")
+    return AsymmetricLoss(cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip)

@@ -1,0 +1,73 @@
+"""The thesis architecture: a ResNet whose every residual block carries a Squeeze-and-
+Excitation block (Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507).
+
+Built from stock Keras layers only, so `model.keras` loads with `keras.saving.load_model`
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .config import ModelConfig
+
+
+def se_block(x, ratio: int = 16, name: str = "se"):
+    """Squeeze (global average pooling), excite (Dense-ReLU, Dense-sigmoid), rescale channels."""
+    c = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    s = layers.Dense(max(c // ratio, 1), activation="relu", name=f"{name}_reduce")(s)
+    s = layers.Dense(c, activation="sigmoid", name=f"{name}_expand")(s)
+    return layers.Multiply(name=f"{name}_scale")([x, s])
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                      kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str):
+    """A basic residual block (two 3x3 convolutions) with SE before the addition."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", relu=False)
+    y = _conv_bn(x, filters, 3, stride, f"{name}_a")
+    y = _conv_bn(y, filters, 3, 1, f"{name}_b", relu=False)
+    y = se_block(y, se_ratio, f"{name}_se")
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = None,
+                name: str = "resnet_se") -> keras.Model:
+    """ResNet-SE: raw 0-255 RGB in, rescaled inside; sigmoid scores out, computed in float32."""
+    cfg = cfg or ModelConfig()
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = _conv_bn(x, cfg.stem_width, 7, 2, "stem")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for i, (width, depth) in enumerate(zip(cfg.widths, cfg.depths)):
+        for j in range(depth):
+            stride = 2 if (i > 0 and j == 0) else 1
+            x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def flops_per_image(model: keras.Model) -> int:
+    """Multiply-adds x 2 of the convolutions and dense layers for one forward pass."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            k = layer.kernel.shape
+            h, w = layer.output.shape[1:3]
+            total += 2 * k[0] * k[1] * k[2] * k[3] * h * w
+        elif isinstance(layer, layers.Dense):
+            k = layer.kernel.shape
+            total += 2 * k[0] * k[1]
+    return int(total)

@@ -1,0 +1,238 @@
+"""Training: strategy and precision from the accelerator, AdamW with warm-up and cosine decay,
+validation F1 each epoch, checkpoints that let a disconnected Colab session resume, the best
+model by validation F1-macro kept as `model.keras`.
+
+A run folder holds `config.json`, `model.keras`, `checkpoints/` (last epoch's model with its
+optimizer state, and `state.json`), `history.csv` and TensorBoard `logs/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from . import losses  # noqa: F401  (registers the custom loss for load_model)
+from .colab import accelerator
+from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
+from .losses import make_loss
+from .metrics import keras_metrics, prior_baseline
+from .model import build_model
+from .pipeline import make_dataset, split_size
+from .subset import label_matrix, read_subset
+
+
+class SettingsChanged(ValueError):
+    """A run folder asked to resume with settings other than those it was started with."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy:
+    """TPU, several GPUs (MirroredStrategy), one GPU, or the default (CPU) strategy."""
+    acc = acc or accelerator()
+    if acc["kind"] == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if acc["kind"] == "gpu" and acc["count"] > 1:
+        return tf.distribute.MirroredStrategy()
+    if acc["kind"] == "gpu":
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.get_strategy()
+
+
+def choose_precision(setting: str, acc: dict[str, Any]) -> str:
+    """float16 on GPUs of compute capability 7.x (T4, V100), bfloat16 on 8.0+ and TPUs,
+    float32 on CPUs and older GPUs, unless the setting names one."""
+    if setting != "auto":
+        return setting
+    if acc["kind"] == "tpu":
+        return "mixed_bfloat16"
+    if acc["kind"] == "gpu":
+        cc = acc.get("compute_capability") or (0, 0)
+        if cc[0] >= 8:
+            return "mixed_bfloat16"
+        if cc[0] == 7:
+            return "mixed_float16"
+    return "float32"
+
+
+def choose_xla(setting: str, acc: dict[str, Any]) -> bool:
+    """XLA on GPUs and TPUs; off on CPUs, where it slowed a ResNet-18 step several times."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    return acc["kind"] in ("gpu", "tpu")
+
+
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to cfg.lr, then cosine decay to zero by the last step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr / 100.0, decay_steps=max(1, total - warmup), alpha=0.0,
+        warmup_target=cfg.lr, warmup_steps=warmup)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool) -> None:
+    opt = keras.optimizers.AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
+    opt.exclude_from_weight_decay(var_names=["bn", "bias"])
+    model.compile(optimizer=opt, loss=make_loss(cfg), metrics=keras_metrics(n_tags), jit_compile=jit)
+
+
+def _save_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class _NaNGuard(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}. "
+                "Lower the learning rate (--lr), or train in float32 (--precision float32).")
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """Keeps model.keras (best validation F1-macro) and the last epoch with optimizer state."""
+
+    def __init__(self, run: Path, best: float, monitor: str = "val_f1_macro"):
+        super().__init__()
+        self.run, self.best, self.monitor = run, best, monitor
+        (run / "checkpoints").mkdir(exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = float(logs.get(self.monitor, float("nan")))
+        best_epoch = None
+        if math.isfinite(value) and value > self.best:
+            self.best, best_epoch = value, epoch + 1
+            _save_atomic(self.model, self.run / "model.keras")
+        _save_atomic(self.model, self.run / "checkpoints" / "last.keras")
+        state = _read_state(self.run)
+        state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
+        if best_epoch:
+            state["best_epoch"] = best_epoch
+        write_json_atomic(self.run / "checkpoints" / "state.json", state)
+
+
+def _read_state(run: Path) -> dict[str, Any]:
+    p = run / "checkpoints" / "state.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def data_signature(subset_dir: Path) -> dict[str, Any]:
+    tags, manifest, summary = read_subset(subset_dir)
+    names = "\n".join(tags["name"]).encode()
+    return {"n_tags": len(tags), "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
+            "image_size": int(summary["settings"]["image_size"]),
+            "split_sizes": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")}}
+
+
+def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full",
+          strategy: tf.distribute.Strategy | None = None, callbacks: list | None = None,
+          verbose: int | str = 2, **overrides: Any) -> dict[str, Any]:
+    """Train (or resume) the run folder `run` on the subset `data`; returns a summary.
+
+    Run again after an interruption, it resumes from the last finished epoch with the
+    optimizer state; it refuses (SettingsChanged) if the settings differ.
+    """
+    data, run = Path(data), Path(run)
+    cfg = train_config(profile, **overrides)
+    sig = data_signature(data)
+    run.mkdir(parents=True, exist_ok=True)
+    record = {"train": to_dict(cfg), "data": sig}
+    cfg_path = run / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        changes = diff({"train": old.get("train", {}), "data": old.get("data", {})}, record)
+        if changes:
+            raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
+                                  "or the original settings, to resume. Differences (was -> now):\n  "
+                                  + "\n  ".join(changes))
+    acc = accelerator() if strategy is None else {"kind": "cpu", "count": 1}
+    precision = choose_precision(cfg.precision, acc)
+    jit = choose_xla(cfg.xla, acc)
+    strategy = strategy or choose_strategy(acc)
+    record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
+                         "xla": jit, "replicas": strategy.num_replicas_in_sync,
+                         "tensorflow": tf.__version__, "keras": keras.__version__}
+    if not cfg_path.exists():
+        write_json_atomic(cfg_path, record)
+
+    keras.utils.set_random_seed(cfg.seed)
+    n_train = split_size(data, "train")
+    steps = math.ceil(n_train / cfg.batch_size)
+    ds_train = make_dataset(data, "train", cfg.batch_size, cfg.image_size, training=True, augment=cfg.augment,
+                            cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+    ds_val = make_dataset(data, "val", cfg.batch_size, cfg.image_size, cache=cfg.cache)
+
+    state = _read_state(run)
+    done = int(state.get("epochs_done", 0))
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    t0 = time.time()
+    try:
+        with strategy.scope():
+            if done and (run / "checkpoints" / "last.keras").exists():
+                model = keras.saving.load_model(run / "checkpoints" / "last.keras")
+            else:
+                done = 0
+                model = build_model(sig["n_tags"], cfg.image_size, cfg.model)
+                compile_model(model, cfg, sig["n_tags"], steps, jit)
+        hist_path = run / "history.csv"
+        if hist_path.exists():  # drop rows of epochs that will be run again
+            h = pd.read_csv(hist_path)
+            h[h["epoch"] < done].to_csv(hist_path, index=False)
+        cbs = [_NaNGuard(), keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False),
+               keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
+               _Checkpoints(run, float(state.get("best", -1.0))), *(callbacks or [])]
+        if done < cfg.epochs:
+            model.fit(ds_train, validation_data=ds_val, epochs=cfg.epochs, initial_epoch=done,
+                      callbacks=cbs, verbose=verbose, shuffle=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    state = _read_state(run)
+    hist = pd.read_csv(run / "history.csv")
+    best = hist.loc[hist["val_f1_macro"].idxmax()]
+    _, manifest, _ = read_subset(data)
+    tags = pd.read_csv(data / "tags.csv", keep_default_na=False)
+    Y = label_matrix(manifest, tags)
+    split = manifest["split"].to_numpy()
+    base = prior_baseline(Y[split == "train"], Y[split == "val"])
+    return {
+        "run": str(run), "model": str(run / "model.keras"), "epochs_done": state.get("epochs_done", 0),
+        "resumed_from_epoch": done, "seconds": round(time.time() - t0, 1),
+        "params": int(model.count_params()), "precision": precision, "xla": jit,
+        "best_epoch": int(best["epoch"]) + 1,
+        "val_f1_micro": float(best["val_f1_micro"]), "val_f1_macro": float(best["val_f1_macro"]),
+        "val_pr_auc": float(best.get("val_pr_auc", np.nan)),
+        "prior_baseline_val": base,
+    }
+
+
+def load_run_config(run: str | os.PathLike) -> TrainConfig:
+    rec = json.loads((Path(run) / "config.json").read_text())
+    return TrainConfig.from_dict(rec["train"])

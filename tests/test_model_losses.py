@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from animetag.config import ModelConfig, TrainConfig, train_config  # noqa: E402
+from animetag.losses import AsymmetricLoss, make_loss  # noqa: E402
+from animetag.model import build_model, se_block  # noqa: E402
+
+
+def test_se_block_rescales_channels_with_expected_weights():
+    inp = keras.Input((8, 8, 32))
+    model = keras.Model(inp, se_block(inp, ratio=4, name="se"))
+    # Dense 32->8 and 8->32, with biases
+    assert model.count_params() == (32 * 8 + 8) + (8 * 32 + 32)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 32)).astype("float32")
+    y = model.predict(x, verbose=0)
+    assert y.shape == x.shape
+    # the output is the input scaled per channel by a factor in (0, 1)
+    scale = y / np.where(np.abs(x) > 1e-6, x, 1)
+    per_channel = scale[:, 0, 0, :]
+    assert np.allclose(scale, per_channel[:, None, None, :], atol=1e-4)
+    assert ((per_channel > 0) & (per_channel < 1)).all()
+
+
+def test_full_model_is_the_thesis_size_and_sample_is_slim():
+    full = build_model(100, 256, ModelConfig())
+    assert abs(full.count_params() - 17_000_000) / 17_000_000 < 0.10
+    assert full.output_shape == (None, 100)
+    assert full.layers[-1].dtype_policy.compute_dtype == "float32"
+    slim = build_model(100, 64, train_config("sample").model)
+    assert slim.count_params() < 1_000_000
+    se_layers = [layer for layer in full.layers if layer.name.endswith("_se_scale")]
+    assert len(se_layers) == sum(ModelConfig().depths)  # every block carries an SE block
+
+
+def test_model_keras_loads_with_nothing_else(tmp_path):
+    cfg = train_config("sample", loss="asl")
+    from animetag.metrics import keras_metrics
+
+    m = build_model(5, 32, cfg.model)
+    m.compile(optimizer="adam", loss=make_loss(cfg), metrics=keras_metrics(5))
+    x = np.random.default_rng(1).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    assert np.allclose(m.predict(x, verbose=0), m2.predict(x, verbose=0), atol=1e-6)
+    assert isinstance(m2.loss, AsymmetricLoss)
+
+
+Y = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], dtype="float32")
+P = np.array([[0.9, 0.2, 0.4, 0.01], [0.3, 0.6, 0.99, 0.5]], dtype="float32")
+
+
+def _focal(y, p, alpha, gamma):
+    p_t = np.where(y == 1, p, 1 - p)
+    a_t = np.where(y == 1, alpha, 1 - alpha)
+    return float(np.mean(-a_t * (1 - p_t) ** gamma * np.log(p_t)))
+
+
+def _asl(y, p, gn, gp, clip):
+    pm = np.maximum(p - clip, 0)
+    lp = y * (1 - p) ** gp * np.log(p)
+    ln = (1 - y) * pm ** gn * np.log(1 - pm)
+    return float(np.mean(-(lp + ln)))
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.0)])
+def test_focal_loss_matches_formula(alpha, gamma):
+    loss = make_loss(TrainConfig(loss="focal", focal_alpha=alpha, focal_gamma=gamma))
+    assert float(loss(Y, P)) == pytest.approx(_focal(Y, P, alpha, gamma), rel=1e-4)
+
+
+def test_bce_matches_formula():
+    loss = make_loss(TrainConfig(loss="bce"))
+    ref = float(np.mean(-(Y * np.log(P) + (1 - Y) * np.log(1 - P))))
+    assert float(loss(Y, P)) == pytest.approx(ref, rel=1e-4)
+
+
+@pytest.mark.parametrize("gn,gp,clip", [(4.0, 0.0, 0.05), (2.0, 1.0, 0.0), (1.0, 0.0, 0.3)])
+def test_asymmetric_loss_matches_formula(gn, gp, clip):
+    loss = make_loss(TrainConfig(loss="asl", asl_gamma_neg=gn, asl_gamma_pos=gp, asl_clip=clip))
+    assert float(loss(Y, P)) == pytest.approx(_asl(Y, P, gn, gp, clip), rel=1e-4)
+    # an easy negative (p below the clip) contributes nothing
+    easy = AsymmetricLoss(gn, gp, 0.05)
+    assert float(easy(np.zeros((1, 1)), np.full((1, 1), 0.04))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_precision_choice_follows_the_accelerator():
+    from animetag.train import choose_precision, choose_xla
+
+    assert choose_precision("auto", {"kind": "gpu", "compute_capability": (7, 5)}) == "mixed_float16"
+    assert choose_precision("auto", {"kind": "gpu", "compute_capability": (9, 0)}) == "mixed_bfloat16"
+    assert choose_precision("auto", {"kind": "gpu", "compute_capability": (6, 0)}) == "float32"
+    assert choose_precision("auto", {"kind": "tpu"}) == "mixed_bfloat16"
+    assert choose_precision("auto", {"kind": "cpu"}) == "float32"
+    assert choose_precision("mixed_float16", {"kind": "cpu"}) == "mixed_float16"
+    assert choose_xla("auto", {"kind": "cpu"}) is False and choose_xla("auto", {"kind": "gpu"}) is True
