@@ -110,8 +110,9 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
-    import animetag.train as tr
     from keras import ops
+
+    import animetag.train as tr
 
     monkeypatch.setattr(tr, "make_loss", lambda cfg: lambda y, p: ops.mean(p) * float("nan"))
     with pytest.raises(tr.TrainingDiverged, match="epoch 1, batch 1"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -40,6 +41,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     result = train(a.data, a.run, profile=a.profile, epochs=a.epochs, batch_size=a.batch_size,
                    image_size=a.image_size, loss=a.loss, lr=a.lr, precision=a.precision)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import comparison_table, evaluate
+
+    m = evaluate(a.data, a.run, split=a.split, n_boot=a.bootstrap)
+    print(json.dumps({k: v for k, v in m.items() if k not in ("comparison", "ci95_by_policy")}, indent=2))
+    print(comparison_table(m).to_string(index=False))
+    print(f"wrote metrics.json, per_tag.csv and thresholds.json to {a.run}")
     return 0
 
 
@@ -94,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
     s.set_defaults(fn=cmd_train)
 
+    s = sub.add_parser("evaluate", help="metrics, tuned thresholds and the published comparison")
+    s.add_argument("--data", required=True)
+    s.add_argument("--run", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
+    s.set_defaults(fn=cmd_evaluate)
+
     s = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     s.add_argument("what", choices=["train"])
     s.add_argument("--data", required=True)
@@ -105,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         print(f"animetag {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -139,3 +139,57 @@ def history(hist: pd.DataFrame, baseline: dict[str, float] | None = None):
     a2.legend()
     fig.tight_layout()
     return fig
+
+
+def threshold_policies(metrics: dict):
+    """F1-micro and F1-macro at 0.5 against the tuned thresholds."""
+    plt = _plt()
+    names = ["at_0.5", "global_threshold", "precision_equals_recall", "per_tag_thresholds"]
+    labels = ["0.5", "global (val)", "P=R (val)", "per tag (val)"]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    x = np.arange(len(names))
+    for key, off in (("f1_micro", -0.2), ("f1_macro", 0.2)):
+        vals = [metrics[n][key] for n in names]
+        ax.bar(x + off, vals, width=0.4, label=key)
+        for xi, v in zip(x + off, vals):
+            ax.text(xi, v + 0.01, f"{v:.3f}", ha="center", fontsize=7)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("F1 on the reported split")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Fixed 0.5 against thresholds tuned on validation")
+    return fig
+
+
+def f1_vs_frequency(per_tag: pd.DataFrame, f1_col: str = "f1"):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(per_tag["train_positives"], per_tag[f1_col], s=14, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training positives (log)")
+    ax.set_ylabel(f"per-tag {f1_col}")
+    ax.set_ylim(-0.02, 1.02)
+    for _, r in per_tag.nsmallest(5, "train_positives").iterrows():
+        ax.annotate(r["tag"], (r["train_positives"], r[f1_col]), fontsize=7)
+    ax.set_title("Per-tag F1 against tag frequency")
+    return fig
+
+
+def pr_curves(y: np.ndarray, scores: np.ndarray, names: list[str], tags: list[str]):
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for t in tags:
+        j = names.index(t)
+        if not y[:, j].any():
+            continue
+        p, r, _ = precision_recall_curve(y[:, j], scores[:, j])
+        ax.plot(r, p, label=f"{t} (AP {average_precision_score(y[:, j], scores[:, j]):.2f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title("Precision-recall curves")
+    return fig

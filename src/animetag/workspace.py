@@ -78,3 +78,16 @@ def ensure_subset(ws: Workspace, **overrides) -> Path:
         raise FileNotFoundError("ANIMETAG_IMAGES is not set: where are the images?")
     build_subset(ws.metadata, ws.images_root, ws.subset, subset_config(ws.profile, **overrides), overwrite=True)
     return ws.subset
+
+
+def ensure_run(ws: Workspace) -> Path:
+    """The trained run folder, trained first on the sample if it is missing (`sample`)."""
+    if (ws.run / "model.keras").exists():
+        return ws.run
+    if ws.profile != "sample":
+        raise FileNotFoundError(f"no model.keras in {ws.run}: train first (notebook 03 or `animetag train`)")
+    from .train import train
+
+    epochs = int(env("ANIMETAG_EPOCHS", "0")) or None
+    train(ensure_subset(ws), ws.run, profile="sample", epochs=epochs)
+    return ws.run

@@ -1,0 +1,165 @@
+"""Evaluation like for like: predict validation and test once, tune thresholds on validation
+only, report the chosen split at 0.5, at one global threshold and at per-tag thresholds,
+with bootstrap confidence intervals, a per-tag report and the published comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import CATEGORY_NAMES, write_json_atomic
+from .metrics import (
+    bootstrap_f1_ci,
+    f1_at,
+    per_tag_report,
+    precision_recall_equal_threshold,
+    tune_global_threshold,
+    tune_per_tag_thresholds,
+)
+from .reference import comparison_rows
+from .subset import label_matrix, read_subset
+
+
+def predict_split(data: Path, run: Path, split: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, scores) of a split, cached in the run folder as scores_<split>.npz and
+    recomputed when model.keras is newer than the cache."""
+    cache = run / f"scores_{split}.npz"
+    model_path = run / "model.keras"
+    if not model_path.exists():
+        raise FileNotFoundError(f"no model.keras in {run}: train first (notebook 03 or `animetag train`)")
+    if cache.exists() and cache.stat().st_mtime >= model_path.stat().st_mtime:
+        z = np.load(cache)
+        return z["ids"], z["labels"], z["scores"]
+    import keras
+
+    from . import losses  # noqa: F401  (registers the custom loss)
+    from .pipeline import make_dataset
+
+    model = keras.saving.load_model(model_path, compile=False)
+    size = int(model.input_shape[1])
+    ids, ys, ss = [], [], []
+    for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
+        ss.append(np.asarray(model(x, training=False), dtype=np.float32))
+        ys.append(y.numpy().astype(np.uint8))
+        ids.append(pid.numpy())
+    ids_a, ys_a, ss_a = np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a)
+    os.replace(tmp, cache)
+    return ids_a, ys_a, ss_a
+
+
+def tune_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> dict[str, Any]:
+    """All thresholds, from validation data alone."""
+    g = tune_global_threshold(y_val, s_val)
+    return {"global": g, "precision_equals_recall": precision_recall_equal_threshold(y_val, s_val),
+            "per_tag": tune_per_tag_thresholds(y_val, s_val, fallback=g)}
+
+
+def evaluate_scores(y_val, s_val, y, s, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics on (y, s) with thresholds tuned on (y_val, s_val) only; returns (metrics, thresholds)."""
+    th = tune_thresholds(y_val, s_val)
+    at05 = f1_at(y, s, 0.5)
+    glob = f1_at(y, s, th["global"])
+    pr_eq = f1_at(y, s, th["precision_equals_recall"])
+    per = f1_at(y, s, th["per_tag"])
+    rep = per_tag_report(y, s, th["per_tag"])
+    ci = {name: bootstrap_f1_ci(y, s >= t, n_boot=n_boot, seed=seed)
+          for name, t in (("at_0.5", 0.5), ("global_threshold", th["global"]), ("per_tag_thresholds", th["per_tag"]))}
+    metrics = {
+        "n_images": int(len(y)), "n_tags": int(y.shape[1]),
+        "at_0.5": at05,
+        "global_threshold": {"threshold": th["global"], **glob},
+        "precision_equals_recall": {"threshold": th["precision_equals_recall"], **pr_eq},
+        "per_tag_thresholds": per,
+        "map": float(np.nanmean(rep["ap"])),
+        "ci95": ci["per_tag_thresholds"], "ci95_policy": "per_tag_thresholds", "ci95_by_policy": ci,
+        "thresholds_tuned_on": "val",
+    }
+    return metrics, th
+
+
+def likely_cause(report: pd.DataFrame, Y_train: np.ndarray, rare_below: int = 50, implied_p: float = 0.95) -> list[str]:
+    """A short guess at why a tag scores badly: rare, no visual signal, implied by another tag."""
+    from .analysis import conditional_matrix
+
+    P = conditional_matrix(Y_train)
+    np.fill_diagonal(P, 0)
+    names = report["tag"].tolist()
+    out = []
+    for j, row in report.iterrows():
+        why = []
+        if row["train_positives"] < rare_below:
+            why.append("rare")
+        prior = row["train_positives"] / max(len(Y_train), 1)
+        if np.isfinite(row["ap"]) and row["ap"] < 1.5 * prior + 0.02:
+            why.append("no visual signal learnt (AP near its prior)")
+        parents = [names[a] for a in np.flatnonzero(P[:, j] >= implied_p) if Y_train[:, a].sum() >= 5]
+        if parents:
+            why.append("implied by " + ", ".join(parents[:3]))
+        out.append("; ".join(why))
+    return out
+
+
+def evaluate(data: str | os.PathLike, run: str | os.PathLike, split: str = "test", n_boot: int = 1000,
+             data_kind: str | None = None) -> dict[str, Any]:
+    """Evaluate `run` on `split` of `data`; writes metrics.json, per_tag.csv, thresholds.json."""
+    data, run = Path(data), Path(run)
+    if split == "val":
+        raise ValueError("thresholds are tuned on 'val', so 'val' cannot be the reported split; use 'test'")
+    tags, manifest, summary = read_subset(data)
+    _, y_val, s_val = predict_split(data, run, "val")
+    ids, y, s = predict_split(data, run, split)
+    metrics, th = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
+    metrics = {"split": split, **metrics}
+
+    Y = label_matrix(manifest, tags)
+    Y_train = Y[manifest["split"].to_numpy() == "train"]
+    rep = per_tag_report(y, s, th["per_tag"])
+    per_tag = pd.DataFrame({
+        "tag": tags["name"], "category": [CATEGORY_NAMES.get(int(c), str(c)) for c in tags["category"]],
+        "train_positives": Y_train.sum(0), f"{split}_positives": y.sum(0).astype(int),
+        "precision": rep["precision"], "recall": rep["recall"], "f1": rep["f1"], "ap": rep["ap"],
+        "threshold": th["per_tag"], "f1_at_0.5": per_tag_report(y, s, np.full(y.shape[1], 0.5))["f1"],
+    })
+    per_tag["likely_cause"] = likely_cause(per_tag, Y_train)
+    per_tag.to_csv(run / "per_tag.csv.tmp", index=False)
+    os.replace(run / "per_tag.csv.tmp", run / "per_tag.csv")
+
+    thresholds = {"tuned_on": "val", "global": th["global"],
+                  "precision_equals_recall": th["precision_equals_recall"],
+                  "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
+    write_json_atomic(run / "thresholds.json", thresholds)
+
+    kind = data_kind or ("sample (synthetic)" if summary.get("metadata") and
+                         any("sample" in str(m) for m in summary["metadata"]) else "Danbooru")
+    cats = "+".join(summary["settings"]["categories"])
+    base = {"data": kind, "n_test_images": len(y), "n_tags": len(tags), "categories": f"{cats} (top-{len(tags)})"}
+    run_rows = [
+        {"model": "this run @0.5", **base, "threshold": "0.5", **metrics["at_0.5"]},
+        {"model": "this run @global", **base, "threshold": f"global ({th['global']:.2f}, tuned on val)",
+         **{k: metrics["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
+        {"model": "this run @P=R", **base, "threshold": f"P=R ({th['precision_equals_recall']:.2f}, tuned on val)",
+         **{k: metrics["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
+        {"model": "this run @per-tag", **base, "threshold": "per tag (tuned on val)",
+         **metrics["per_tag_thresholds"]},
+    ]
+    metrics["comparison"] = comparison_rows(run_rows)
+    write_json_atomic(run / "metrics.json", metrics)
+    return metrics
+
+
+def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    cols = ["model", "f1_micro", "f1_macro", "data", "n_tags", "categories", "threshold",
+            "like_for_like", "why", "source"]
+    df = pd.DataFrame(metrics["comparison"])
+    return df[[c for c in cols if c in df]]
+
+
+def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(run) / "metrics.json").read_text())

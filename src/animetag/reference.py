@@ -1,0 +1,82 @@
+"""Published figures, each with what it measured, so comparisons can say whether they are
+like for like."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Reference:
+    model: str
+    f1_micro: float | None
+    f1_macro: float | None
+    data: str  # which images
+    n_test_images: int | None
+    n_tags: int | None  # size of the label vocabulary the model predicts
+    categories: str  # which tag categories the figures cover
+    threshold: str  # threshold policy: "0.5", "global", "P=R", "balanced", ...
+    params: int | None
+    size_mb: float | None
+    source: str
+
+
+THESIS = Reference(
+    "thesis ResNet-SE, focal loss", 0.3778, 0.1865, "Danbooru, 25k-image subset", None, 100,
+    "general (top-100)", "0.5", 17_000_000, 200.0, "the diploma thesis this project reproduces")
+CAMIE_V1_GENERAL = Reference(
+    "Camie Tagger v1 (general, balanced)", 0.576, 0.204, "Danbooru", 20_116, 70_527,
+    "general only", "balanced (0.258)", 214_000_000, 850.0,
+    "Camie Tagger v1 model card, per-category table (the thesis's comparison)")
+CAMIE_V1_ALL = Reference(
+    "Camie Tagger v1 (all categories)", 0.611, 0.290, "Danbooru", 20_116, 70_527,
+    "all", "micro-optimal (0.326)", 214_000_000, 850.0, "Camie Tagger v1 model card")
+CAMIE_V2 = Reference(
+    "Camie Tagger v2", 0.673, 0.506, "Danbooru", None, None, "all", "model card's", None, None,
+    "Camie Tagger v2 model card")
+WD_EVA02_V3 = Reference(
+    "WD eva02-large tagger v3", None, 0.4772, "Danbooru", None, None, "general + character",
+    "P=R", None, None, "SmilingWolf wd-eva02-large-tagger-v3 model card")
+REFERENCES = (THESIS, CAMIE_V1_GENERAL, CAMIE_V1_ALL, CAMIE_V2, WD_EVA02_V3)
+
+LOSS_SWEEP = ("SmilingWolf's sweep on Danbooru2021: summed BCE F1 0.6701, focal loss "
+              "(alpha 0.25, gamma 2) F1 0.6618: plain BCE slightly ahead.")
+
+
+def _policy_kind(threshold: str) -> str:
+    t = threshold.lower()
+    if t.startswith("0.5"):
+        return "0.5"
+    if t.startswith("p=r"):
+        return "P=R"
+    return "tuned global"
+
+
+def like_for_like(ref: Reference, run: dict) -> tuple[bool, str]:
+    """Whether this run's row can be set beside `ref`, and if not, every reason why not."""
+    why = []
+    if not str(run.get("data", "")).startswith("Danbooru"):
+        why.append(f"different images ({run.get('data')} vs {ref.data})")
+    if ref.n_tags is not None and run.get("n_tags") != ref.n_tags:
+        why.append(f"{run.get('n_tags')} tags vs {ref.n_tags:,}")
+    if ref.categories.split()[0] != str(run.get("categories", "")).split()[0]:
+        why.append(f"categories {run.get('categories')} vs {ref.categories}")
+    if _policy_kind(ref.threshold) != _policy_kind(str(run.get("threshold", ""))):
+        why.append(f"threshold {run.get('threshold')} vs {ref.threshold}")
+    return (not why), "; ".join(why) or "same data, tags and threshold policy"
+
+
+def comparison_rows(run_rows: list[dict]) -> list[dict]:
+    """Reference rows and this run's rows; each reference row says which run row it matches
+    (same threshold policy) and whether that comparison is like for like, and why not."""
+    rows = []
+    for ref in REFERENCES:
+        d = asdict(ref)
+        match = next((r for r in run_rows if _policy_kind(r["threshold"]) == _policy_kind(ref.threshold)), None)
+        if match is not None:
+            ok, why = like_for_like(ref, match)
+            d.update({"compare_with": match["model"], "like_for_like": ok, "why": why})
+        else:
+            d.update({"compare_with": None, "like_for_like": False, "why": "no row of this run uses its policy"})
+        rows.append(d)
+    return rows + [dict(r, source="this run") for r in run_rows]

@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from animetag.metrics import (
+    bootstrap_f1_ci,
+    f1_at,
+    precision_recall_equal_threshold,
+    tune_global_threshold,
+    tune_per_tag_thresholds,
+)
+
+
+def _data(n=400, tags=6, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, tags)) < np.linspace(0.5, 0.08, tags)).astype(np.uint8)
+    s = np.clip(0.25 * y + rng.random((n, tags)) * 0.6 + shift, 0, 1)
+    return y, s
+
+
+def test_f1_matches_sklearn_and_a_hand_case():
+    y = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0]])
+    s = np.array([[0.9, 0.6, 0.4], [0.2, 0.7, 0.8], [0.4, 0.1, 0.2]])
+    # at 0.5: tag0 tp1 fn1 -> 2/3; tag1 tp1 fp1 -> 2/3; tag2 tp1 fn1 -> 2/3; micro: tp3 fp1 fn2 -> 6/9
+    r = f1_at(y, s, 0.5)
+    assert r["f1_micro"] == pytest.approx(6 / 9) and r["f1_macro"] == pytest.approx(2 / 3)
+    y2, s2 = _data()
+    for t in (0.3, 0.5, np.linspace(0.2, 0.6, 6)):
+        p = s2 >= t
+        r = f1_at(y2, s2, t)
+        assert r["f1_micro"] == pytest.approx(f1_score(y2, p, average="micro", zero_division=0))
+        assert r["f1_macro"] == pytest.approx(f1_score(y2, p, average="macro", zero_division=0))
+
+
+def test_tuned_thresholds_beat_fixed_on_skewed_scores_and_p_equals_r():
+    y, s = _data(shift=-0.2)
+    g = tune_global_threshold(y, s)
+    assert f1_at(y, s, g)["f1_micro"] >= f1_at(y, s, 0.5)["f1_micro"]
+    per = tune_per_tag_thresholds(y, s, fallback=g)
+    assert f1_at(y, s, per)["f1_macro"] >= f1_at(y, s, g)["f1_macro"] - 1e-9
+    t = precision_recall_equal_threshold(y, s)
+    pred = s >= t
+    tp = (pred & (y == 1)).sum()
+    assert abs(tp / pred.sum() - tp / y.sum()) < 0.05
+
+
+def test_threshold_tuning_never_looks_at_the_reported_split():
+    from animetag.evaluate import evaluate_scores
+
+    y_val, s_val = _data(seed=1)
+    y_test, s_test = _data(seed=2, shift=0.15)
+    m1, th1 = evaluate_scores(y_val, s_val, y_test, s_test, n_boot=50)
+    # scramble the test labels: thresholds must not move, metrics must
+    rng = np.random.default_rng(3)
+    m2, th2 = evaluate_scores(y_val, s_val, rng.permutation(y_test), s_test, n_boot=50)
+    assert th1["global"] == th2["global"] and np.array_equal(th1["per_tag"], th2["per_tag"])
+    assert m1["at_0.5"] != m2["at_0.5"]
+    # and they are what validation alone gives
+    assert th1["global"] == tune_global_threshold(y_val, s_val)
+    assert m1["global_threshold"]["f1_micro"] == pytest.approx(f1_at(y_test, s_test, th1["global"])["f1_micro"])
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows():
+    widths = []
+    for n in (100, 1600):
+        y, s = _data(n=n, seed=4)
+        pred = s >= 0.5
+        ci = bootstrap_f1_ci(y, pred, n_boot=400, seed=0)
+        point = f1_at(y, s, 0.5)
+        for k in ("f1_micro", "f1_macro"):
+            assert ci[k][0] <= point[k] <= ci[k][1]
+        widths.append(ci["f1_micro"][1] - ci["f1_micro"][0])
+    assert widths[1] < widths[0] / 2.5  # about 1/sqrt(16) as wide
+
+
+def test_like_for_like_reasons():
+    from animetag.reference import THESIS, comparison_rows, like_for_like
+
+    same = {"data": "Danbooru", "n_tags": 100, "categories": "general (top-100)", "threshold": "0.5"}
+    assert like_for_like(THESIS, same) == (True, "same data, tags and threshold policy")
+    ok, why = like_for_like(THESIS, {**same, "data": "sample (synthetic)", "threshold": "global (0.3)"})
+    assert not ok and "different images" in why and "threshold" in why
+    rows = comparison_rows([{"model": "r@0.5", **same, "f1_micro": 0.4, "f1_macro": 0.2}])
+    camie = next(r for r in rows if r["model"].startswith("Camie Tagger v1 (general"))
+    assert camie["like_for_like"] is False  # 70,527 tags and another threshold policy
+
+
+def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
+    keras = pytest.importorskip("keras")
+    from animetag.config import train_config
+    from animetag.evaluate import evaluate
+    from animetag.model import build_model
+    from animetag.subset import read_subset
+
+    tags, _, _ = read_subset(subset_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    build_model(len(tags), 32, train_config("sample").model).save(run / "model.keras")
+    with pytest.raises(ValueError, match="tuned on 'val'"):
+        evaluate(subset_dir, run, split="val")
+    m = evaluate(subset_dir, run, n_boot=50)
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("split", "n_images", "n_tags", "at_0.5", "global_threshold", "per_tag_thresholds", "map", "ci95"):
+        assert key in saved
+    assert saved["split"] == "test" and saved["n_tags"] == len(tags) == m["n_tags"]
+    th = json.loads((run / "thresholds.json").read_text())
+    assert th["tuned_on"] == "val" and set(th["per_tag"]) == set(tags["name"])
+    import pandas as pd
+
+    per_tag = pd.read_csv(run / "per_tag.csv", keep_default_na=False)
+    assert list(per_tag.columns[:9]) == ["tag", "category", "train_positives", "test_positives", "precision",
+                                         "recall", "f1", "ap", "threshold"]
+    assert (run / "scores_val.npz").exists() and (run / "scores_test.npz").exists()
