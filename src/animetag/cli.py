@@ -54,13 +54,42 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tag(a: argparse.Namespace) -> int:
+    from .tagging import TagChoice, Tagger, tag_paths
+
+    if a.threshold is not None and a.thresholds == "tuned":
+        raise ValueError("give either --threshold T or --thresholds tuned, not both")
+    tagger = Tagger(a.run, batch_size=a.batch_size)
+    if a.thresholds == "tuned" and tagger.thresholds is None:
+        raise FileNotFoundError(f"no thresholds.json in {a.run}: run `animetag evaluate` first")
+    choice = TagChoice(threshold=a.threshold, max_tags=a.max_tags,
+                       categories=tuple(_csv(a.categories)) if a.categories else (),
+                       exclude_tags=tuple(a.exclude_tags or ()), underscores_to_spaces=a.underscores_to_spaces)
+    rep = tag_paths(tagger, a.paths, out=a.out, fmt=a.format, choice=choice, overwrite=a.overwrite)
+    print(f"tagged {rep.tagged} images; {rep.skipped_existing} skipped (output exists; --overwrite to redo); "
+          f"{len(rep.errors)} unreadable")
+    for e in rep.errors:
+        print(f"  skipped {e['file']}: {e['reason']} ({e['detail']})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_run
+
+    print(json.dumps(export_run(a.run, a.out, a.format, channel_order=a.channel_order, overwrite=a.overwrite),
+                     indent=2))
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     if a.what == "train":
         from .bench import bench_train
 
         out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps)
     else:
-        raise SystemExit(f"unknown benchmark {a.what!r}")
+        from .export import bench_tag
+
+        out = bench_tag(a.run, a.paths, batch_size=a.batch_size)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -112,12 +141,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
 
-    s = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
-    s.add_argument("what", choices=["train"])
+    s = sub.add_parser("tag", help="tag images and folders: captions, CSV or JSON")
+    s.add_argument("--run", required=True)
+    s.add_argument("paths", nargs="+", help="image files and folders (walked recursively)")
+    s.add_argument("--out", help="folder for the outputs (default: captions beside the images)")
+    s.add_argument("--format", default="txt", choices=["txt", "csv", "json"])
+    s.add_argument("--threshold", type=float, help="one global threshold")
+    s.add_argument("--thresholds", choices=["tuned"], help="the tuned per-tag thresholds (the default when present)")
+    s.add_argument("--max-tags", type=int)
+    s.add_argument("--categories", help="comma separated, e.g. general,character")
+    s.add_argument("--exclude-tags", nargs="*")
+    s.add_argument("--underscores-to-spaces", action="store_true")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_tag)
+
+    s = sub.add_parser("export", help="export a run as ONNX or a SavedModel with selected_tags.csv")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--channel-order", default="bgr", choices=["bgr", "rgb"],
+                   help="input channel order; bgr (default) is what WD-tagger tools feed")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_export)
+
+    bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
+    bsub = bench.add_subparsers(dest="what", required=True)
+    s = bsub.add_parser("train", help="input pipeline, training from shards, and in-memory training")
     s.add_argument("--data", required=True)
     s.add_argument("--profile", default="sample", choices=["full", "sample"])
     s.add_argument("--batch-size", type=int)
     s.add_argument("--steps", type=int, default=30)
+    s.set_defaults(fn=cmd_bench)
+    s = bsub.add_parser("tag", help="Keras against ONNX Runtime on the same images")
+    s.add_argument("--run", required=True)
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--batch-size", type=int, default=32)
     s.set_defaults(fn=cmd_bench)
     return p
 

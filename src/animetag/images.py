@@ -54,9 +54,18 @@ def pad_square(im: Image.Image) -> Image.Image:
 def open_rgb_square(src: str | os.PathLike | bytes, size: int, max_pixels: int = 64_000_000) -> Image.Image:
     """Decode, convert, pad and resize one image to `size` x `size` RGB.
 
-    Raises ImageError with reason `too_large` (checked before decoding), `corrupt_image`
-    or `not_an_image`.
+    Raises ImageError with reason `missing_file`, `too_large` (checked before decoding),
+    `corrupt_image` or `not_an_image`; its message names the file.
     """
+    try:
+        return _open_rgb_square(src, size, max_pixels)
+    except ImageError as e:
+        if isinstance(src, bytes):
+            raise
+        raise ImageError(e.reason, f"{src}: {e}") from None
+
+
+def _open_rgb_square(src, size: int, max_pixels: int) -> Image.Image:
     try:
         f = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
     except OSError as e:
@@ -83,11 +92,18 @@ def open_rgb_square(src: str | os.PathLike | bytes, size: int, max_pixels: int =
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageError("corrupt_image", str(e) or type(e).__name__) from None
-    return pad_square(rgb).resize((size, size), Image.Resampling.LANCZOS)
+    return square_resize(rgb, size)
 
 
-def load_array(src: str | os.PathLike | bytes, size: int) -> np.ndarray:
-    """One image as a uint8 array of shape (size, size, 3), prepared as for training."""
+def square_resize(im: Image.Image, size: int) -> Image.Image:
+    """RGB, padded to a white square, resized to size x size (Lanczos)."""
+    return pad_square(to_rgb(im)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def load_array(src: str | os.PathLike | bytes | np.ndarray, size: int) -> np.ndarray:
+    """One image (file, bytes or uint8 array) as a uint8 (size, size, 3) array, prepared as for training."""
+    if isinstance(src, np.ndarray):
+        return np.asarray(square_resize(Image.fromarray(src.astype(np.uint8)), size), dtype=np.uint8)
     return np.asarray(open_rgb_square(src, size), dtype=np.uint8)
 
 
@@ -103,5 +119,5 @@ def prepare_for_shard(args: tuple[int, str, int, int, int]) -> tuple[int, bytes 
     try:
         im = open_rgb_square(Path(path), size, max_pixels)
     except ImageError as e:
-        return pid, None, e.reason, f"{path}: {e}"
+        return pid, None, e.reason, str(e)
     return pid, encode_jpeg(im, quality), "", ""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
                          "tensorflow": tf.__version__, "keras": keras.__version__}
     if not cfg_path.exists():
         write_json_atomic(cfg_path, record)
+        shutil.copyfile(data / "tags.csv", run / "tags.csv")  # the run is usable on its own
 
     keras.utils.set_random_seed(cfg.seed)
     n_train = split_size(data, "train")

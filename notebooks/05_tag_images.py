@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Tag your images
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/animetag/animetag/blob/main/notebooks/05_tag_images.ipynb)
+#
+# Use the trained tagger: score a few images and look at their top tags, write one caption
+# file per image for a whole folder (comma separated, highest score first, as image-
+# generator fine-tuning scripts expect), and export the model as ONNX with a
+# `selected_tags.csv`, the files the WD-tagger tools (kohya's scripts, the WebUI and
+# ComfyUI extensions) read.
+#
+# **Needs:** a run folder with `model.keras` (notebook 03) and, for tuned thresholds,
+# `thresholds.json` (notebook 04). A CPU is enough.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "animetag[onnx] @ git+https://github.com/animetag/animetag"], check=True)
+    from animetag.colab import mount_drive
+
+    mount_drive()
+
+# %% tags=["parameters"]
+import os
+
+PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")
+IMAGES = os.environ.get("ANIMETAG_TAG_IMAGES", "")  # a folder of your images; empty: sample images
+UPLOAD = False  # on Colab: True opens a file picker instead
+MAX_TAGS = 25  # a cap on tags per caption
+THRESHOLD = None  # None: the tuned thresholds from notebook 04 when present, else 0.5
+UNDERSCORES_TO_SPACES = True  # "long hair" rather than "long_hair" in captions
+EXPORT_FORMAT = "onnx"  # onnx | savedmodel
+
+# %%
+from pathlib import Path
+
+from animetag.workspace import ensure_run, workspace
+
+ws = workspace(PROFILE)
+run = ensure_run(ws)
+folder = Path(IMAGES) if IMAGES else ws.home / "to_tag"
+if UPLOAD and "google.colab" in sys.modules:
+    from google.colab import files  # only on Colab
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.upload().items():
+        (folder / name).write_bytes(data)
+elif not IMAGES:  # a few sample images, one of them broken on purpose
+    import shutil
+
+    from animetag.tagging import find_images
+    from animetag.workspace import ensure_sample
+
+    sample = ensure_sample(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in find_images([sample / "512px"])[:12]:
+        shutil.copy(f, folder / f.name)
+    (folder / "not_an_image.jpg").write_bytes(b"this file is not an image")
+print("run:   ", run)
+print("images:", folder)
+
+# %% [markdown]
+# ## Scores for a few images
+# The same preprocessing as training: first frame, RGB (transparency onto white), padded
+# to a white square, resized.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from animetag.images import ImageError, load_array
+from animetag.plots import save
+from animetag.tagging import TagChoice, Tagger, find_images
+
+tagger = Tagger(run)
+choice = TagChoice(threshold=THRESHOLD, max_tags=MAX_TAGS, underscores_to_spaces=UNDERSCORES_TO_SPACES)
+print("thresholds:", "tuned (thresholds.json)" if tagger.thresholds and THRESHOLD is None else THRESHOLD or 0.5)
+shown = []
+for f in find_images([folder]):
+    try:
+        shown.append((f, load_array(f, 256)))
+    except ImageError as e:
+        print(f"skipped {f.name}: {e.reason}")
+    if len(shown) == 4:
+        break
+scores = tagger.predict([f for f, _ in shown])
+fig, axes = plt.subplots(len(shown), 2, figsize=(10, 3 * len(shown)), gridspec_kw={"width_ratios": [1, 1.6]})
+for (f, img), row, (ax_img, ax_bar) in zip(shown, scores, np.atleast_2d(axes)):
+    ax_img.imshow(img)
+    ax_img.set_title(f.name, fontsize=8)
+    ax_img.axis("off")
+    top = np.argsort(-row)[:10][::-1]
+    ax_bar.barh([tagger.names[j] for j in top], row[top])
+    ax_bar.set_xlim(0, 1)
+    ax_bar.tick_params(axis="y", labelsize=8)
+fig.tight_layout()
+save(fig, ws.figures, "05_top_tags")
+
+# %% [markdown]
+# ## Captions for the whole folder
+# One `.txt` beside each image. Existing captions are kept unless `overwrite=True`;
+# unreadable files are reported and skipped.
+
+# %%
+from animetag.tagging import tag_paths
+
+report = tag_paths(tagger, [folder], fmt="txt", choice=choice, overwrite=True)
+print(f"tagged {report.tagged}, skipped {report.skipped_existing} existing, {len(report.errors)} unreadable")
+for e in report.errors:
+    print("  ", e["file"], e["reason"])
+print(Path(report.outputs[0]).name, "->", Path(report.outputs[0]).read_text())
+
+# %% [markdown]
+# ## Export for the tagger ecosystem
+# ONNX with a dynamic batch, `selected_tags.csv` in the WD column order, the tuned
+# thresholds, and a README stating the input convention. By default the exported model
+# takes **BGR** like the WD taggers, so their tools feed it correctly.
+
+# %%
+from animetag.export import export_run
+
+info = export_run(run, ws.home / "export" / PROFILE, EXPORT_FORMAT, overwrite=True)
+print(info)
+print(f"size on disk: {info['size_mb']} MB (thesis model: 200 MB; Camie Tagger v1: 850 MB)")
+print((Path(info["out"]) / "README.md").read_text())

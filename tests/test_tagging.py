@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+keras = pytest.importorskip("keras")
+
+from animetag.tagging import TagChoice, Tagger, tag_paths  # noqa: E402
+
+NAMES = ["long_hair", "hatsune_miku", "solo", "^_^", "blue_eyes", "simple_background"]
+CATS = [0, 4, 0, 0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A small (untrained) ResNet-SE run folder with tags.csv, like a trained one."""
+    from animetag.config import train_config
+    from animetag.model import build_model
+
+    run = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(0)
+    build_model(len(NAMES), 32, train_config("sample").model).save(run / "model.keras")
+    pd.DataFrame({"tag_id": range(len(NAMES)), "name": NAMES, "category": CATS,
+                  "count": [50, 40, 30, 20, 10, 5]}).to_csv(run / "tags.csv", index=False)
+    return run
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    for i, (name, mode) in enumerate([("a.png", "RGB"), ("b.jpg", "RGB"), ("sub/c.webp", "RGB"), ("sub/d.png", "RGBA")]):
+        arr = rng.integers(0, 255, size=(40 + 8 * i, 30, 3 if mode == "RGB" else 4), dtype=np.uint8)
+        Image.fromarray(arr, mode).save(root / name)
+    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a whole jpeg")
+    return root
+
+
+def test_choose_thresholds_caps_categories_and_names(run):
+    t = Tagger(run)
+    scores = np.array([[0.9, 0.2, 0.6, 0.7, 0.55, 0.1]])
+    assert t.choose(scores, TagChoice(threshold=0.5))[0] == [
+        ("long_hair", 0.9), ("^_^", 0.7), ("solo", 0.6), ("blue_eyes", 0.55)]
+    assert [n for n, _ in t.choose(scores, TagChoice(threshold=0.5, max_tags=2))[0]] == ["long_hair", "^_^"]
+    assert [n for n, _ in t.choose(scores, TagChoice(threshold=0.15, categories=("character",)))[0]] == ["hatsune_miku"]
+    assert [n for n, _ in t.choose(scores, TagChoice(threshold=0.5, exclude_tags=("solo",)))[0]] == [
+        "long_hair", "^_^", "blue_eyes"]
+    spaced = [n for n, _ in t.choose(scores, TagChoice(threshold=0.5, underscores_to_spaces=True))[0]]
+    assert spaced == ["long hair", "^_^", "solo", "blue eyes"]  # kaomoji keep their underscore
+
+
+def test_tuned_thresholds_are_the_default(run, tmp_path):
+    import shutil
+
+    r2 = tmp_path / "run"
+    shutil.copytree(run, r2)
+    per = dict(zip(NAMES, [0.95, 0.1, 0.95, 0.95, 0.95, 0.95]))
+    (r2 / "thresholds.json").write_text(json.dumps({"global": 0.5, "per_tag": per}))
+    t = Tagger(r2)
+    scores = np.array([[0.9, 0.2, 0.6, 0.7, 0.55, 0.1]])
+    assert [n for n, _ in t.choose(scores)[0]] == ["hatsune_miku"]
+    assert [n for n, _ in t.choose(scores, TagChoice(threshold=0.65))[0]] == ["long_hair", "^_^"]
+
+
+def test_captions_follow_the_scores_and_skip_corrupt_files(run, images):
+    t = Tagger(run, batch_size=2)
+    files = [images / "a.png", images / "b.jpg", images / "sub/c.webp", images / "sub/d.png"]
+    scores = t.predict(files)
+    thr = float(np.median(scores))
+    rep = tag_paths(t, [images], fmt="txt", choice=TagChoice(threshold=thr), progress=False)
+    assert rep.tagged == 4 and len(rep.errors) == 1
+    assert rep.errors[0]["file"].endswith("broken.jpg") and rep.errors[0]["reason"] == "corrupt_image"
+    for f, row in zip(files, scores):
+        caption = f.with_suffix(".txt").read_text().strip()
+        want = [NAMES[j] for j in np.argsort(-row, kind="stable") if row[j] >= thr]
+        assert caption == ", ".join(want), f
+    assert not (images / "sub" / "broken.txt").exists()
+
+
+def test_no_overwrite_without_the_flag(run, images):
+    t = Tagger(run)
+    (images / "a.txt").write_text("my own caption\n")
+    rep = tag_paths(t, [images], fmt="txt", choice=TagChoice(threshold=0.0), progress=False)
+    assert (images / "a.txt").read_text() == "my own caption\n" and rep.skipped_existing == 1
+    rep = tag_paths(t, [images], fmt="txt", choice=TagChoice(threshold=0.0), overwrite=True, progress=False)
+    assert (images / "a.txt").read_text().count(",") == len(NAMES) - 1 and rep.skipped_existing == 0
+
+
+def test_one_table_for_all_images(run, images, tmp_path):
+    t = Tagger(run)
+    out = tmp_path / "out"
+    tag_paths(t, [images], out=out, fmt="json", choice=TagChoice(threshold=0.0, max_tags=3), progress=False)
+    data = json.loads((out / "tags.json").read_text())
+    assert len(data["images"]) == 4 and all(len(r["tags"]) == 3 for r in data["images"])
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in data["images"])
+    assert len(data["errors"]) == 1
+    tag_paths(t, [images], out=out, fmt="csv", choice=TagChoice(threshold=0.0), progress=False)
+    table = pd.read_csv(out / "tags.csv")
+    assert len(table) == 4 and list(table.columns) == ["file", "tags", "scores"]
+    with pytest.raises(FileExistsError):
+        tag_paths(t, [images], out=out, fmt="csv", progress=False)
+
+
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+def test_onnx_export_agrees_with_keras(run, images, tmp_path, order):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from animetag.export import export_run
+
+    info = export_run(run, tmp_path / "export", "onnx", channel_order=order)
+    out = tmp_path / "export"
+    assert pd.read_csv(out / "selected_tags.csv").columns.tolist() == ["tag_id", "name", "category", "count"]
+    readme = (out / "README.md").read_text()
+    assert "32, 32, 3" in readme and order.upper() in readme and "0-255" in readme
+    t = Tagger(run)
+    files = [images / "a.png", images / "b.jpg", images / "sub/c.webp", images / "sub/d.png"]
+    x = t.preprocess(files)
+    sess = ort.InferenceSession(info["model"], providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    assert inp.shape[1:] == [32, 32, 3] and not isinstance(inp.shape[0], int)  # dynamic batch
+    feed = x[..., ::-1].copy() if order == "bgr" else x
+    got = np.concatenate([sess.run(None, {inp.name: feed[:3]})[0], sess.run(None, {inp.name: feed[3:]})[0]])
+    assert np.abs(got - t.predict(files)).max() < 1e-4
+    with pytest.raises(FileExistsError):
+        export_run(run, out, "onnx")
