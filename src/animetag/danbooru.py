@@ -256,7 +256,22 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
         paths = [paths]
     keep = tuple(categories)
     report = report if report is not None else LoadReport()
-    cols: dict[str, list[Any]] = {c: [] for c in (*COLUMNS, "file", *(f"tags_{c}" for c in keep), "source", "line")}
+    import pyarrow as pa
+
+    names = (*COLUMNS, "file", *(f"tags_{c}" for c in keep), "source", "line")
+    types = {"id": pa.int64(), "image_width": pa.int64(), "image_height": pa.int64(), "is_deleted": pa.bool_(),
+             "source": pa.int32(), "line": pa.int64()}
+    cols: dict[str, list[Any]] = {c: [] for c in names}
+    batches: list[pa.RecordBatch] = []
+
+    def flush() -> None:
+        # lists of Python objects cost several times their text; arrow columns do not
+        if cols["id"]:
+            batches.append(pa.record_batch([pa.array(cols[c], type=types.get(c, pa.string())) for c in names],
+                                           names=list(names)))
+            for v in cols.values():
+                v.clear()
+
     wanted = [*COLUMNS, "file", "tag_string", "tags", *(f"tag_string_{c}" for c in CATEGORIES)]
     sources = [Path(p) for p in paths]
     for src_i, p in enumerate(sources):
@@ -273,12 +288,13 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
             rec["source"], rec["line"] = src_i, line
             for k, lst in cols.items():
                 lst.append(rec[k])
-    df = pd.DataFrame(cols)
-    df["id"] = df["id"].astype("int64")
+            if len(cols["id"]) >= 65536:
+                flush()
+    flush()
+    schema = pa.schema([(c, types.get(c, pa.string())) for c in names])
+    table = pa.Table.from_batches(batches, schema=schema)
+    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True)
     df["source"] = pd.Categorical.from_codes(df["source"].astype("int64"), [str(p) for p in sources])
-    for c in ("image_width", "image_height", "line"):
-        df[c] = df[c].astype("int64")
-    df["is_deleted"] = df["is_deleted"].astype(bool)
     return df, report
 
 

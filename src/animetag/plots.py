@@ -19,12 +19,16 @@ def _plt():
     return plt
 
 
-def save(fig, folder: str | os.PathLike | None, name: str):
-    """Save `fig` as folder/name.png (when a folder is given) and return it."""
-    if folder is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(folder) / f"{name}.png", dpi=110, bbox_inches="tight")
-    return fig
+def save(fig, folder: str | os.PathLike | None, name: str) -> Path | None:
+    """Save `fig` as folder/name.png (when a folder is given); returns the path.
+
+    Returning the path rather than the figure keeps Jupyter from drawing it twice."""
+    if folder is None:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = Path(folder) / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
 
 
 def rank_frequency(counts: pd.DataFrame, kept: int | None = None, n_posts: int | None = None):

@@ -172,7 +172,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
             raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
                                   "or the original settings, to resume. Differences (was -> now):\n  "
                                   + "\n  ".join(changes))
-    acc = accelerator() if strategy is None else {"kind": "cpu", "count": 1}
+    acc = accelerator()
     precision = choose_precision(cfg.precision, acc)
     jit = choose_xla(cfg.xla, acc)
     strategy = strategy or choose_strategy(acc)
