@@ -60,7 +60,7 @@ def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
               verbose=0)
     print(json.dumps(r, indent=1))
     base = r["prior_baseline_val"]
-    assert r["val_f1_micro"] > base["f1_micro"] + 0.08, (r["val_f1_micro"], base)
+    assert r["val_f1_micro"] > base["f1_micro"] + 0.05, (r["val_f1_micro"], base)
     assert r["val_f1_macro"] > base["f1_macro"] + 0.03, (r["val_f1_macro"], base)
     run = tmp_path / "run"
     hist = pd.read_csv(run / "history.csv")
