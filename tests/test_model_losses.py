@@ -95,3 +95,17 @@ def test_precision_choice_follows_the_accelerator():
     assert choose_precision("auto", {"kind": "cpu"}) == "float32"
     assert choose_precision("mixed_float16", {"kind": "cpu"}) == "mixed_float16"
     assert choose_xla("auto", {"kind": "cpu"}) is False and choose_xla("auto", {"kind": "gpu"}) is True
+
+
+def test_weight_decay_spares_norms_and_biases_after_a_reload(tmp_path):
+    from animetag.optim import AdamW
+
+    m = build_model(3, 32, train_config("sample").model)
+    m.compile(optimizer=AdamW(learning_rate=1e-3, weight_decay=0.1), loss="binary_crossentropy")
+    x, y = np.zeros((2, 32, 32, 3), "float32"), np.zeros((2, 3), "float32")
+    m.train_on_batch(x, y)
+    m.save(tmp_path / "m.keras")
+    opt = keras.saving.load_model(tmp_path / "m.keras").optimizer
+    assert isinstance(opt, AdamW)
+    decayed = {v.path.split("/")[-1] for v in m.trainable_variables if opt._use_weight_decay(v)}
+    assert decayed == {"kernel"}  # gamma, beta and bias are left alone

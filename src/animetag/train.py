@@ -28,6 +28,7 @@ from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
 from .losses import make_loss
 from .metrics import keras_metrics, prior_baseline
 from .model import build_model
+from .optim import AdamW
 from .pipeline import make_dataset, split_size
 from .subset import label_matrix, read_subset
 
@@ -88,8 +89,7 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.sche
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool) -> None:
-    opt = keras.optimizers.AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
-    opt.exclude_from_weight_decay(var_names=["bn", "bias"])
+    opt = AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
     model.compile(optimizer=opt, loss=make_loss(cfg), metrics=keras_metrics(n_tags), jit_compile=jit)
 
 
