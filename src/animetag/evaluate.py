@@ -136,8 +136,8 @@ def evaluate(data: str | os.PathLike, run: str | os.PathLike, split: str = "test
                   "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
     write_json_atomic(run / "thresholds.json", thresholds)
 
-    kind = data_kind or ("sample (synthetic)" if summary.get("metadata") and
-                         any("sample" in str(m) for m in summary["metadata"]) else "Danbooru")
+    from_sample = (Path(summary.get("images_root", "")) / "sample.json").exists()
+    kind = data_kind or ("sample (synthetic)" if from_sample else "Danbooru")
     cats = "+".join(summary["settings"]["categories"])
     base = {"data": kind, "n_test_images": len(y), "n_tags": len(tags), "categories": f"{cats} (top-{len(tags)})"}
     run_rows = [

@@ -105,6 +105,9 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
     t0 = time.time()
     paths = [Path(metadata)] if isinstance(metadata, (str, os.PathLike)) else [Path(p) for p in metadata]
     images_root, out = Path(images_root), Path(out)
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"metadata file not found: {p}")
     if not images_root.is_dir():
         raise FileNotFoundError(f"images root not found: {images_root}")
     if out.exists():
@@ -157,6 +160,7 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
     order = rng.permutation(len(posts))
     workers = cfg.workers or os.cpu_count() or 1
     kept: list[int] = []  # row indices into posts, in decoded order
+    file_of: dict[int, str] = {}  # row index -> image path relative to images_root
     chunk_files: list[Path] = []
     pos = 0
     bar = _progress(min(cfg.max_images, len(posts)), "decoding", progress)
@@ -171,9 +175,9 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
             ci += 1
             if cf.exists():
                 with open(cf, "rb") as f:
-                    results = pickle.load(f)
+                    results, paths = pickle.load(f)
             else:
-                jobs, results = [], []
+                jobs, results, paths = [], [], {}
                 for r in rows.tolist():
                     p = posts.loc[r]
                     path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
@@ -181,12 +185,14 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
                         results.append((r, None, "missing_file", f"no image for post {p['id']} under {images_root}"))
                     else:
                         jobs.append((r, str(path), cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
+                        paths[r] = os.path.relpath(path, images_root)
                 results += list(pool.map(prepare_for_shard, jobs, chunksize=16))
                 tmp = cf.with_suffix(".tmp")
                 with open(tmp, "wb") as f:
-                    pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump((results, paths), f, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, cf)
             chunk_files.append(cf)
+            file_of.update(paths)
             for r, jpeg, why, detail in results:
                 if jpeg is None:
                     left_out.append({"id": int(posts.at[r, "id"]), "reason": why, "detail": detail})
@@ -212,7 +218,7 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
     t_write = time.time()
     for cf in chunk_files:
         with open(cf, "rb") as f:
-            for r, jpeg, _, _ in pickle.load(f):
+            for r, jpeg, _, _ in pickle.load(f)[0]:
                 if jpeg is not None and r in split_of:
                     writers[split_of[r]].write(int(posts.at[r, "id"]), jpeg, lab_of[r])
     for w in writers.values():
@@ -223,9 +229,7 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
         wr.writerow(["id", "md5", "split", "file", "tags"])
         for r in kept:
             p = posts.loc[r]
-            path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
-            rel = os.path.relpath(path, images_root) if path else ""
-            wr.writerow([int(p["id"]), p["md5"], split_of[r], rel, " ".join(names[i] for i in lab_of[r])])
+            wr.writerow([int(p["id"]), p["md5"], split_of[r], file_of[r], " ".join(names[i] for i in lab_of[r])])
     vocab_df.to_csv(partial / "tags.csv", index=False)
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},

@@ -1,0 +1,30 @@
+import json
+
+import pandas as pd
+
+from animetag.cli import main
+
+
+def test_sample_then_subset_from_the_command_line(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "s"), "--images", "60", "--seed", "2"]) == 0
+    assert main(["subset", "--metadata", str(tmp_path / "s/metadata/posts.json"), "--images-root",
+                 str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--profile", "sample", "--top-k", "12",
+                 "--image-size", "16", "--workers", "1"]) == 0
+    counts = json.loads(capsys.readouterr().out.split("subset written")[0].split("\n", 1)[1])
+    assert counts["kept"] == len(pd.read_csv(tmp_path / "o/manifest.csv"))
+    assert len(pd.read_csv(tmp_path / "o/tags.csv")) == 12
+    # the manifest names each image's file, relative to the image root
+    m = pd.read_csv(tmp_path / "o/manifest.csv")
+    assert all((tmp_path / "s" / f).is_file() for f in m["file"])
+
+
+def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
+    code = main(["subset", "--metadata", str(tmp_path / "nope.json"), "--images-root", str(tmp_path),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.json" in err and "not found" in err
+    (tmp_path / "o").mkdir()
+    (tmp_path / "m.json").write_text("{}\n")
+    code = main(["subset", "--metadata", str(tmp_path / "m.json"), "--images-root", str(tmp_path),
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "exists" in capsys.readouterr().err
