@@ -95,6 +95,8 @@ def test_subset_invariants(subset_dir, sample_root):
     for kind in ("mode_CMYK", "mode_L", "mode_P", "mode_RGBA", "mode_GIF"):
         assert desc["broken_records"][kind]["id"] in set(manifest["id"]), kind
     # every metadata record is accounted for: kept + left out == read
+    assert summary["metadata"] == [str(sample_root / "metadata" / "posts.json")]
+    assert summary["images_root"] == str(sample_root)
     c = summary["counts"]
     assert c["kept"] + len(left) + c["not_selected"] == c["records_read"]
     assert c["kept"] == len(manifest) == c["train"] + c["val"] + c["test"]

@@ -109,7 +109,7 @@ def conditional_heatmap(P: np.ndarray, names: list[str], top: int = 30):
 def image_grid(images: list[np.ndarray], captions: list[str], cols: int = 4, title: str = ""):
     plt = _plt()
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, im, cap in zip(axes.ravel(), images, captions):

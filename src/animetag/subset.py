@@ -175,9 +175,9 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
             ci += 1
             if cf.exists():
                 with open(cf, "rb") as f:
-                    results, paths = pickle.load(f)
+                    results, rel_paths = pickle.load(f)
             else:
-                jobs, results, paths = [], [], {}
+                jobs, results, rel_paths = [], [], {}
                 for r in rows.tolist():
                     p = posts.loc[r]
                     path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
@@ -185,14 +185,14 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
                         results.append((r, None, "missing_file", f"no image for post {p['id']} under {images_root}"))
                     else:
                         jobs.append((r, str(path), cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
-                        paths[r] = os.path.relpath(path, images_root)
+                        rel_paths[r] = os.path.relpath(path, images_root)
                 results += list(pool.map(prepare_for_shard, jobs, chunksize=16))
                 tmp = cf.with_suffix(".tmp")
                 with open(tmp, "wb") as f:
-                    pickle.dump((results, paths), f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump((results, rel_paths), f, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, cf)
             chunk_files.append(cf)
-            file_of.update(paths)
+            file_of.update(rel_paths)
             for r, jpeg, why, detail in results:
                 if jpeg is None:
                     left_out.append({"id": int(posts.at[r, "id"]), "reason": why, "detail": detail})
