@@ -136,3 +136,13 @@ def test_mirrored_strategy_on_two_cpu_devices(subset_dir, tmp_path):
     assert r["replicas"] == 2 and r["epochs_done"] == 1
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["runtime"]["replicas"] == 2
+
+
+def test_cache_choice_follows_memory(monkeypatch):
+    import animetag.pipeline as pl
+
+    monkeypatch.setattr(pl, "_memory_bytes", lambda: 4 << 30)  # 1 GiB budget
+    assert pl.choose_cache("auto", 1000, 256, 20 << 20) == "decoded"  # 197 MB of pixels
+    assert pl.choose_cache("auto", 25000, 256, 500 << 20) == "encoded"  # 4.9 GB of pixels, 0.5 GB of JPEG
+    assert pl.choose_cache("auto", 250000, 256, 5 << 30) == "off"
+    assert pl.choose_cache("off", 10, 64) == "off" and pl.choose_cache("memory", 10**7, 256) == "decoded"

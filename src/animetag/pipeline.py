@@ -33,16 +33,18 @@ def _memory_bytes() -> int:
         return 4 << 30
 
 
-def choose_cache(cache: str, n_images: int, image_size: int) -> str:
-    """'decoded' when the split's uint8 pixels take under a quarter of free memory, else 'off'.
-
-    (`memory` forces the decoded cache, `off` disables it.)"""
+def choose_cache(cache: str, n_images: int, image_size: int, encoded_bytes: int = 0) -> str:
+    """'decoded' when the split's uint8 pixels take under a quarter of free memory; else
+    'encoded' (the JPEG records, so shards on a slow disk such as Drive are read once) when
+    those fit; else 'off'. (`memory` forces the decoded cache, `off` disables caching.)"""
     if cache == "off":
         return "off"
     if cache == "memory":
         return "decoded"
-    need = n_images * image_size * image_size * 3
-    return "decoded" if need < _memory_bytes() // 4 else "off"
+    budget = _memory_bytes() // 4
+    if n_images * image_size * image_size * 3 < budget:
+        return "decoded"
+    return "encoded" if encoded_bytes < budget else "off"
 
 
 def augment_image(img: tf.Tensor, cfg: AugmentConfig, size: int) -> tf.Tensor:
@@ -78,16 +80,21 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=not training)
 
+    stored = _shard_size(subset_dir)
+    size = image_size or stored
+
     def decode(serialized):
         jpeg, y, pid = parse_example(serialized, n_tags)
         img = tf.io.decode_jpeg(jpeg, channels=3)
-        if image_size is not None:
-            img = tf.cast(tf.image.resize(img, [image_size, image_size], antialias=True), tf.uint8)
+        if size != stored:  # shards hold the subset's size; resize only when asked for another
+            img = tf.cast(tf.image.resize(img, [size, size], antialias=True), tf.uint8)
         return img, y, pid
 
+    mode = choose_cache(cache, split_size(subset_dir, split), size, sum(Path(f).stat().st_size for f in files))
+    if mode == "encoded":
+        ds = ds.cache()
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=not training)
-    size = image_size or _shard_size(subset_dir)
-    if choose_cache(cache, split_size(subset_dir, split), size) == "decoded":
+    if mode == "decoded":
         ds = ds.cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
