@@ -47,7 +47,7 @@ print(warn_if_cpu())
 import os
 
 PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")  # "full": the thesis setting, on a GPU
-EPOCHS = int(os.environ.get("ANIMETAG_EPOCHS", "0")) or None  # None: the profile's (sample 12, full 30)
+EPOCHS = int(os.environ.get("ANIMETAG_EPOCHS", "0")) or None  # None: the profile's (sample 20, full 30)
 BATCH_SIZE = int(os.environ.get("ANIMETAG_BATCH_SIZE", "0")) or None
 LOSS = os.environ.get("ANIMETAG_LOSS", "focal")  # focal | bce | asl
 LR = float(os.environ.get("ANIMETAG_LR", "0")) or None

@@ -46,6 +46,17 @@ def test_tuned_thresholds_beat_fixed_on_skewed_scores_and_p_equals_r():
     assert abs(tp / pred.sum() - tp / y.sum()) < 0.05
 
 
+def test_unlearnt_tags_keep_the_global_threshold():
+    rng = np.random.default_rng(7)
+    n = 2000
+    y = (rng.random((n, 2)) < 0.05).astype(np.uint8)
+    s = np.stack([0.5 * y[:, 0] + 0.4 * rng.random(n),  # learnt
+                  0.2 * rng.random(n)], axis=1)  # noise: its best F1 is "tag every image"
+    t = tune_per_tag_thresholds(y, s, fallback=0.42)
+    assert t[1] == 0.42 and 0.38 <= t[0] <= 0.5
+    assert tune_per_tag_thresholds(y, s, fallback=0.42, min_gain=0.0)[1] < 0.05  # the degenerate optimum
+
+
 def test_threshold_tuning_never_looks_at_the_reported_split():
     from animetag.evaluate import evaluate_scores
 

@@ -133,7 +133,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "sample": {
         "profile": "sample",
         "image_size": 64,
-        "epochs": 12,
+        "epochs": 20,
         "batch_size": 32,
         "lr": 3e-3,
         "warmup_epochs": 1.0,

@@ -73,10 +73,12 @@ def tune_global_threshold(y_true: np.ndarray, scores: np.ndarray, grid: np.ndarr
 
 
 def tune_per_tag_thresholds(y_true: np.ndarray, scores: np.ndarray, fallback: float,
-                            grid: np.ndarray = GRID, min_positives: int = 10) -> np.ndarray:
-    """Per tag, the threshold that maximises that tag's F1; `fallback` (the global threshold)
-    where a tag has fewer than `min_positives` positives, too few to tune on without
-    overfitting."""
+                            grid: np.ndarray = GRID, min_positives: int = 10, min_gain: float = 0.05) -> np.ndarray:
+    """Per tag, the threshold that maximises that tag's F1, else `fallback` (the global
+    threshold): where a tag has fewer than `min_positives` positives (too few to tune on),
+    or where its best F1 does not beat tagging every image by `min_gain`. For a tag the
+    model has not learnt, the F1-optimal threshold is one so low that the tag goes on every
+    image; that helps the tag's F1 a little and costs F1-micro a lot."""
     y = np.asarray(y_true).astype(bool)
     best_f1 = np.full(y.shape[1], -1.0)
     best_t = np.full(y.shape[1], fallback, dtype=np.float64)
@@ -86,7 +88,9 @@ def tune_per_tag_thresholds(y_true: np.ndarray, scores: np.ndarray, fallback: fl
         f1 = np.divide(2 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
         better = f1 > best_f1 + 1e-12
         best_f1[better], best_t[better] = f1[better], t
-    best_t[y.sum(0) < max(min_positives, 1)] = fallback
+    prevalence = y.mean(0)
+    trivial = 2 * prevalence / (1 + prevalence)  # F1 of tagging every image
+    best_t[(y.sum(0) < max(min_positives, 1)) | (best_f1 < trivial + min_gain)] = fallback
     return best_t
 
 

@@ -50,7 +50,7 @@ def ensure_sample(ws: Workspace, n_images: int | None = None, seed: int = 0) -> 
     if not (root / "sample.json").exists():
         from .sample import generate
 
-        generate(root, n_images=n_images or int(env("ANIMETAG_SAMPLE_IMAGES", "1500")), seed=seed)
+        generate(root, n_images=n_images or int(env("ANIMETAG_SAMPLE_IMAGES", "3000")), seed=seed)
     return root
 
 
