@@ -1,5 +1,7 @@
 """Benchmarks that print ratios measured side by side in one run.
 
+`bench_tag`: images per second of Keras and of ONNX Runtime on the same files.
+
 `bench_train`: the input pipeline alone, training fed from the shards, and the same model
 and step fed in-memory tensors; input_efficiency = fit / synthetic. On a GPU it also
 compares float32 with mixed precision + XLA, and reports the model's FLOPs per image with
@@ -9,6 +11,7 @@ the throughput they imply.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -96,3 +99,54 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
             out["mixed_xla"]["utilisation"] = achieved / peak
     out = {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
     return out
+
+
+def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size: int = 32,
+              repeats: int = 3) -> dict[str, Any]:
+    """Images per second of Keras and of ONNX Runtime on the same files, measured in one run."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from .export import export_run
+    from .images import ImageError, load_array
+    from .tagging import Tagger, find_images
+
+    tagger = Tagger(run, batch_size=batch_size)
+    files = find_images(paths)
+    t = time.perf_counter()
+    arrays, skipped = [], 0
+    for f in files:
+        try:
+            arrays.append(load_array(f, tagger.size))
+        except ImageError:
+            skipped += 1
+    if not arrays:
+        raise ValueError("no readable images to benchmark")
+    prep = len(files) / (time.perf_counter() - t)
+    x = np.stack(arrays).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        export_run(run, Path(d) / "e", "onnx", channel_order="rgb")
+        sess = ort.InferenceSession(str(Path(d) / "e" / "model.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def keras_run():
+        for i in range(0, len(x), batch_size):
+            tagger.scores(x[i: i + batch_size])
+
+    def onnx_run():
+        for i in range(0, len(x), batch_size):
+            sess.run(None, {name: x[i: i + batch_size]})
+
+    rates = {}
+    for label, fn in (("keras", keras_run), ("onnxruntime", onnx_run)):
+        fn()  # warm up
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        rates[label] = repeats * len(x) / (time.perf_counter() - t)
+    return {"images": len(x), "unreadable_skipped": skipped, "batch_size": batch_size, "image_size": tagger.size,
+            "preprocess_img_s": round(prep, 1), "keras_img_s": round(rates["keras"], 1),
+            "onnxruntime_img_s": round(rates["onnxruntime"], 1),
+            "onnx_over_keras": round(rates["onnxruntime"] / rates["keras"], 3)}

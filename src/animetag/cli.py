@@ -87,7 +87,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
         out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps)
     else:
-        from .export import bench_tag
+        from .bench import bench_tag
 
         out = bench_tag(a.run, a.paths, batch_size=a.batch_size)
     print(json.dumps(out, indent=2))
