@@ -146,3 +146,31 @@ def test_cache_choice_follows_memory(monkeypatch):
     assert pl.choose_cache("auto", 25000, 256, 500 << 20) == "encoded"  # 4.9 GB of pixels, 0.5 GB of JPEG
     assert pl.choose_cache("auto", 250000, 256, 5 << 30) == "off"
     assert pl.choose_cache("off", 10, 64) == "off" and pl.choose_cache("memory", 10**7, 256) == "decoded"
+
+
+def test_augmentation_flips_and_translates_exactly():
+    import tensorflow as tf
+
+    from animetag.config import AugmentConfig
+    from animetag.pipeline import augment_image
+
+    x = np.random.default_rng(0).uniform(0, 200, size=(64, 8, 8, 3)).astype("float32")
+    only_flip = AugmentConfig(flip=True, crop=0, brightness=0, contrast=0, saturation=0)
+    flip = np.stack([augment_image(tf.constant(a), only_flip, 8).numpy() for a in x])
+    same = np.all(flip == x, axis=(1, 2, 3))
+    mirrored = np.all(flip == x[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and 10 < mirrored.sum() < 54  # each image draws its own flip
+    only_shift = AugmentConfig(flip=False, crop=0.25, brightness=0, contrast=0, saturation=0)  # up to 2 px
+    shifts = set()
+    for a in x:
+        b = augment_image(tf.constant(a), only_shift, 8).numpy()
+        found = None
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                ref = np.full((12, 12, 3), 255.0, "float32")
+                ref[2:10, 2:10] = a
+                if np.array_equal(ref[2 + dy: 10 + dy, 2 + dx: 10 + dx], b):
+                    found = (dy, dx)
+        assert found is not None  # a pure translation with a white border
+        shifts.add(found)
+    assert len(shifts) > 5

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .colab import accelerator
@@ -35,7 +36,23 @@ def _images_per_second(fn, steps: int, batch: int) -> float:
     return steps * batch / (time.perf_counter() - t)
 
 
-def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: str, jit: bool) -> dict[str, float]:
+def _pipeline_rate(data: Path, cfg, batch: int, steps: int) -> float:
+    """The training input pipeline alone (its iterator ends with this function)."""
+    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
+                      cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+    it = iter(ds)
+    for _ in range(max(3, steps // 5)):  # fills the cache and the shuffle buffer
+        next(it)
+
+    def pull(n):
+        for _ in range(n):
+            next(it)
+
+    return _images_per_second(pull, steps * 3, batch)
+
+
+def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: str, jit: bool,
+               rounds: int = 5) -> dict[str, Any]:
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
@@ -51,8 +68,16 @@ def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: 
 
         fit(synthetic)(max(3, steps // 5))  # trace and compile both paths first
         fit(real)(max(3, steps // 5))
-        out = {"fit_img_s": _images_per_second(fit(real), steps, batch),
-               "synthetic_img_s": _images_per_second(fit(synthetic), steps, batch)}
+        # measure the two in adjacent pairs, several rounds, and keep the medians: drift in
+        # the machine's speed then cancels within a pair instead of favouring one path
+        fits, synths, ratios = [], [], []
+        for _ in range(rounds):
+            synths.append(_images_per_second(fit(synthetic), steps, batch))
+            fits.append(_images_per_second(fit(real), steps, batch))
+            ratios.append(fits[-1] / synths[-1])
+        out = {"fit_img_s": float(np.median(fits)), "synthetic_img_s": float(np.median(synths)),
+               "input_efficiency": float(np.median(ratios)),
+               "input_efficiency_rounds": [round(r, 3) for r in ratios]}
         out["flops_per_image"] = flops_per_image(model)
         return out
     finally:
@@ -60,30 +85,19 @@ def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: 
 
 
 def bench_train(data: str | Path, profile: str = "sample", batch_size: int | None = None,
-                steps: int = 30) -> dict[str, Any]:
+                steps: int = 60) -> dict[str, Any]:
     data = Path(data)
     cfg = train_config(profile, batch_size=batch_size)
     n_tags = n_tags_of(data)
     batch = cfg.batch_size
     acc = accelerator()
 
-    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
-                      cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
-    it = iter(ds)
-    for _ in range(max(3, steps // 5)):  # fills the cache and the shuffle buffer
-        next(it)
-
-    def pull(n):
-        for _ in range(n):
-            next(it)
-
     out: dict[str, Any] = {"device": acc["name"], "profile": profile, "image_size": cfg.image_size,
                            "batch_size": batch, "steps": steps}
-    out["pipeline_img_s"] = _images_per_second(pull, steps * 3, batch)
+    out["pipeline_img_s"] = _pipeline_rate(data, cfg, batch, steps)
     base_precision = "float32"
     r = _fit_rates(data, cfg, n_tags, batch, steps, base_precision, jit=False)
-    out.update({k: r[k] for k in ("fit_img_s", "synthetic_img_s")})
-    out["input_efficiency"] = out["fit_img_s"] / out["synthetic_img_s"]
+    out.update({k: r[k] for k in ("fit_img_s", "synthetic_img_s", "input_efficiency", "input_efficiency_rounds")})
     out["pipeline_over_fit"] = out["pipeline_img_s"] / out["fit_img_s"]
     out["gflops_per_image_forward"] = r["flops_per_image"] / 1e9
     if acc["kind"] == "gpu":
@@ -106,7 +120,6 @@ def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size
     """Images per second of Keras and of ONNX Runtime on the same files, measured in one run."""
     import tempfile
 
-    import numpy as np
     import onnxruntime as ort
 
     from .export import export_run

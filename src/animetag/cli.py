@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--profile", default="sample", choices=["full", "sample"])
     s.add_argument("--batch-size", type=int)
-    s.add_argument("--steps", type=int, default=30)
+    s.add_argument("--steps", type=int, default=60)
     s.set_defaults(fn=cmd_bench)
     s = bsub.add_parser("tag", help="Keras against ONNX Runtime on the same images")
     s.add_argument("--run", required=True)
