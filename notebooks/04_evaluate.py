@@ -69,7 +69,10 @@ summary
 # last columns say whether the comparison is like for like, and if not, why not.
 
 # %%
+from animetag.reference import LOSS_SWEEP
+
 pd.set_option("display.max_colwidth", 90)
+print("On the loss:", LOSS_SWEEP, "Compare with ANIMETAG_LOSS=bce in notebook 03.")
 comparison_table(metrics)
 
 # %% [markdown]

@@ -4,7 +4,6 @@ with bootstrap confidence intervals, a per-tag report and the published comparis
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,3 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
             "like_for_like", "why", "source"]
     df = pd.DataFrame(metrics["comparison"])
     return df[[c for c in cols if c in df]]
-
-
-def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(run) / "metrics.json").read_text())

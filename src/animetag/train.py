@@ -233,8 +233,3 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
         "val_pr_auc": float(best.get("val_pr_auc", np.nan)),
         "prior_baseline_val": base,
     }
-
-
-def load_run_config(run: str | os.PathLike) -> TrainConfig:
-    rec = json.loads((Path(run) / "config.json").read_text())
-    return TrainConfig.from_dict(rec["train"])
