@@ -123,22 +123,16 @@ def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size
     import onnxruntime as ort
 
     from .export import export_run
-    from .images import ImageError, load_array
     from .tagging import Tagger, find_images
 
     tagger = Tagger(run, batch_size=batch_size)
     files = find_images(paths)
     t = time.perf_counter()
-    arrays, skipped = [], 0
-    for f in files:
-        try:
-            arrays.append(load_array(f, tagger.size))
-        except ImageError:
-            skipped += 1
-    if not arrays:
+    _, x, errors = tagger.load_readable(files)
+    skipped = len(errors)
+    if not len(x):
         raise ValueError("no readable images to benchmark")
     prep = len(files) / (time.perf_counter() - t)
-    x = np.stack(arrays).astype(np.float32)
     with tempfile.TemporaryDirectory() as d:
         export_run(run, Path(d) / "e", "onnx", channel_order="rgb")
         sess = ort.InferenceSession(str(Path(d) / "e" / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -60,6 +60,22 @@ class Tagger:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             return np.stack(list(pool.map(one, items))).astype(np.float32)
 
+    def load_readable(self, files: Sequence[str | os.PathLike]) -> tuple[list, np.ndarray, list[dict[str, str]]]:
+        """Decode files in threads, skipping unreadable ones: (readable files, their float32
+        batch, one {file, reason, detail} per skipped file)."""
+        def one(f):
+            try:
+                return load_array(f, self.size), None
+            except ImageError as e:
+                return None, {"file": str(f), "reason": e.reason, "detail": str(e)}
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(one, files))
+        good = [f for f, (a, _) in zip(files, results) if a is not None]
+        arrays = [a for a, _ in results if a is not None]
+        x = np.stack(arrays).astype(np.float32) if arrays else np.zeros((0, self.size, self.size, 3), np.float32)
+        return good, x, [e for _, e in results if e is not None]
+
     def predict(self, items: Sequence[str | os.PathLike | np.ndarray]) -> np.ndarray:
         """Scores (n_images x n_tags) for images or arrays, in batches."""
         out = []
@@ -172,15 +188,10 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
     bar = tqdm(total=len(files), desc="tagging", unit="img", disable=not progress)
     for i in range(0, len(files), tagger.batch_size):
         batch = files[i: i + tagger.batch_size]
-        good, arrays = [], []
-        for f in batch:
-            try:
-                arrays.append(load_array(f, tagger.size))
-                good.append(f)
-            except ImageError as e:
-                report.errors.append({"file": str(f), "reason": e.reason, "detail": str(e)})
-        if arrays:
-            scores = tagger.scores(np.stack(arrays).astype(np.float32))
+        good, x, errors = tagger.load_readable(batch)
+        report.errors += errors
+        if good:
+            scores = tagger.scores(x)
             for f, chosen in zip(good, tagger.choose(scores, choice)):
                 if fmt == "txt":
                     cp = caption_path(f)
