@@ -25,6 +25,11 @@
 # Drive: when Colab disconnects, run the notebook again and training **resumes** from the
 # last finished epoch. The `sample` profile trains a slim model on the built-in sample on
 # a CPU in minutes.
+#
+# **TPUs:** Colab's TPU runtimes no longer ship TensorFlow, so this notebook does not run
+# there; use a GPU runtime. TensorFlow TPUs still work on Cloud TPU VMs with a TensorFlow TPU
+# build installed: the package finds the local TPU (`tpu="local"`), counts its cores, and
+# runs 32 steps per call from the host.
 
 # %%
 import sys
@@ -87,7 +92,16 @@ del full
 # %% [markdown]
 # ## Train
 # Running this cell again continues an interrupted run; with other settings it refuses and
-# shows what differs. The best epoch by validation F1-macro is kept as `model.keras`.
+# shows what differs. The best epoch by validation F1-macro is kept as `model.keras`: the
+# tagger alone, in float32 and without the optimizer, so it loads with
+# `keras.saving.load_model` anywhere; the optimizer state lives in `checkpoints/`.
+#
+# How the GPU is kept busy: the images were decoded and resized once, when the subset was
+# built; the host only moves uint8 pixels (kept decoded in memory when they fit), and the
+# augmentation (flip, shift with a white border, brightness, contrast, saturation) runs
+# inside the training step on the accelerator. Every training batch is whole, so with
+# several GPUs every replica gets its share; the few images left over differ each epoch.
+# Validation keeps every image: its last batch is padded with zero-weight blanks.
 
 # %%
 from animetag.train import train

@@ -34,7 +34,9 @@ def test_full_model_is_the_thesis_size_and_sample_is_slim():
     assert len(se_layers) == sum(ModelConfig().depths)  # every block carries an SE block
 
 
-def test_model_keras_loads_with_nothing_else(tmp_path):
+def test_compiled_model_round_trips_with_its_custom_loss(tmp_path):
+    """A checkpoint (compiled, with a custom loss) reloads in-package; the portable model.keras
+    is checked in a fresh process in test_precision.py."""
     cfg = train_config("sample", loss="asl")
     from animetag.metrics import keras_metrics
 

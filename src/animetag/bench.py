@@ -2,10 +2,14 @@
 
 `bench_tag`: images per second of Keras and of ONNX Runtime on the same files.
 
-`bench_train`: the input pipeline alone, training fed from the shards, and the same model
-and step fed in-memory tensors; input_efficiency = fit / synthetic. On a GPU it also
-compares float32 with mixed precision + XLA, and reports the model's FLOPs per image with
-the throughput they imply.
+`bench_train`: what the host can feed and what the accelerator needs. It measures the
+training input pipeline (first pass: JPEG decoding; then the decoded uint8 cache), the same
+pipeline with the augmentation done on the host instead of the accelerator (what it would
+cost there), and the training step fed from the pipeline and from one in-memory batch
+(input_efficiency = fed / in-memory; input_wait_share = 1 - that). From the model's FLOPs it
+prints the step rates a T4, an L4 and an A100 would reach at a stated utilisation, so the
+host feed can be set beside them. On a GPU it also compares float32 with mixed precision +
+XLA and reports the model FLOP utilisation.
 """
 
 from __future__ import annotations
@@ -20,99 +24,145 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .augment import Augment
 from .colab import accelerator
 from .config import train_config
 from .model import build_model, flops_per_image
-from .pipeline import make_dataset, n_tags_of
-from .train import choose_precision, compile_model
+from .pipeline import make_dataset, n_tags_of, split_size
+from .train import choose_precision, compile_model, training_model
 
-# Dense bf16/fp16 tensor throughput, TFLOP/s, for the implied-utilisation figure.
+# Dense float16/bfloat16 tensor throughput, TFLOP/s, from the vendors' datasheets
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}
+# the share of that peak a ResNet training step typically reaches (a stated assumption)
+UTILISATION = (0.20, 0.35)
+TARGETS = ("T4", "L4", "A100")
 
 
-def _images_per_second(fn, steps: int, batch: int) -> float:
-    t = time.perf_counter()
-    fn(steps)
-    return steps * batch / (time.perf_counter() - t)
+def needed_rates(flops_forward: int, utilisation: tuple[float, float] = UTILISATION) -> dict[str, list[float]]:
+    """Images per second each target accelerator would train this model at, at the low and
+    high end of `utilisation` (a training step costs about three forward passes)."""
+    step = 3.0 * flops_forward
+    return {name: [round(PEAK_TFLOPS[name] * 1e12 * u / step, 1) for u in utilisation] for name in TARGETS}
 
 
-def _pipeline_rate(data: Path, cfg, batch: int, steps: int) -> float:
-    """The training input pipeline alone (its iterator ends with this function)."""
-    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
-                      cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
-    it = iter(ds)
-    for _ in range(max(3, steps // 5)):  # fills the cache and the shuffle buffer
+def _pull(it, n: int) -> None:
+    for _ in range(n):
         next(it)
 
-    def pull(n):
-        for _ in range(n):
-            next(it)
 
-    return _images_per_second(pull, steps * 3, batch)
+def _feed_rates(data: Path, cfg, batch: int, steps: int) -> dict[str, float]:
+    """The training pipeline alone: its first pass (decoding every JPEG into the cache), then
+    the steady state; and the steady state with the augmentation run on the host."""
+    n = split_size(data, "train")
+    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
+                      shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+    it = iter(ds)
+    first = max(1, n // batch)
+    t = time.perf_counter()
+    _pull(it, first)  # the first pass decodes and fills the cache
+    decode = first * batch / (time.perf_counter() - t)
+    _pull(it, 3)
+    t = time.perf_counter()
+    _pull(it, steps)
+    feed = steps * batch / (time.perf_counter() - t)
+    del it
+
+    aug = Augment.from_settings(cfg.augment, seed=0)
+    host = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    it = iter(host.prefetch(tf.data.AUTOTUNE))
+    _pull(it, first + 3)
+    t = time.perf_counter()
+    _pull(it, steps)
+    host_aug = steps * batch / (time.perf_counter() - t)
+    del it
+    return {"first_pass_decode_img_s": decode, "host_feed_img_s": feed, "host_feed_if_augmenting_on_host_img_s": host_aug}
 
 
 def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: str, jit: bool,
-               rounds: int = 5) -> dict[str, Any]:
+               rounds: int = 3) -> dict[str, Any]:
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
-        model = build_model(n_tags, cfg.image_size, cfg.model)
+        core = build_model(n_tags, cfg.image_size, cfg.model)
+        model = training_model(core, cfg)
         compile_model(model, cfg, n_tags, steps_per_epoch=steps, jit=jit)
-        real = make_dataset(data, "train", batch, cfg.image_size, training=True, augment=cfg.augment,
-                            cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+        real = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
+                            shuffle_buffer=cfg.shuffle_buffer, repeat=True)
         x, y = next(iter(real))
         synthetic = tf.data.Dataset.from_tensors((x, y)).repeat()
 
         def fit(ds):
-            return lambda n: model.fit(ds, steps_per_epoch=n, epochs=1, verbose=0)
+            return lambda: model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
 
-        fit(synthetic)(max(3, steps // 5))  # trace and compile both paths first
-        fit(real)(max(3, steps // 5))
+        fit(synthetic)()  # trace and compile both paths first (and fill the cache)
+        fit(real)()
         # measure the two in adjacent pairs, several rounds, and keep the medians: drift in
         # the machine's speed then cancels within a pair instead of favouring one path
         fits, synths, ratios = [], [], []
         for _ in range(rounds):
-            synths.append(_images_per_second(fit(synthetic), steps, batch))
-            fits.append(_images_per_second(fit(real), steps, batch))
+            for label, ds in (("synthetic", synthetic), ("fed", real)):
+                t = time.perf_counter()
+                fit(ds)()
+                rate = steps * batch / (time.perf_counter() - t)
+                (synths if label == "synthetic" else fits).append(rate)
             ratios.append(fits[-1] / synths[-1])
-        out = {"fit_img_s": float(np.median(fits)), "synthetic_img_s": float(np.median(synths)),
-               "input_efficiency": float(np.median(ratios)),
-               "input_efficiency_rounds": [round(r, 3) for r in ratios]}
-        out["flops_per_image"] = flops_per_image(model)
-        return out
+        eff = float(np.median(ratios))
+        return {"fit_img_s": float(np.median(fits)), "step_img_s": float(np.median(synths)),
+                "input_efficiency": eff, "input_wait_share": max(0.0, 1.0 - eff),
+                "input_efficiency_rounds": [round(r, 3) for r in ratios], "flops_per_image": flops_per_image(core)}
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def bench_train(data: str | Path, profile: str = "sample", batch_size: int | None = None,
-                steps: int = 60) -> dict[str, Any]:
+def bench_train(data: str | Path, profile: str = "sample", batch_size: int | None = None, steps: int = 200,
+                fit_steps: int | None = None, image_size: int | None = None, precision: str | None = None,
+                compare_float32: bool = True) -> dict[str, Any]:
+    """Host feed against the training step, side by side (see the module's docstring).
+
+    steps: batches pulled to time the pipeline; fit_steps: training steps per timed round
+    (default 50 on an accelerator, 3 on a CPU, where a 256 px step is slow)."""
     data = Path(data)
-    cfg = train_config(profile, batch_size=batch_size)
+    cfg = train_config(profile, batch_size=batch_size, image_size=image_size)
     n_tags = n_tags_of(data)
     batch = cfg.batch_size
     acc = accelerator()
+    fit_steps = fit_steps or (50 if acc["kind"] != "cpu" else 3)
 
     out: dict[str, Any] = {"device": acc["name"], "profile": profile, "image_size": cfg.image_size,
-                           "batch_size": batch, "steps": steps}
-    out["pipeline_img_s"] = _pipeline_rate(data, cfg, batch, steps)
-    base_precision = "float32"
-    r = _fit_rates(data, cfg, n_tags, batch, steps, base_precision, jit=False)
-    out.update({k: r[k] for k in ("fit_img_s", "synthetic_img_s", "input_efficiency", "input_efficiency_rounds")})
-    out["pipeline_over_fit"] = out["pipeline_img_s"] / out["fit_img_s"]
+                           "batch_size": batch, "train_images": split_size(data, "train")}
+    out.update(_feed_rates(data, cfg, batch, steps))
+    out["host_augmentation_slowdown"] = out["host_feed_img_s"] / out["host_feed_if_augmenting_on_host_img_s"]
+    base = precision or ("float32" if acc["kind"] == "cpu" else choose_precision("auto", acc))
+    jit = acc["kind"] != "cpu"
+    r = _fit_rates(data, cfg, n_tags, batch, fit_steps, base, jit=jit)
+    out["precision"], out["xla"] = base, jit
+    out.update({k: r[k] for k in ("step_img_s", "fit_img_s", "input_efficiency", "input_wait_share",
+                                  "input_efficiency_rounds")})
     out["gflops_per_image_forward"] = r["flops_per_image"] / 1e9
-    if acc["kind"] == "gpu":
-        fast = choose_precision("auto", acc)
-        m = _fit_rates(data, cfg, n_tags, batch, steps, fast, jit=True)
-        out["mixed_xla"] = {"precision": fast, "fit_img_s": m["fit_img_s"], "synthetic_img_s": m["synthetic_img_s"],
-                            "speedup_over_float32": m["synthetic_img_s"] / out["synthetic_img_s"]}
-        # a training step costs about three forward passes (forward, two backward products)
-        achieved = 3 * r["flops_per_image"] * m["synthetic_img_s"] / 1e12
-        out["mixed_xla"]["achieved_tflops"] = achieved
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in str(acc["name"])), None)
-        if peak:
-            out["mixed_xla"]["utilisation"] = achieved / peak
-    out = {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
-    return out
+    out["utilisation_assumed"] = list(UTILISATION)
+    out["needed_img_s"] = needed_rates(r["flops_per_image"])
+    out["host_feed_over_needed_high"] = {k: round(out["host_feed_img_s"] / v[1], 2)
+                                         for k, v in out["needed_img_s"].items()}
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in str(acc["name"])), None)
+    achieved = 3 * r["flops_per_image"] * r["step_img_s"] / 1e12
+    out["achieved_tflops"] = achieved
+    if peak:
+        out["model_flop_utilisation"] = achieved / peak
+    if acc["kind"] == "gpu" and compare_float32 and base != "float32":
+        f32 = _fit_rates(data, cfg, n_tags, batch, fit_steps, "float32", jit=False)
+        out["float32_step_img_s"] = f32["step_img_s"]
+        out["speedup_over_float32"] = r["step_img_s"] / f32["step_img_s"]
+    return _rounded(out)
+
+
+def _rounded(v):
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    if isinstance(v, float) and math.isfinite(v):
+        return round(v, 4 if abs(v) < 10 else 1)
+    return v
 
 
 def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size: int = 32,

@@ -15,7 +15,7 @@ def _csv(s: str) -> list[str]:
 def cmd_sample(a: argparse.Namespace) -> int:
     from .sample import generate
 
-    desc = generate(a.out, n_images=a.images, seed=a.seed, clean=a.clean)
+    desc = generate(a.out, n_images=a.images, seed=a.seed, clean=a.clean, detail=a.detail)
     print(f"wrote {desc['n_images']} posts to {a.out} (metadata/posts.json, 512px/, original/)")
     return 0
 
@@ -39,7 +39,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import train
 
     result = train(a.data, a.run, profile=a.profile, epochs=a.epochs, batch_size=a.batch_size,
-                   image_size=a.image_size, loss=a.loss, lr=a.lr, precision=a.precision)
+                   image_size=a.image_size, loss=a.loss, lr=a.lr, precision=a.precision, xla=a.xla)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -85,7 +85,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.what == "train":
         from .bench import bench_train
 
-        out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps)
+        out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps,
+                          fit_steps=a.fit_steps, image_size=a.image_size, precision=a.precision)
     else:
         from .bench import bench_tag
 
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, default=600)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--clean", action="store_true", help="no broken records or odd image modes")
+    s.add_argument("--detail", action="store_true",
+                   help="strokes, shading and grain: JPEGs as heavy as real illustrations (for benchmarks)")
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("subset", help="build a training subset from Danbooru metadata and images")
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss", choices=["focal", "bce", "asl"])
     s.add_argument("--lr", type=float)
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    s.add_argument("--xla", choices=["auto", "on", "off"], help="XLA compilation (auto: on a GPU or TPU)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="metrics, tuned thresholds and the published comparison")
@@ -171,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--profile", default="sample", choices=["full", "sample"])
     s.add_argument("--batch-size", type=int)
-    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("--image-size", type=int, help="default: the profile's (full: 256)")
+    s.add_argument("--steps", type=int, default=200, help="batches pulled to time the input pipeline")
+    s.add_argument("--fit-steps", type=int, help="training steps per timed round (default: 50 on a GPU, 3 on a CPU)")
+    s.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   help="default: the automatic choice (float32 on a CPU)")
     s.set_defaults(fn=cmd_bench)
     s = bsub.add_parser("tag", help="Keras against ONNX Runtime on the same images")
     s.add_argument("--run", required=True)

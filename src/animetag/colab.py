@@ -46,16 +46,53 @@ def check_versions() -> dict[str, str]:
     return found
 
 
-def accelerator() -> dict[str, object]:
-    """What will run the model: {'kind': 'tpu'|'gpu'|'cpu', 'name', 'count', 'compute_capability'}."""
+def _tpu_hints() -> dict[str, bool]:
+    """Signs of a TPU: a TPU VM's local chips (/dev/accel*, /dev/vfio with a TPU type in the
+    environment), or a TPU node named by the environment (Colab's old COLAB_TPU_ADDR, TPU_NAME)."""
+    import glob
+    import os
+
+    vm = bool(glob.glob("/dev/accel*")) or (bool(glob.glob("/dev/vfio/[0-9]*"))
+                                            and bool(os.environ.get("TPU_ACCELERATOR_TYPE")))
+    node = bool(os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"))
+    return {"vm": vm, "node": node}
+
+
+def tpu_resolver():
+    """A TPUClusterResolver for the TPU this process can use, or None.
+
+    On a TPU VM the chips are local, and only `tpu="local"` finds them (a bare
+    TPUClusterResolver() raises there); a TPU node is found from the environment. The
+    resolver is never asked where there is no sign of a TPU."""
     import tensorflow as tf
 
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        if resolver.master():
-            return {"kind": "tpu", "name": "TPU", "count": 8, "compute_capability": None}
-    except (ValueError, RuntimeError, ImportError, KeyError):
-        pass
+    hints = _tpu_hints()
+    resolver_cls = tf.distribute.cluster_resolver.TPUClusterResolver
+    if hints["vm"]:
+        try:
+            return resolver_cls(tpu="local")
+        except (ValueError, RuntimeError, KeyError, tf.errors.OpError):
+            pass
+    if hints["node"]:
+        try:
+            resolver = resolver_cls()
+            if resolver.master():
+                return resolver
+        except (ValueError, RuntimeError, KeyError, tf.errors.OpError):
+            pass
+    return None
+
+
+def accelerator() -> dict[str, object]:
+    """What will run the model: {'kind': 'tpu'|'gpu'|'cpu', 'name', 'count', 'compute_capability'}.
+
+    For a TPU, `count` is the number of TPU cores TensorFlow lists, or None before the TPU
+    system is initialised (the strategy then reports its replicas)."""
+    import tensorflow as tf
+
+    if tpu_resolver() is not None:
+        cores = len(tf.config.list_logical_devices("TPU"))
+        return {"kind": "tpu", "name": "TPU", "count": cores or None, "compute_capability": None}
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])

@@ -43,7 +43,7 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64) -> tu
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
     for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
-        ss.append(np.asarray(model(x, training=False), dtype=np.float32))
+        ss.append(np.asarray(model(keras.ops.cast(x, "float32"), training=False), dtype=np.float32))
         ys.append(y.numpy().astype(np.uint8))
         ids.append(pid.numpy())
     ids_a, ys_a, ss_a = np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)

@@ -64,7 +64,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    base = keras.saving.load_model(run / "model.keras", compile=False)
+    from .model import float32_copy
+
+    # float32 throughout, also for a model.keras saved in mixed precision by an older version
+    base = float32_copy(keras.saving.load_model(run / "model.keras", compile=False))
     size = int(base.input_shape[1])
     model = _with_channel_order(base, channel_order)
     model(np.zeros((1, size, size, 3), np.float32))  # an export needs a model that has been called

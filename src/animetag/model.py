@@ -22,37 +22,42 @@ def se_block(x, ratio: int = 16, name: str = "se"):
     return layers.Multiply(name=f"{name}_scale")([x, s])
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True, sync: bool = False):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str):
+def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sync: bool = False):
     """A basic residual block (two 3x3 convolutions) with SE before the addition."""
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", relu=False)
-    y = _conv_bn(x, filters, 3, stride, f"{name}_a")
-    y = _conv_bn(y, filters, 3, 1, f"{name}_b", relu=False)
+        shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", relu=False, sync=sync)
+    y = _conv_bn(x, filters, 3, stride, f"{name}_a", sync=sync)
+    y = _conv_bn(y, filters, 3, 1, f"{name}_b", relu=False, sync=sync)
     y = se_block(y, se_ratio, f"{name}_se")
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
 
 def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = None,
-                name: str = "resnet_se") -> keras.Model:
-    """ResNet-SE: raw 0-255 RGB in, rescaled inside; sigmoid scores out, computed in float32."""
+                name: str = "resnet_se", synchronized_bn: bool = False) -> keras.Model:
+    """ResNet-SE: raw 0-255 RGB in, rescaled inside; sigmoid scores out, computed in float32.
+
+    `synchronized_bn`: batch statistics over the global batch of all replicas. Needed with
+    several replicas: otherwise each replica keeps its own moving statistics, validation runs
+    each replica with its own, and the saved model holds only the first replica's."""
     cfg = cfg or ModelConfig()
+    sync = synchronized_bn
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv_bn(x, cfg.stem_width, 7, 2, "stem")
+    x = _conv_bn(x, cfg.stem_width, 7, 2, "stem", sync=sync)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for i, (width, depth) in enumerate(zip(cfg.widths, cfg.depths)):
         for j in range(depth):
             stride = 2 if (i > 0 and j == 0) else 1
-            x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}")
+            x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}", sync)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
@@ -71,3 +76,28 @@ def flops_per_image(model: keras.Model) -> int:
             k = layer.kernel.shape
             total += 2 * k[0] * k[1]
     return int(total)
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same architecture and weights with every layer in float32 and no cross-replica batch
+    norm: the portable inference model, whatever precision and strategy it was trained with
+    (mixed float16/bfloat16 keep float32 weights, so nothing is lost; ONNX and other runtimes
+    get one dtype throughout)."""
+    return with_dtype_policy(model, "float32")
+
+
+def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
+    """A copy of a functional model with every layer under `policy` (the output layer stays
+    float32) and its batch norm local to one device."""
+
+    def clone(layer):
+        config = {**layer.get_config(), "dtype": policy}
+        if "synchronized" in config:  # a training-time setting (several replicas)
+            config["synchronized"] = False
+        if layer.name == model.layers[-1].name:  # the scores stay float32 under mixed precision
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

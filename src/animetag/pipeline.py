@@ -1,18 +1,26 @@
-"""tf.data input over the TFRecord shards: interleaved reads, parallel decode, caching when
-the split fits in memory, shuffling, training-only augmentation, batching, prefetch."""
+"""tf.data input over the TFRecord shards: interleaved reads, parallel decode, decoded uint8
+pixels cached in memory when they fit, shuffling, whole batches, prefetch.
+
+The host only moves bytes: batches are uint8, and augmentation runs inside the training step
+on the accelerator (`augment.Augment`). Under tf.distribute every replica must get a whole
+batch: training batches drop the remainder (reshuffled each epoch, so a different handful of
+images waits each time), and evaluation pads its last batch with zero-weight images.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 import tensorflow as tf
 
-from .config import AugmentConfig
 from .shards import list_shards, parse_example
 
 AUTOTUNE = tf.data.AUTOTUNE
+# share of the reclaimable memory that a decoded cache may take (the rest: model, TF, Python)
+CACHE_SHARE = 0.5
 
 
 def n_tags_of(subset_dir: str | Path) -> int:
@@ -25,55 +33,65 @@ def split_size(subset_dir: str | Path, split: str) -> int:
 
 
 def _memory_bytes() -> int:
+    """Memory a process can still take: MemAvailable (free memory plus the page cache and other
+    reclaimable memory, as the kernel estimates it), else free pages."""
     try:
-        import os
-
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 4 << 30
 
 
-def choose_cache(cache: str, n_images: int, image_size: int, encoded_bytes: int = 0) -> str:
-    """'decoded' when the split's uint8 pixels take under a quarter of free memory; else
-    'encoded' (the JPEG records, so shards on a slow disk such as Drive are read once) when
-    those fit; else 'off'. (`memory` forces the decoded cache, `off` disables caching.)"""
+def decoded_bytes(n_images: int, image_size: int) -> int:
+    return n_images * image_size * image_size * 3
+
+
+def choose_cache(cache: str, n_images: int, image_size: int, encoded_bytes: int = 0, reserved: int = 0) -> str:
+    """'decoded' when the split's uint8 pixels, with `reserved` bytes already promised to other
+    caches, take at most CACHE_SHARE of the reclaimable memory; else 'encoded' (the JPEG records,
+    so shards on a slow disk such as Drive are read once) when those fit; else 'off'.
+    (`memory` forces the decoded cache, `off` disables caching.)"""
     if cache == "off":
         return "off"
     if cache == "memory":
         return "decoded"
-    budget = _memory_bytes() // 4
-    if n_images * image_size * image_size * 3 < budget:
+    budget = int(_memory_bytes() * CACHE_SHARE) - reserved
+    if decoded_bytes(n_images, image_size) <= budget:
         return "decoded"
-    return "encoded" if encoded_bytes < budget else "off"
+    return "encoded" if encoded_bytes <= budget else "off"
 
 
-def augment_image(img: tf.Tensor, cfg: AugmentConfig, size: int) -> tf.Tensor:
-    """One float image (0-255): flip, small translation (white border), colour jitter."""
-    if cfg.flip:
-        img = tf.image.random_flip_left_right(img)
-    if cfg.crop > 0:
-        pad = max(1, int(round(cfg.crop * size)))
-        img = tf.pad(img, [[pad, pad], [pad, pad], [0, 0]], constant_values=255.0)
-        img = tf.image.random_crop(img, [size, size, 3])
-    if cfg.brightness > 0:
-        img = tf.image.random_brightness(img, cfg.brightness * 255.0)
-    if cfg.contrast > 0:
-        img = tf.image.random_contrast(img, 1.0 - cfg.contrast, 1.0 + cfg.contrast)
-    if cfg.saturation > 0:
-        img = tf.image.random_saturation(img, 1.0 - cfg.saturation, 1.0 + cfg.saturation)
-    return tf.clip_by_value(img, 0.0, 255.0)
+def batches_per_epoch(n_images: int, batch_size: int, training: bool) -> int:
+    """Training: whole batches only; evaluation: every image (the last batch padded)."""
+    return n_images // batch_size if training else math.ceil(n_images / batch_size)
 
 
 def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size: int | None = None,
-                 training: bool = False, augment: AugmentConfig | None = None, cache: str = "auto",
-                 shuffle_buffer: int = 2048, seed: int = 0, repeat: bool = False,
-                 with_ids: bool = False) -> tf.data.Dataset:
-    """Batches of (float32 images 0-255, multi-hot float32 labels[, ids]) from a split.
+                 training: bool = False, cache: str = "auto", shuffle_buffer: int = 2048, seed: int = 0,
+                 repeat: bool = False, with_ids: bool = False, pad_to_batch: bool = False,
+                 reserved_cache_bytes: int = 0) -> tf.data.Dataset:
+    """Batches of (uint8 images, multi-hot float32 labels[, ids]) from a split.
 
-    Evaluation (training=False) reads in a fixed order and never augments.
+    training: shuffled, and only whole batches (the few images left over differ each epoch).
+    Evaluation reads in a fixed order and keeps every image; with `pad_to_batch` the last batch
+    is filled up with blank zero-weight images and each element gains a third item, the sample
+    weight (1 for a real image, 0 for padding), so that every replica gets a whole batch and
+    weighted metrics count each real image once.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size: {batch_size} must be at least 1")
     files = list_shards(subset_dir, split)
     n_tags = n_tags_of(subset_dir)
+    n = split_size(subset_dir, split)
+    if training and n < batch_size:
+        raise ValueError(f"the '{split}' split of {subset_dir} has {n} images, fewer than one batch of "
+                         f"{batch_size}; lower the batch size or build a larger subset")
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -87,10 +105,12 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
         jpeg, y, pid = parse_example(serialized, n_tags)
         img = tf.io.decode_jpeg(jpeg, channels=3)
         if size != stored:  # shards hold the subset's size; resize only when asked for another
-            img = tf.cast(tf.image.resize(img, [size, size], antialias=True), tf.uint8)
+            img = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(img, [size, size], antialias=True), 0, 255)),
+                          tf.uint8)
+        img = tf.ensure_shape(img, [size, size, 3])
         return img, y, pid
 
-    mode = choose_cache(cache, split_size(subset_dir, split), size, sum(Path(f).stat().st_size for f in files))
+    mode = choose_cache(cache, n, size, sum(Path(f).stat().st_size for f in files), reserved_cache_bytes)
     if mode == "encoded":
         ds = ds.cache()
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=not training)
@@ -101,20 +121,23 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     if repeat:
         ds = ds.repeat()
 
-    aug = augment if (training and augment is not None) else None
+    steps = batches_per_epoch(n, batch_size, training)
+    if pad_to_batch and not training:
+        ds = ds.map(lambda img, y, pid: (img, y, pid, tf.constant(1.0)))
+        pad = steps * batch_size - n
+        blank = (tf.zeros([size, size, 3], tf.uint8), tf.zeros([n_tags], tf.float32), tf.constant(-1, tf.int64),
+                 tf.constant(0.0))
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
 
-    def to_float(img, y, pid):
-        x = tf.cast(img, tf.float32)
-        if aug is not None:
-            x = augment_image(x, aug, size)
-        return (x, y, pid) if with_ids else (x, y)
+    def arrange(img, y, pid, *weight):
+        out = (img, y, *weight)
+        return (*out, pid) if with_ids else out
 
-    ds = ds.map(to_float, num_parallel_calls=AUTOTUNE, deterministic=not training)
-    drop = training and repeat
-    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = ds.map(arrange, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    ds = ds.batch(batch_size, drop_remainder=training or pad_to_batch, num_parallel_calls=AUTOTUNE,
+                  deterministic=not training)
     if not repeat:  # a known length gives Keras its progress bar and epoch boundary
-        n = split_size(subset_dir, split)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(AUTOTUNE)
 
 

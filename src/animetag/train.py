@@ -2,8 +2,13 @@
 validation F1 each epoch, checkpoints that let a disconnected Colab session resume, the best
 model by validation F1-macro kept as `model.keras`.
 
-A run folder holds `config.json`, `model.keras`, `checkpoints/` (last epoch's model with its
-optimizer state, and `state.json`), `history.csv` and TensorBoard `logs/`.
+A run folder holds `config.json`, `model.keras` (the portable inference model: float32, no
+optimizer, stock Keras layers only), `checkpoints/` (the last epoch's training model with its
+augmentation layer and optimizer state, and `state.json`), `history.csv` and TensorBoard `logs/`.
+
+Under any tf.distribute strategy every replica gets a whole batch: training batches drop the
+remainder (reshuffled each epoch), and validation pads its last batch with zero-weight images
+(weighted metrics; the validation loss is rescaled to the real images).
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import pandas as pd
 import tensorflow as tf
 
 from . import losses  # noqa: F401  (registers the custom loss for load_model)
+from .augment import Augment
 from .colab import accelerator
 from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
 from .losses import make_loss
 from .metrics import keras_metrics, prior_baseline
-from .model import build_model
+from .model import build_model, float32_copy
 from .optim import AdamW
-from .pipeline import make_dataset, split_size
+from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, split_size
 from .subset import label_matrix, read_subset
 
 
@@ -45,7 +51,11 @@ def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy
     """TPU, several GPUs (MirroredStrategy), one GPU, or the default (CPU) strategy."""
     acc = acc or accelerator()
     if acc["kind"] == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        from .colab import tpu_resolver
+
+        resolver = tpu_resolver()
+        if resolver is None:
+            raise RuntimeError("a TPU was detected but cannot be connected to any more")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
@@ -54,6 +64,12 @@ def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy
     if acc["kind"] == "gpu":
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     return tf.distribute.get_strategy()
+
+
+def steps_per_execution(acc: dict[str, Any]) -> int:
+    """Training steps run per call from the host: many on a TPU, where each call from the host
+    is costly; one elsewhere (Keras' own default)."""
+    return 32 if acc["kind"] == "tpu" else 1
 
 
 def choose_precision(setting: str, acc: dict[str, Any]) -> str:
@@ -88,15 +104,54 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.sche
         warmup_target=cfg.lr, warmup_steps=warmup)
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool) -> None:
+def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool,
+                  executions: int = 1) -> None:
     opt = AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
-    model.compile(optimizer=opt, loss=make_loss(cfg), metrics=keras_metrics(n_tags), jit_compile=jit)
+    # weighted_metrics: the metrics that take sample weights (the zero-weight padding of the
+    # last validation batch); `metrics=` would count the padding as images
+    model.compile(optimizer=opt, loss=make_loss(cfg), weighted_metrics=keras_metrics(n_tags), jit_compile=jit,
+                  steps_per_execution=executions)
+
+
+def training_model(core: keras.Model, cfg: TrainConfig) -> keras.Model:
+    """What is trained: uint8 images in, augmentation (active only in training, on the
+    accelerator), then the tagger `core`. Only `core` is saved as the portable model.keras."""
+    inputs = keras.Input(core.input_shape[1:], dtype="uint8", name="pixels")
+    x = Augment.from_settings(cfg.augment, seed=cfg.seed, name="augment")(inputs)
+    return keras.Model(inputs, core(x), name=f"train_{core.name}")
+
+
+def core_of(model: keras.Model) -> keras.Model:
+    """The tagger inside a training model (the model itself if it is one already)."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if inner else model
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def save_inference_model(model: keras.Model, path: Path) -> None:
+    """model.keras: the tagger alone, in float32, uncompiled (no optimizer, no loss), so that
+    `keras.saving.load_model` reads it in any process, without this package."""
+    _save_atomic(float32_copy(core_of(model)), path)
+
+
+class _ValidationPadding(keras.callbacks.Callback):
+    """Rescales `val_loss` to the real validation images. Keras averages the per-image loss
+    over every row of the padded batches; padding rows weigh 0 but count in that mean, so the
+    logged value is (real images / padded rows) of the true mean. F1 and AUC take the sample
+    weights and need no correction. Must come before the callbacks that log."""
+
+    def __init__(self, real: int, padded: int):
+        super().__init__()
+        self.factor = padded / real
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" in logs:
+            logs["val_loss"] = float(logs["val_loss"]) * self.factor
 
 
 class _NaNGuard(keras.callbacks.Callback):
@@ -125,11 +180,15 @@ class _Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        bad = [w.path for w in self.model.weights if not np.all(np.isfinite(np.asarray(w.numpy(), np.float32)))]
+        if bad:  # never overwrite a good model or checkpoint with a broken one
+            raise TrainingDiverged(f"non-finite weights after epoch {epoch + 1} (in {', '.join(bad[:3])}); "
+                                   "model.keras and the checkpoint keep the last finite epoch")
         value = float(logs.get(self.monitor, float("nan")))
         best_epoch = None
         if math.isfinite(value) and value > self.best:
             self.best, best_epoch = value, epoch + 1
-            _save_atomic(self.model, self.run / "model.keras")
+            save_inference_model(self.model, self.run / "model.keras")
         _save_atomic(self.model, self.run / "checkpoints" / "last.keras")
         state = _read_state(self.run)
         state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
@@ -184,11 +243,18 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
         shutil.copyfile(data / "tags.csv", run / "tags.csv")  # the run is usable on its own
 
     keras.utils.set_random_seed(cfg.seed)
-    n_train = split_size(data, "train")
-    steps = math.ceil(n_train / cfg.batch_size)
-    ds_train = make_dataset(data, "train", cfg.batch_size, cfg.image_size, training=True, augment=cfg.augment,
-                            cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
-    ds_val = make_dataset(data, "val", cfg.batch_size, cfg.image_size, cache=cfg.cache)
+    n_train, n_val = split_size(data, "train"), split_size(data, "val")
+    if cfg.batch_size < strategy.num_replicas_in_sync:
+        raise ValueError(f"batch size {cfg.batch_size} is smaller than the {strategy.num_replicas_in_sync} "
+                         "replicas: each replica needs at least one image per batch")
+    steps = batches_per_epoch(n_train, cfg.batch_size, training=True)
+    val_steps = batches_per_epoch(n_val, cfg.batch_size, training=False)
+    # the training split is cached first; validation then gets what is left of the budget
+    train_cached = choose_cache(cfg.cache, n_train, cfg.image_size) == "decoded"
+    ds_train = make_dataset(data, "train", cfg.batch_size, cfg.image_size, training=True, cache=cfg.cache,
+                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+    ds_val = make_dataset(data, "val", cfg.batch_size, cfg.image_size, cache=cfg.cache, pad_to_batch=True,
+                          reserved_cache_bytes=decoded_bytes(n_train, cfg.image_size) if train_cached else 0)
 
     state = _read_state(run)
     done = int(state.get("epochs_done", 0))
@@ -201,13 +267,16 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
                 model = keras.saving.load_model(run / "checkpoints" / "last.keras")
             else:
                 done = 0
-                model = build_model(sig["n_tags"], cfg.image_size, cfg.model)
-                compile_model(model, cfg, sig["n_tags"], steps, jit)
+                core = build_model(sig["n_tags"], cfg.image_size, cfg.model,
+                                   synchronized_bn=strategy.num_replicas_in_sync > 1)
+                model = training_model(core, cfg)
+                compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc))
         hist_path = run / "history.csv"
         if hist_path.exists():  # drop rows of epochs that will be run again
             h = pd.read_csv(hist_path)
             h[h["epoch"] < done].to_csv(hist_path, index=False)
-        cbs = [_NaNGuard(), keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False),
+        cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(),
+               keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False),
                keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
                _Checkpoints(run, float(state.get("best", -1.0))), *(callbacks or [])]
         if done < cfg.epochs:

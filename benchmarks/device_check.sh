@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# A GPU check that anyone can run, on a machine with one NVIDIA GPU and nothing downloaded but
+# PyPI packages, in under 10 minutes:
+#   1. installs what is missing (TensorFlow with CUDA, the package, ONNX tooling);
+#   2. builds a 256 px subset of the built-in sample, its JPEGs as heavy as real illustrations;
+#   3. trains the thesis model two epochs under the automatic settings (mixed precision + XLA)
+#      and two epochs in float32 without XLA;
+#   4. exports the first run to ONNX and checks it against Keras;
+#   5. prints img/s, the mixed-precision + XLA speed-up over float32, the model FLOP
+#      utilisation and the input-wait share (`animetag bench train`).
+# Any error stops it with a non-zero exit.
+#
+#   bash benchmarks/device_check.sh [work-folder]      (default: build/device-check)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WORK=${1:-build/device-check}
+IMAGES=${DEVICE_CHECK_IMAGES:-2400}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+start=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+
+step "GPU"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+step "install what is missing"
+if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices('GPU') else 1)" 2>/dev/null; then
+    "$PY" -m pip install -q "tensorflow[and-cuda]>=2.16"
+fi
+"$PY" -m pip install -q -r requirements.txt "tf2onnx>=1.16" "onnxruntime>=1.17"
+"$PY" -m pip install -q --no-deps -e .
+"$PY" - <<'PYEOF'
+import tensorflow as tf, keras
+gpus = tf.config.list_physical_devices("GPU")
+print("tensorflow", tf.__version__, "keras", keras.__version__, "GPUs", len(gpus))
+if not gpus:
+    raise SystemExit("device_check: TensorFlow sees no GPU (CUDA libraries missing?)")
+PYEOF
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+step "a 256 px subset of $IMAGES detailed sample posts"
+"$PY" -m animetag.cli sample "$WORK/sample" --images "$IMAGES" --clean --detail
+"$PY" -m animetag.cli subset --metadata "$WORK/sample/metadata/posts.json" --images-root "$WORK/sample" \
+    --out "$WORK/subset" --profile full --image-size 256
+
+step "train 2 epochs, automatic precision and XLA"
+"$PY" -m animetag.cli train --data "$WORK/subset" --run "$WORK/run-auto" --profile full --epochs 2 | tee "$WORK/auto.json"
+step "train 2 epochs, float32 without XLA"
+"$PY" -m animetag.cli train --data "$WORK/subset" --run "$WORK/run-f32" --profile full --epochs 2 \
+    --precision float32 --xla off | tee "$WORK/f32.json"
+
+step "export to ONNX and compare with Keras"
+"$PY" -m animetag.cli export --run "$WORK/run-auto" --out "$WORK/export" --channel-order rgb
+"$PY" - "$WORK" <<'PYEOF'
+import json, sys
+import numpy as np, keras, onnxruntime as ort
+work = sys.argv[1]
+for name in ("auto", "f32"):
+    r = json.load(open(f"{work}/{name}.json"))
+    if not (np.isfinite(r["val_f1_micro"]) and r["epochs_done"] == 2):
+        raise SystemExit(f"device_check: the {name} run did not finish cleanly: {r}")
+x = np.random.default_rng(0).integers(0, 256, size=(8, 256, 256, 3)).astype("float32")
+want = np.asarray(keras.saving.load_model(f"{work}/run-auto/model.keras")(x, training=False))
+sess = ort.InferenceSession(f"{work}/export/model.onnx", providers=["CPUExecutionProvider"])
+got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+gap = float(np.abs(got - want).max())
+print(f"ONNX against Keras: largest score difference {gap:.2e}")
+if gap > 1e-4:
+    raise SystemExit("device_check: the ONNX export disagrees with model.keras")
+PYEOF
+
+step "benchmark: host feed, fed and in-memory step, float32 against mixed precision + XLA"
+"$PY" -m animetag.cli bench train --data "$WORK/subset" --profile full --fit-steps 30 | tee "$WORK/bench.json"
+
+step "summary"
+"$PY" - "$WORK" <<'PYEOF'
+import json, sys
+work = sys.argv[1]
+b = json.load(open(f"{work}/bench.json"))
+auto, f32 = (json.load(open(f"{work}/{n}.json")) for n in ("auto", "f32"))
+print(f"device                      {b['device']}")
+print(f"training step, {b['precision']} + XLA   {b['step_img_s']} img/s (fed from the pipeline: {b['fit_img_s']})")
+print(f"training step, float32       {b.get('float32_step_img_s')} img/s")
+print(f"mixed + XLA over float32     {b.get('speedup_over_float32')}x")
+print(f"model FLOP utilisation       {b.get('model_flop_utilisation')}")
+print(f"input-wait share             {b['input_wait_share']}")
+print(f"host feed (cached, uint8)    {b['host_feed_img_s']} img/s; first pass (decoding) {b['first_pass_decode_img_s']}")
+print(f"2-epoch runs                 auto {auto['seconds']} s, float32 {f32['seconds']} s (compile and validation included)")
+PYEOF
+echo "device_check: all steps passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,117 @@
+"""Every precision and compile path, at tiny sizes on the CPU: float32, mixed float16 and mixed
+bfloat16, each with XLA on and off. Each trains an epoch with a finite loss, is interrupted,
+resumes, saves a model.keras that loads in a fresh process that never imports animetag, and
+exports to a float32 ONNX model that agrees with it."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+keras = pytest.importorskip("keras")
+
+PATHS = [(p, x) for p in ("float32", "mixed_float16", "mixed_bfloat16") for x in ("off", "on")]
+# how far the model computed in each precision may lie from its float32 copy (scores in 0-1)
+MIXED_TOLERANCE = {"float32": 1e-5, "mixed_float16": 5e-3, "mixed_bfloat16": 4e-2}
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt("simulated disconnect")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from animetag.train import train
+    from conftest import write_subset
+
+    root = tmp_path_factory.mktemp("precision")
+    data = write_subset(root / "data", {"train": 48, "val": 16, "test": 8}, image_size=32)
+    out = {}
+    for precision, xla in PATHS:
+        run = root / f"{precision}-xla-{xla}"
+        kw = dict(profile="sample", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
+        with pytest.raises(KeyboardInterrupt):
+            train(data, run, callbacks=[_Interrupt()], **kw)
+        first = pd.read_csv(run / "history.csv")
+        result = train(data, run, **kw)
+        out[(precision, xla)] = {"run": run, "first_epoch": first, "result": result}
+    x = np.random.default_rng(7).integers(0, 256, size=(6, 32, 32, 3)).astype("float32")
+    np.save(root / "x.npy", x)
+    return root, out, x
+
+
+@pytest.mark.parametrize("precision,xla", PATHS)
+def test_each_path_trains_finite_and_resumes(runs, precision, xla):
+    _, out, _ = runs
+    r = out[(precision, xla)]
+    assert len(r["first_epoch"]) == 1 and np.isfinite(r["first_epoch"]["loss"]).all()
+    res = r["result"]
+    assert res["resumed_from_epoch"] == 1 and res["epochs_done"] == 2
+    assert res["precision"] == precision and res["xla"] == (xla == "on")
+    hist = pd.read_csv(r["run"] / "history.csv")
+    assert hist["epoch"].tolist() == [0, 1] and np.isfinite(hist[["loss", "val_loss"]].to_numpy()).all()
+    cfg = json.loads((r["run"] / "config.json").read_text())
+    assert cfg["runtime"]["precision"] == precision
+
+
+def test_model_keras_loads_in_a_fresh_process_without_the_package(runs):
+    from animetag.model import with_dtype_policy
+
+    root, out, x = runs
+    runs_list = [str(r["run"]) for r in out.values()]
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["animetag"] = None  # any attempt to import the package fails
+        import numpy as np, keras
+        x = np.load({str(root / 'x.npy')!r})
+        scores = {{}}
+        for i, run in enumerate({runs_list!r}):
+            m = keras.saving.load_model(run + "/model.keras")
+            assert getattr(m, "optimizer", None) is None, "model.keras carries an optimizer"
+            assert {{w.dtype for w in m.weights}} == {{"float32"}}, {{w.dtype for w in m.weights}}
+            scores[str(i)] = np.asarray(m(x, training=False))
+        np.savez({str(root / 'fresh.npz')!r}, **scores)
+        print("animetag imported:", any(k.startswith("animetag.") for k in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "animetag imported: False" in proc.stdout
+    fresh = np.load(root / "fresh.npz")
+    gaps = {}
+    for i, ((precision, _), r) in enumerate(out.items()):
+        m = keras.saving.load_model(r["run"] / "model.keras")
+        here = np.asarray(m(x, training=False))
+        np.testing.assert_allclose(fresh[str(i)], here, atol=1e-6)
+        # the float32 file against the same weights computed in the training precision
+        mixed = np.asarray(with_dtype_policy(m, precision)(x, training=False), dtype=np.float32)
+        gaps[precision] = max(gaps.get(precision, 0.0), float(np.abs(mixed - here).max()))
+    print("training precision vs the float32 model.keras, largest score difference:", gaps)
+    for precision, gap in gaps.items():
+        assert gap <= MIXED_TOLERANCE[precision], (precision, gap)
+
+
+def test_every_path_exports_a_float32_onnx_model_that_agrees(runs):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from animetag.export import export_run
+
+    root, out, x = runs
+    worst = {}
+    for (precision, xla), r in out.items():
+        e = export_run(r["run"], root / f"export-{precision}-{xla}", "onnx", channel_order="rgb")
+        graph = onnx.load(e["model"]).graph
+        float_types = {onnx.TensorProto.FLOAT}
+        assert {t.data_type for t in graph.initializer if t.data_type in
+                (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)} <= float_types
+        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        sess = ort.InferenceSession(e["model"], providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        want = np.asarray(keras.saving.load_model(r["run"] / "model.keras")(x, training=False))
+        worst[(precision, xla)] = float(np.abs(got - want).max())
+    print("ONNX vs model.keras, largest score difference:", worst)
+    assert max(worst.values()) < 1e-5, worst
