@@ -86,6 +86,10 @@ class Augment(keras.layers.Layer):
         xp = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=255.0)
         rows = ops.arange(h, dtype="int32")[None, :] + pad - shift[:, :1]  # (n, h)
         cols = ops.arange(w, dtype="int32")[None, :] + pad - shift[:, 1:]  # (n, w)
+        if keras.backend.backend() == "tensorflow":  # a batched gather: no image-sized index
+            import tensorflow as tf
+
+            return tf.gather(tf.gather(xp, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
         xp = ops.take_along_axis(xp, ops.broadcast_to(rows[:, :, None, None], (n, h, w + 2 * pad, 3)), axis=1)
         return ops.take_along_axis(xp, ops.broadcast_to(cols[:, None, :, None], (n, h, w, 3)), axis=2)
 
