@@ -111,3 +111,39 @@ def test_weight_decay_spares_norms_and_biases_after_a_reload(tmp_path):
     assert isinstance(opt, AdamW)
     decayed = {v.path.split("/")[-1] for v in m.trainable_variables if opt._use_weight_decay(v)}
     assert decayed == {"kernel"}  # gamma, beta and bias are left alone
+
+
+def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
+    import glob
+
+    import tensorflow as tf
+
+    import animetag.colab as colab
+    from animetag.train import steps_per_execution
+
+    calls = []
+
+    class FakeResolver:  # as on a TPU VM: only tpu="local" finds the chips
+        def __init__(self, tpu=None):
+            calls.append(tpu)
+            if tpu != "local":
+                raise ValueError("Please provide a TPU Name to connect to.")
+
+        def master(self):
+            return "local"
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
+    for var in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(glob, "glob", lambda p: [])
+    assert colab.accelerator()["kind"] == "cpu" and calls == []  # no sign of a TPU: never asked
+    monkeypatch.setattr(glob, "glob", lambda p: ["/dev/accel0"] if p.startswith("/dev/accel") else [])
+    acc = colab.accelerator()
+    assert acc["kind"] == "tpu" and calls == ["local"]
+    assert acc["count"] is None  # no fixed 8: the strategy reports the cores it finds
+    assert steps_per_execution(acc) > 1 and steps_per_execution({"kind": "gpu"}) == 1
+    # a TPU node named by the environment, where the bare resolver fails: not a TPU
+    calls.clear()
+    monkeypatch.setattr(glob, "glob", lambda p: [])
+    monkeypatch.setenv("TPU_NAME", "my-node")
+    assert colab.accelerator()["kind"] == "cpu" and calls == [None]
