@@ -97,6 +97,11 @@ def test_precision_choice_follows_the_accelerator():
     assert choose_precision("auto", {"kind": "cpu"}) == "float32"
     assert choose_precision("mixed_float16", {"kind": "cpu"}) == "mixed_float16"
     assert choose_xla("auto", {"kind": "cpu"}) is False and choose_xla("auto", {"kind": "gpu"}) is True
+    # several GPUs: Keras cannot compile a step whose variables live on several devices
+    assert choose_xla("auto", {"kind": "gpu"}, replicas=2) is False
+    with pytest.raises(ValueError, match="2 replicas"):
+        choose_xla("on", {"kind": "gpu"}, replicas=2)
+    assert choose_xla("auto", {"kind": "tpu"}, replicas=8) is False  # the TPU compiles every step itself
 
 
 def test_weight_decay_spares_norms_and_biases_after_a_reload(tmp_path):

@@ -61,8 +61,8 @@ def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy
         return tf.distribute.TPUStrategy(resolver)
     if acc["kind"] == "gpu" and acc["count"] > 1:
         return tf.distribute.MirroredStrategy()
-    if acc["kind"] == "gpu":
-        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    # one GPU or the CPU: the default strategy (TensorFlow places the step on the GPU), under
+    # which Keras compiles the step with XLA as it does without tf.distribute
     return tf.distribute.get_strategy()
 
 
@@ -88,11 +88,19 @@ def choose_precision(setting: str, acc: dict[str, Any]) -> str:
     return "float32"
 
 
-def choose_xla(setting: str, acc: dict[str, Any]) -> bool:
-    """XLA on GPUs and TPUs; off on CPUs, where it slowed a ResNet-18 step several times."""
+def choose_xla(setting: str, acc: dict[str, Any], replicas: int = 1) -> bool:
+    """Keras' `jit_compile`: on for one GPU; off on CPUs, where it slowed a ResNet-18 step
+    several times; off on TPUs, which compile every step with XLA anyway. With several
+    replicas Keras cannot compile the step (its variables live on several devices), so `on`
+    is refused there."""
+    if replicas > 1 and acc["kind"] != "tpu":
+        if setting == "on":
+            raise ValueError(f"xla: 'on' cannot be used with {replicas} replicas (Keras compiles one device's "
+                             "step only); use --xla auto or off")
+        return False
     if setting in ("on", "off"):
-        return setting == "on"
-    return acc["kind"] in ("gpu", "tpu")
+        return setting == "on" and acc["kind"] != "tpu"
+    return acc["kind"] == "gpu"
 
 
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -233,8 +241,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
                                   + "\n  ".join(changes))
     acc = accelerator()
     precision = choose_precision(cfg.precision, acc)
-    jit = choose_xla(cfg.xla, acc)
     strategy = strategy or choose_strategy(acc)
+    jit = choose_xla(cfg.xla, acc, strategy.num_replicas_in_sync)
     record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
                          "xla": jit, "replicas": strategy.num_replicas_in_sync,
                          "tensorflow": tf.__version__, "keras": keras.__version__}
