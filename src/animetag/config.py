@@ -114,6 +114,13 @@ class TrainConfig:
             raise ValueError(f"loss: {self.loss!r} is not one of focal, bce, asl")
         if self.precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
             raise ValueError(f"precision: {self.precision!r} is not recognised")
+        if self.xla not in ("auto", "on", "off"):
+            raise ValueError(f"xla: {self.xla!r} is not one of auto, on, off")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8), ("shuffle_buffer", 1)):
+            if int(getattr(self, name)) < low:
+                raise ValueError(f"{name}: {getattr(self, name)} must be at least {low}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: {self.lr} must be greater than 0")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -73,6 +73,8 @@ def _open_rgb_square(src, size: int, max_pixels: int) -> Image.Image:
     with f:
         try:
             im = Image.open(f)
+        except Image.DecompressionBombError as e:  # Pillow's own limit, from the header alone
+            raise ImageError("too_large", str(e)) from None
         except Image.UnidentifiedImageError as e:
             raise ImageError("not_an_image", str(e)) from None
         except (OSError, SyntaxError, ValueError) as e:
@@ -92,12 +94,22 @@ def _open_rgb_square(src, size: int, max_pixels: int) -> Image.Image:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageError("corrupt_image", str(e) or type(e).__name__) from None
-    return square_resize(rgb, size)
+    return square_resize(rgb, size, max_pixels)
 
 
-def square_resize(im: Image.Image, size: int) -> Image.Image:
-    """RGB, padded to a white square, resized to size x size (Lanczos)."""
-    return pad_square(to_rgb(im)).resize((size, size), Image.Resampling.LANCZOS)
+def square_resize(im: Image.Image, size: int, max_pixels: int = 64_000_000) -> Image.Image:
+    """RGB, padded to a white square, resized to size x size (Lanczos).
+
+    Where the white square would be larger than `max_pixels` (a long, thin image: 1000x30000
+    pads to 900M pixels), the image is resized first, its longest side to `size`, and padded
+    after: memory stays bounded by the decoded image, and only the pixels along the image's
+    edge can differ from padding first."""
+    im = to_rgb(im)
+    side = max(im.size)
+    if side * side > max_pixels:
+        w, h = im.size
+        im = im.resize((max(1, round(w * size / side)), max(1, round(h * size / side))), Image.Resampling.LANCZOS)
+    return pad_square(im).resize((size, size), Image.Resampling.LANCZOS)
 
 
 def load_array(src: str | os.PathLike | bytes | np.ndarray, size: int) -> np.ndarray:

@@ -229,6 +229,13 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
     data, run = Path(data), Path(run)
     cfg = train_config(profile, **overrides)
     sig = data_signature(data)
+    sizes = sig["split_sizes"]
+    if sizes["train"] < cfg.batch_size:  # checked before the run folder records these settings
+        raise ValueError(f"the 'train' split of {data} has {sizes['train']} images, fewer than one batch of "
+                         f"{cfg.batch_size}; lower the batch size or build a larger subset")
+    if sizes["val"] < 1:
+        raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
+                         "or a larger val_fraction")
     run.mkdir(parents=True, exist_ok=True)
     record = {"train": to_dict(cfg), "data": sig}
     cfg_path = run / "config.json"
