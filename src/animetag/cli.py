@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--seed", type=int)
     s.add_argument("--workers", type=int)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true",
+                   help="remove OUT and build it again (refused when OUT holds or lies inside the metadata "
+                        "or the images root)")
     s.set_defaults(fn=cmd_subset)
 
     s = sub.add_parser("train", help="train the ResNet-SE on a built subset (resumes a run)")
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--underscores-to-spaces", action="store_true")
     s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="write over existing caption or table files")
     s.set_defaults(fn=cmd_tag)
 
     s = sub.add_parser("export", help="export a run as ONNX or a SavedModel with selected_tags.csv")
@@ -166,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--channel-order", default="bgr", choices=["bgr", "rgb"],
                    help="input channel order; bgr (default) is what WD-tagger tools feed")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true",
+                   help="remove OUT and export again (refused when OUT holds or lies inside the run folder)")
     s.set_defaults(fn=cmd_export)
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
@@ -190,11 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .locks import FolderLocked
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, FolderLocked) as e:
         print(f"animetag {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -24,16 +24,48 @@ from .reference import comparison_rows
 from .subset import label_matrix, read_subset
 
 
-def predict_split(data: Path, run: Path, split: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, labels, scores) of a split, cached in the run folder as scores_<split>.npz and
-    recomputed when model.keras is newer than the cache."""
+class DataMismatch(ValueError):
+    """A run asked to be evaluated on data other than the subset it was trained on."""
+
+
+def check_run_data(data: Path, run: Path) -> dict[str, Any]:
+    """The subset's signature, after checking that it is the one `run` was trained on."""
+    import json
+
+    from .train import data_differences, data_signature
+
+    now = data_signature(data)
+    cfg_path = run / "config.json"
+    recorded = json.loads(cfg_path.read_text()).get("data", {}) if cfg_path.exists() else {}
+    changes = data_differences(recorded, now)
+    if changes:
+        raise DataMismatch(f"{run} was trained on other data than {data}; evaluate it on the subset it was "
+                           "trained on. Differences (trained on -> given):\n  " + "\n  ".join(changes))
+    return now
+
+
+def _cache_key(model_path: Path, signature: dict[str, Any]) -> str:
+    st = model_path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{signature.get('tags_sha1')}:{signature.get('split_sha1')}"
+
+
+def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
+                  signature: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, scores) of a split, cached in the run folder as scores_<split>.npz; the
+    cache is used only for the same model.keras and the same data (tag list and split)."""
     cache = run / f"scores_{split}.npz"
     model_path = run / "model.keras"
     if not model_path.exists():
         raise FileNotFoundError(f"no model.keras in {run}: train first (notebook 03 or `animetag train`)")
-    if cache.exists() and cache.stat().st_mtime >= model_path.stat().st_mtime:
+    if signature is None:
+        from .train import data_signature
+
+        signature = data_signature(data)
+    key = _cache_key(model_path, signature)
+    if cache.exists():
         z = np.load(cache)
-        return z["ids"], z["labels"], z["scores"]
+        if "key" in z.files and str(z["key"]) == key:
+            return z["ids"], z["labels"], z["scores"]
     import keras
 
     from . import losses  # noqa: F401  (registers the custom loss)
@@ -48,7 +80,7 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64) -> tu
         ids.append(pid.numpy())
     ids_a, ys_a, ss_a = np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
     tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a)
+    np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
     os.replace(tmp, cache)
     return ids_a, ys_a, ss_a
 
@@ -107,13 +139,22 @@ def likely_cause(report: pd.DataFrame, Y_train: np.ndarray, rare_below: int = 50
 
 def evaluate(data: str | os.PathLike, run: str | os.PathLike, split: str = "test", n_boot: int = 1000,
              data_kind: str | None = None) -> dict[str, Any]:
-    """Evaluate `run` on `split` of `data`; writes metrics.json, per_tag.csv, thresholds.json."""
-    data, run = Path(data), Path(run)
+    """Evaluate `run` on `split` of `data`; writes metrics.json, per_tag.csv, thresholds.json.
+    Holds the run's lock, as training does."""
+    from .locks import folder_lock
+    from .train import run_lock
+
+    with folder_lock(run_lock(run), "animetag evaluate"):
+        return _evaluate(Path(data), Path(run), split, n_boot, data_kind)
+
+
+def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | None) -> dict[str, Any]:
     if split == "val":
         raise ValueError("thresholds are tuned on 'val', so 'val' cannot be the reported split; use 'test'")
+    signature = check_run_data(data, run)
     tags, manifest, summary = read_subset(data)
-    _, y_val, s_val = predict_split(data, run, "val")
-    ids, y, s = predict_split(data, run, split)
+    _, y_val, s_val = predict_split(data, run, "val", signature=signature)
+    ids, y, s = predict_split(data, run, split, signature=signature)
     metrics, th = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
     metrics = {"split": split, **metrics}
 

@@ -60,6 +60,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        from .locks import refuse_removing_inputs
+
+        refuse_removing_inputs(out, {"run folder": run})
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -100,11 +100,25 @@ def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
 def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], images_root: str | os.PathLike,
                  out: str | os.PathLike, cfg: SubsetConfig | None = None, overwrite: bool = False,
                  progress: bool = True) -> dict[str, Any]:
-    """Build the subset folder `out`; returns the summary written to `subset.json`."""
+    """Build the subset folder `out`; returns the summary written to `subset.json`.
+
+    `overwrite` replaces an existing `out`, never one that holds or lies inside the metadata
+    or the images root. The build holds the lock `OUT.lock` throughout."""
+    from .locks import folder_lock, refuse_removing_inputs
+
+    paths = [Path(metadata)] if isinstance(metadata, (str, os.PathLike)) else [Path(p) for p in metadata]
+    out = Path(out)
+    if out.exists() and overwrite:
+        refuse_removing_inputs(out, {"metadata file": paths, "images root": images_root})
+    with folder_lock(out.with_name(out.name + ".lock"), "animetag subset"):
+        return _build_subset(paths, images_root, out, cfg, overwrite, progress)
+
+
+def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, cfg: SubsetConfig | None,
+                  overwrite: bool, progress: bool) -> dict[str, Any]:
     cfg = cfg or SubsetConfig()
     t0 = time.time()
-    paths = [Path(metadata)] if isinstance(metadata, (str, os.PathLike)) else [Path(p) for p in metadata]
-    images_root, out = Path(images_root), Path(out)
+    images_root = Path(images_root)
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"metadata file not found: {p}")

@@ -211,11 +211,27 @@ def _read_state(run: Path) -> dict[str, Any]:
 
 
 def data_signature(subset_dir: Path) -> dict[str, Any]:
+    """What a run is bound to: the tag list (in output order), the image size, and which
+    image lies in which split."""
     tags, manifest, summary = read_subset(subset_dir)
     names = "\n".join(tags["name"]).encode()
+    splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
     return {"n_tags": len(tags), "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
             "image_size": int(summary["settings"]["image_size"]),
-            "split_sizes": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")}}
+            "split_sizes": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")},
+            "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
+
+
+def data_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How `now` differs from a run's recorded data signature (keys a run recorded only;
+    runs from older versions lack some)."""
+    return diff(recorded, {k: v for k, v in now.items() if k in recorded})
+
+
+def run_lock(run: str | os.PathLike) -> Path:
+    """The lock file of a run folder, beside it (`RUN.lock`): held by train and evaluate."""
+    run = Path(run)
+    return run.with_name(run.name + ".lock")
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full",
@@ -224,8 +240,16 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
     """Train (or resume) the run folder `run` on the subset `data`; returns a summary.
 
     Run again after an interruption, it resumes from the last finished epoch with the
-    optimizer state; it refuses (SettingsChanged) if the settings differ.
+    optimizer state; it refuses (SettingsChanged) if the settings differ. It holds the run's
+    lock throughout, so a second command on the same run refuses at once.
     """
+    from .locks import folder_lock
+
+    with folder_lock(run_lock(run), "animetag train"):
+        return _train(data, run, profile, strategy, callbacks, verbose, **overrides)
+
+
+def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -> dict[str, Any]:
     data, run = Path(data), Path(run)
     cfg = train_config(profile, **overrides)
     sig = data_signature(data)
@@ -241,7 +265,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
     cfg_path = run / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        changes = diff({"train": old.get("train", {}), "data": old.get("data", {})}, record)
+        changes = (diff(old.get("train", {}), record["train"], "train.")
+                   + [f"data.{c}" for c in data_differences(old.get("data", {}), sig)])
         if changes:
             raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
                                   "or the original settings, to resume. Differences (was -> now):\n  "
