@@ -201,3 +201,33 @@ def test_too_large_is_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError) as e:
         open_rgb_square(p2, 16)
     assert e.value.reason == "not_an_image"
+
+
+def test_a_failed_build_is_not_reused_once_the_images_are_there(sample_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "s"
+    shutil.copytree(sample_root, root)
+    held = tmp_path / "held"
+    held.mkdir()
+    for folder in ("512px", "original"):  # the images are not there yet
+        shutil.move(str(root / folder), str(held / folder))
+    cfg = SubsetConfig(top_k=20, image_size=16, workers=1)
+    meta = root / "metadata" / "posts.json"
+    with pytest.raises(ValueError, match=r"only 0 images could be used.*missing_file 2\d\d.*looked for under"):
+        build_subset(meta, root, tmp_path / "o", cfg, progress=False)
+    assert list((tmp_path / "o.partial" / "decoded").glob("chunk-*.pkl"))  # the failed attempt's chunks
+    for folder in ("512px", "original"):
+        shutil.move(str(held / folder), str(root / folder))
+    s = build_subset(meta, root, tmp_path / "o", cfg, progress=False)  # the same command again
+    assert s["counts"]["kept"] > 200
+    missing = [x for x in s["left_out"] if x["reason"] == "missing_file"]
+    assert len(missing) == 1  # only the sample's one deliberately missing file
+
+
+@pytest.mark.parametrize("max_images", [10, 15])
+def test_too_few_images_for_three_splits_is_one_clear_error(sample_root, tmp_path, max_images):
+    cfg = SubsetConfig(top_k=20, image_size=16, workers=1, max_images=max_images)
+    with pytest.raises(ValueError, match=rf"only {max_images} images could be used, fewer than the 20 needed"):
+        build_subset(sample_root / "metadata" / "posts.json", sample_root, tmp_path / "o", cfg, progress=False)
+    assert not (tmp_path / "o").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -95,6 +96,39 @@ def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
         st = p.stat()
         h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def min_images(cfg: SubsetConfig) -> int:
+    """The fewest images a subset can be split with: two for the smaller of val and test."""
+    smallest = min(cfg.val_fraction, cfg.test_fraction)
+    return max(10, math.ceil(2 / smallest)) if smallest > 0 else 10
+
+
+def _too_few_message(n: int, n_min: int, cfg: SubsetConfig, left_out: list[dict], images_root: Path) -> str:
+    reasons = Counter(x["reason"] for x in left_out)
+    msg = (f"only {n} images could be used, fewer than the {n_min} needed for train/val/test splits "
+           f"(val_fraction {cfg.val_fraction}, test_fraction {cfg.test_fraction}, max_images {cfg.max_images})")
+    if reasons:
+        msg += "; left out: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+    if reasons.get("missing_file"):
+        msg += (f". Image files were looked for under {images_root} as 512px/NNNN/ID.jpg, original/NNNN/ID.ext, "
+                "MD5[:2]/MD5.ext, ID.ext, or the metadata's file column: is --images-root right?")
+    return msg
+
+
+def _files_fingerprint(found: dict[int, Path | None]) -> list[tuple]:
+    """(row, path, size, modification time) of each post's image file, as it is now."""
+    out = []
+    for r, path in found.items():
+        if path is None:
+            out.append((r, "", -1, -1))
+            continue
+        try:
+            st = path.stat()
+            out.append((r, str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((r, str(path), -1, -1))
+    return out
 
 
 def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], images_root: str | os.PathLike,
@@ -187,23 +221,32 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
             pos += len(rows)
             cf = partial / "decoded" / f"chunk-{ci:05d}.pkl"
             ci += 1
+            found = {}  # row -> resolved image path (or None), as the files are now
+            for r in rows.tolist():
+                p = posts.loc[r]
+                found[r] = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+            fingerprint = _files_fingerprint(found)
+            saved = None
             if cf.exists():
                 with open(cf, "rb") as f:
-                    results, rel_paths = pickle.load(f)
+                    saved = pickle.load(f)
+            # a chunk is reused only if its image files are the ones it was decoded from (a file
+            # that was missing may have been copied in since, another may have changed)
+            if saved is not None and len(saved) == 3 and saved[2] == fingerprint:
+                results, rel_paths, _ = saved
             else:
                 jobs, results, rel_paths = [], [], {}
-                for r in rows.tolist():
-                    p = posts.loc[r]
-                    path = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+                for r, path in found.items():
                     if path is None:
-                        results.append((r, None, "missing_file", f"no image for post {p['id']} under {images_root}"))
+                        results.append((r, None, "missing_file",
+                                        f"no image for post {posts.at[r, 'id']} under {images_root}"))
                     else:
                         jobs.append((r, str(path), cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
                         rel_paths[r] = os.path.relpath(path, images_root)
                 results += list(pool.map(prepare_for_shard, jobs, chunksize=16))
                 tmp = cf.with_suffix(".tmp")
                 with open(tmp, "wb") as f:
-                    pickle.dump((results, rel_paths), f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump((results, rel_paths, fingerprint), f, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, cf)
             chunk_files.append(cf)
             file_of.update(rel_paths)
@@ -221,7 +264,15 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     Y = np.zeros((len(kept), len(vocab)), dtype=np.uint8)
     for i, r in enumerate(kept):
         Y[i, lab_of[r]] = 1
+    n_min = min_images(cfg)
+    if len(kept) < n_min:
+        raise ValueError(_too_few_message(len(kept), n_min, cfg, left_out, images_root))
     split = stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    wanted = {"train": 1.0, "val": cfg.val_fraction, "test": cfg.test_fraction}
+    empty = [s for s in SPLITS if wanted[s] > 0 and not (split == s).any()]
+    if empty:
+        raise ValueError(f"the {' and '.join(empty)} split of {len(kept)} images came out empty; "
+                         "use more images (--max-images) or larger val/test fractions")
     split_of = dict(zip(kept, split))
     shard_dir = partial / "shards"
     if shard_dir.exists():
