@@ -121,3 +121,65 @@ def test_image_layouts(tmp_path):
     assert resolve_image(tmp_path, 7, "", "gif") == tmp_path / "original/0007/7.gif"
     assert resolve_image(tmp_path, 8, "", "jpg") is None
     assert resolve_image(tmp_path, 8, "", "jpg", file="6.webp") == tmp_path / "6.webp"
+
+
+def _api_records(n):
+    return [{"id": i, "md5": f"{i:032x}", "file_ext": "jpg", "rating": "g", "tag_string_general": "a b",
+             "tag_string_character": "", "score": i} for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("indent", [2, None])
+def test_one_bad_value_in_an_api_array_is_one_malformed_record(tmp_path, indent):
+    text = json.dumps(_api_records(150), indent=indent).replace('"score": 70', '"score": NaNx', 1)
+    (tmp_path / "posts.json").write_text(text)
+    df, rep = load_posts(tmp_path / "posts.json")
+    assert len(df) == rep.records == 149 and len(rep.malformed) == 1
+    bad_line = 1 + text[: text.index("NaNx")].count("\n")
+    line = rep.malformed[0]["line"]
+    assert line <= bad_line and bad_line - line < 10  # the broken record's own lines
+    assert 70 not in set(df["id"]) and {69, 71} <= set(df["id"])
+
+
+def test_a_truncated_gzip_keeps_the_records_before_the_break(tmp_path):
+    import gzip
+
+    data = gzip.compress("\n".join(json.dumps(r) for r in _api_records(300)).encode())
+    (tmp_path / "posts.jsonl.gz").write_bytes(data[: len(data) // 2])
+    df, rep = load_posts(tmp_path / "posts.jsonl.gz")
+    assert rep.truncated and 50 < len(df) < 300 and list(df["id"]) == list(range(1, len(df) + 1))
+    assert len(rep.malformed) == 1 and "truncated" in rep.malformed[0]["reason"]
+    assert rep.malformed[0]["line"] == len(df) + 1
+
+
+def test_a_single_json_object_is_named_once(tmp_path, capsys):
+    from animetag.cli import main
+
+    p = tmp_path / "response.json"
+    p.write_text(json.dumps({"posts": _api_records(3), "count": 3}, indent=2))
+    with pytest.raises(ValueError, match=r"not a list of Danbooru posts.*\['posts', 'count'\].*under 'posts'"):
+        load_posts(p)
+    code = main(["subset", "--metadata", str(p), "--images-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "response.json" in err
+
+
+def test_flat_tag_strings_are_warned_about_and_categorised_with_a_tag_table(tmp_path):
+    from animetag.danbooru import flat_tags_warning, read_tag_table
+
+    recs = [{"id": i, "md5": f"{i:032x}", "file_ext": "jpg", "rating": "s",
+             "tag_string": "1girl hatsune_miku vocaloid wlop smile"} for i in (1, 2)]
+    (tmp_path / "flat.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    df, rep = load_posts(tmp_path / "flat.jsonl")
+    assert rep.uncategorised == 2 and "--tag-table" in flat_tags_warning(rep)
+    assert df.iloc[0]["tags_general"] == "1girl hatsune_miku vocaloid wlop smile"  # as the warning says
+    # the WD taggers' selected_tags.csv (its rating rows are no Danbooru category)
+    (tmp_path / "selected_tags.csv").write_text("tag_id,name,category,count\n0,general,9,0\n1,1girl,0,10\n"
+                                               "2,hatsune_miku,4,5\n3,vocaloid,3,5\n4,wlop,1,3\n")
+    df, rep = load_posts(tmp_path / "flat.jsonl", tag_table=read_tag_table(tmp_path / "selected_tags.csv"))
+    row = df.iloc[0]
+    assert rep.uncategorised == 0 and not flat_tags_warning(rep)
+    assert (row["tags_general"], row["tags_character"], row["tags_copyright"], row["tags_artist"]) == (
+        "1girl smile", "hatsune_miku", "vocaloid", "wlop")
+    # a headerless name,category list, as autocomplete tools ship them
+    (tmp_path / "tags.csv").write_text('1girl,0,100,""\nhatsune_miku,4,50,"miku"\n')
+    assert read_tag_table(tmp_path / "tags.csv") == {"1girl": 0, "hatsune_miku": 4}

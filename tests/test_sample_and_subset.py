@@ -231,3 +231,33 @@ def test_too_few_images_for_three_splits_is_one_clear_error(sample_root, tmp_pat
     with pytest.raises(ValueError, match=rf"only {max_images} images could be used, fewer than the 20 needed"):
         build_subset(sample_root / "metadata" / "posts.json", sample_root, tmp_path / "o", cfg, progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_flat_tag_metadata_warns_in_the_subset_and_a_tag_table_fixes_it(sample_root, tmp_path):
+    import json
+
+    flat = []
+    cats = {}
+    for line in (sample_root / "metadata" / "posts.json").read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for c, cid in (("general", 0), ("character", 4), ("copyright", 3), ("artist", 1), ("meta", 5)):
+            for t in r.pop(f"tag_string_{c}", "").split():
+                cats[t] = cid
+        flat.append(json.dumps(r))  # only the flat tag_string is left, as Moebooru gives
+    meta = tmp_path / "flat.jsonl"
+    meta.write_text("\n".join(flat))
+    cfg = SubsetConfig(top_k=60, image_size=16, workers=1)
+    with pytest.warns(UserWarning, match="flat tag string"):
+        s = build_subset(meta, sample_root, tmp_path / "a", cfg, progress=False)
+    assert s["warnings"] and "--tag-table" in s["warnings"][0]
+    leaked = {t for t in read_subset(tmp_path / "a")[0]["name"] if cats.get(t, 0) != 0}
+    assert leaked  # characters and copyrights in the general vocabulary: what the warning says
+    table = tmp_path / "tags.csv"
+    table.write_text("name,category\n" + "\n".join(f"{t},{c}" for t, c in cats.items()))
+    s = build_subset(meta, sample_root, tmp_path / "b", SubsetConfig(top_k=60, image_size=16, workers=1,
+                                                                      tag_table=str(table)), progress=False)
+    assert not s["warnings"]
+    assert all(cats.get(t, 0) == 0 for t in read_subset(tmp_path / "b")[0]["name"])

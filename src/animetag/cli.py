@@ -27,10 +27,16 @@ def cmd_subset(a: argparse.Namespace) -> int:
     cfg = subset_config(a.profile, top_k=a.top_k, max_images=a.max_images, image_size=a.image_size,
                         categories=tuple(_csv(a.categories)) if a.categories else None,
                         min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
-                        exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None,
+                        exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None, tag_table=a.tag_table,
                         seed=a.seed, workers=a.workers)
-    s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # printed once below, from the summary
+        s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
     print(json.dumps(s["counts"], indent=2))
+    for w in s.get("warnings", []):
+        print(f"animetag subset: warning: {w}", file=sys.stderr)
     print(f"subset written to {a.out} in {s['seconds']['total']} s")
     return 0
 
@@ -120,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-tags", type=int)
     s.add_argument("--ratings", help="comma separated subset of g,s,q,e")
     s.add_argument("--exclude-tags", nargs="*")
+    s.add_argument("--tag-table", help="a CSV of tag name and category (the WD taggers' selected_tags.csv, or "
+                                       "name,category lines) that categorises flat tag strings")
     s.add_argument("--seed", type=int)
     s.add_argument("--workers", type=int)
     s.add_argument("--overwrite", action="store_true",

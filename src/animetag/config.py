@@ -27,6 +27,7 @@ class SubsetConfig:
     min_tags: int = 1
     ratings: tuple[str, ...] = ()  # empty: every rating
     exclude_tags: tuple[str, ...] = ()
+    tag_table: str = ""  # name,category CSV that categorises flat tag strings (e.g. selected_tags.csv)
     include_deleted: bool = False
     seed: int = 0
     val_fraction: float = 0.1

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ class LoadReport:
 
     records: int = 0
     malformed: list[dict[str, Any]] = field(default_factory=list)
-    uncategorised: int = 0  # records with only `tag_string`: tags taken as general
+    uncategorised: int = 0  # records with only a flat `tag_string` (no categories)
+    truncated: bool = False  # a compressed file broke off
 
     def add_malformed(self, source: str, line: int, reason: str) -> None:
         self.malformed.append({"source": source, "line": line, "reason": reason})
@@ -60,29 +62,77 @@ def _format_of(path: Path) -> str:
         return "csv"
     if ext in (".parquet", ".pq"):
         return "parquet"
-    with _open_text(path) as f:
-        while True:
-            ch = f.read(1)
-            if not ch:
-                return "jsonl"
-            if not ch.isspace():
-                return "json_array" if ch == "[" else "jsonl"
+    head = _peek(path)
+    first = head.lstrip()[:1]
+    if first == "[":
+        return "json_array"
+    if first == "{":
+        _refuse_single_object(path, head)
+    return "jsonl"
+
+
+def _peek(path: Path, size: int = 1 << 16) -> str:
+    """The first `size` bytes as text, as far as a truncated compressed file allows."""
+    data = b""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        try:
+            while len(data) < size:
+                block = f.read(4096)
+                if not block:
+                    break
+                data += block
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            pass
+    return data.decode("utf-8", errors="replace")
+
+
+def _refuse_single_object(path: Path, head: str) -> None:
+    """A file that holds one JSON object (another site's API response, an error message) is
+    not a post list: say so once, with its keys, instead of one error per line."""
+    line = head.lstrip().split("\n", 1)[0]
+    try:
+        obj = json.loads(line)  # JSON lines: the first line is a whole record
+    except json.JSONDecodeError:
+        obj = None
+        if path.stat().st_size > 256 << 20:
+            return  # too large to read whole just to name it; read as JSON lines
+        try:
+            with _open_text(path) as f:
+                obj = json.load(f)
+        except (json.JSONDecodeError, MemoryError, EOFError, OSError, zlib.error):
+            return  # not one object either: JSON lines with a broken first line
+    if not isinstance(obj, dict) or "id" in obj:
+        return
+    keys = list(obj)[:8]
+    lists = [k for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    hint = f"; the records may be under {lists[0]!r}: save that list as a JSON array" if lists else ""
+    raise ValueError(f"{path}: not a list of Danbooru posts but one JSON object with the keys {keys}{hint}")
 
 
 def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
                      columns: Iterable[str] | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, raw record) from any supported file; malformed ones go to report."""
+    """Yield (line number, raw record) from any supported file; malformed ones go to report.
+    A compressed file that breaks off keeps the records before the break, and the break is
+    reported as a malformed record at its line."""
     path = Path(path)
     report = report if report is not None else LoadReport()
     fmt = _format_of(path)
     if fmt == "jsonl":
-        yield from _iter_jsonl(path, report)
+        it = _iter_jsonl(path, report)
     elif fmt == "json_array":
-        yield from _iter_json_array(path, report)
+        it = _iter_json_array(path, report)
     elif fmt == "csv":
-        yield from _iter_csv(path)
+        it = _iter_csv(path)
     else:
-        yield from _iter_parquet(path, columns)
+        it = _iter_parquet(path, columns)
+    line = 0
+    try:
+        for line, rec in it:
+            yield line, rec
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        report.add_malformed(str(path), line + 1, f"the compressed file is truncated or corrupt after line {line} "
+                                                  f"({e}); the records before it are kept")
+        report.truncated = True
 
 
 def _iter_jsonl(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
@@ -121,7 +171,8 @@ def _iter_json_array(path: Path, report: LoadReport, chunk: int = 1 << 20) -> It
             try:
                 obj, end = dec.raw_decode(buf, pos)
             except json.JSONDecodeError as e:
-                if not eof:
+                end = _element_end(buf, pos)
+                if end < 0 and not eof:  # the element goes on in the next chunk
                     more = f.read(chunk)
                     if more:
                         buf = buf[pos:] + more
@@ -129,17 +180,43 @@ def _iter_json_array(path: Path, report: LoadReport, chunk: int = 1 << 20) -> It
                         continue
                     eof = True
                     continue
-                # a broken element: report it and resynchronise on the next line
+                # a broken element: report it once and go on after it
                 report.add_malformed(str(path), line, f"invalid JSON: {e.msg}")
-                nl = buf.find("\n", pos)
-                if nl < 0:
+                if end < 0:
                     return
-                line += 1
-                pos = nl + 1
+                line += buf.count("\n", pos, end)
+                pos = end
                 continue
             yield line, obj
             line += buf.count("\n", pos, end)
             pos = end
+
+
+def _element_end(buf: str, pos: int) -> int:
+    """Where the array element starting at `pos` ends: after its closing bracket for an object
+    or array (strings and escapes respected), else at the next separator; -1 if not in `buf`."""
+    if buf[pos] not in "{[":
+        ends = [i for i in (buf.find(",", pos), buf.find("\n", pos), buf.find("]", pos)) if i >= 0]
+        return min(ends) if ends else -1
+    depth, in_str, esc = 0, False, False
+    for i in range(pos, len(buf)):
+        ch = buf[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return -1
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
@@ -202,8 +279,41 @@ def _tag_str(v: Any) -> str:
     return " ".join(str(v).split())
 
 
-def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
-    """One raw record of any shape as {id, md5, file_ext, rating, ..., tags_<category>}."""
+def read_tag_table(path: str | os.PathLike) -> dict[str, int]:
+    """Tag name -> Danbooru category id from a CSV: the WD taggers' `selected_tags.csv`
+    (`tag_id,name,category,count`; its rating rows, category 9, are left out), any table
+    with `name` and `category` columns, or a headerless `name,category[,...]` list such as
+    the Danbooru tag lists that autocomplete tools ship."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tag table not found: {path}")
+    head = pd.read_csv(path, nrows=0)
+    cols = [str(c).strip().lower() for c in head.columns]
+    if "name" in cols and "category" in cols:
+        t = pd.read_csv(path, keep_default_na=False, dtype=str)
+        t.columns = cols
+        t = t[["name", "category"]]
+    else:
+        t = pd.read_csv(path, header=None, usecols=[0, 1], names=["name", "category"], keep_default_na=False,
+                        dtype=str)
+    out = {}
+    for name, cat in zip(t["name"], t["category"]):
+        c = to_int(cat)
+        if c is None:
+            raise ValueError(f"{path}: the category of {name!r} is {cat!r}, not a Danbooru category id")
+        if c in CATEGORY_NAMES:
+            out[str(name).strip()] = c
+    if not out:
+        raise ValueError(f"{path}: no tags with a Danbooru category (0, 1, 3, 4, 5) found")
+    return out
+
+
+def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str, int] | None = None) -> dict[str, Any]:
+    """One raw record of any shape as {id, md5, file_ext, rating, ..., tags_<category>}.
+
+    A flat tag string (no categories: Danbooru's v1 API, Moebooru) is split by `tag_table`
+    where given (tags it lacks count as general); without one its tags all count as general,
+    and the record is marked `_uncategorised`."""
     if not isinstance(rec, dict):
         raise MalformedRecord(f"a record must be an object, not {type(rec).__name__}")
     pid = to_int(rec.get("id"))
@@ -239,18 +349,28 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
     out["_uncategorised"] = False
     if not has_cat:
         flat = _tag_str(rec.get("tag_string") if "tag_string" in rec else tags)
-        if flat and "general" in keep:
-            out["tags_general"] = flat
+        if flat and tag_table is not None:
+            per = {c: [] for c in CATEGORIES}
+            for t in flat.split():
+                per[CATEGORY_NAMES[tag_table.get(t, 0)]].append(t)
+            for c in keep:
+                out[f"tags_{c}"] = " ".join(per[c])
+        elif flat:
             out["_uncategorised"] = True
+            if "general" in keep:
+                out["tags_general"] = flat
     return out
 
 
 def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
                categories: Iterable[str] = CATEGORIES,
-               report: LoadReport | None = None) -> tuple[pd.DataFrame, LoadReport]:
+               report: LoadReport | None = None,
+               tag_table: dict[str, int] | None = None) -> tuple[pd.DataFrame, LoadReport]:
     """Read metadata files into one table with the tag columns of `categories`.
 
     Malformed records are skipped and listed in the report with file and line number.
+    Flat tag strings are categorised with `tag_table` (see `read_tag_table`); without one,
+    the report counts them (`uncategorised`) and `flat_tags_warning` says what that means.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -279,7 +399,7 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
             raise FileNotFoundError(f"metadata file not found: {p}")
         for line, raw in iter_raw_records(p, report, wanted):
             try:
-                rec = normalise(raw, keep)
+                rec = normalise(raw, keep, tag_table)
             except MalformedRecord as e:
                 report.add_malformed(str(p), line, str(e))
                 continue
@@ -296,6 +416,16 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
     df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True)
     df["source"] = pd.Categorical.from_codes(df["source"].astype("int64"), [str(p) for p in sources])
     return df, report
+
+
+def flat_tags_warning(report: LoadReport) -> str:
+    """What uncategorised records mean for a subset ('' when there are none)."""
+    if not report.uncategorised:
+        return ""
+    return (f"{report.uncategorised} of {report.records} records have only a flat tag string (no tag categories, "
+            "as Danbooru's v1 API and Moebooru give): their artist, copyright and character tags count as "
+            "general tags. Give a tag table (--tag-table: the WD taggers' selected_tags.csv, or a name,category "
+            "CSV) to categorise them")
 
 
 def tag_list(s: str) -> list[str]:

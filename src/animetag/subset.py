@@ -18,6 +18,7 @@ import os
 import pickle
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .config import CATEGORY_IDS, SubsetConfig, to_dict, write_json_atomic
-from .danbooru import load_posts, resolve_image, tag_list
+from .danbooru import flat_tags_warning, load_posts, read_tag_table, resolve_image, tag_list
 from .images import prepare_for_shard
 from .shards import SPLITS, ShardWriter
 
@@ -170,7 +171,11 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     sig_file.write_text(sig)
 
     # 1. metadata -> filters -> vocabulary
-    posts, report = load_posts(paths, categories=cfg.categories)
+    tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
+    posts, report = load_posts(paths, categories=cfg.categories, tag_table=tag_table)
+    warnings_list = [w for w in (flat_tags_warning(report),) if w]
+    for w in warnings_list:
+        warnings.warn(w, stacklevel=3)
     left_out: list[dict[str, Any]] = [
         {"record": f"{Path(m['source']).name}:{m['line']}", "reason": "malformed_record", "detail": m["reason"]}
         for m in report.malformed
@@ -303,6 +308,7 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
         "settings": to_dict(cfg),
         "metadata": [str(p) for p in paths], "images_root": str(images_root),
         "counts": counts,
+        "warnings": warnings_list,
         "n_tags": len(vocab),
         "positives_per_split": {"tags": names, **per_split_pos},
         "seconds": {"total": round(time.time() - t0, 2), "write_shards": round(time.time() - t_write, 2)},
