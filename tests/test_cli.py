@@ -44,3 +44,18 @@ def test_train_settings_out_of_range_end_in_one_line_naming_the_setting(subset_d
     err = capsys.readouterr().err
     assert code == 2 and "'train' split" in err and "fewer than one batch of 100000" in err
     assert not (tmp_path / "run2").exists()
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import animetag.subset as sub
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.partial" / "shards"))
+
+    monkeypatch.setattr(sub, "build_subset", full)
+    code = main(["subset", "--metadata", str(tmp_path / "m.json"), "--images-root", str(tmp_path),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and "o.partial" in err

@@ -125,3 +125,20 @@ def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
     assert list(per_tag.columns[:9]) == ["tag", "category", "train_positives", "test_positives", "precision",
                                          "recall", "f1", "ap", "threshold"]
     assert (run / "scores_val.npz").exists() and (run / "scores_test.npz").exists()
+
+
+def test_data_label_comes_from_what_the_subset_records(tmp_path):
+    from animetag.evaluate import data_label
+    from animetag.reference import THESIS as thesis
+    from animetag.reference import like_for_like
+
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / "sample.json").write_text("{}")
+    base = {"settings": {}, "metadata": ["/d/posts.json"], "warnings": []}
+    sample = data_label({**base, "images_root": str(tmp_path / "sample")})
+    real = data_label({**base, "images_root": str(tmp_path)})
+    flat = data_label({**base, "images_root": str(tmp_path), "warnings": ["flat tag strings ..."]})
+    assert sample.startswith("sample") and "posts.json" in real and "flat-tag" in flat
+    run = {"n_tags": 100, "categories": "general (top-100)", "threshold": "0.5"}
+    verdicts = {label: like_for_like(thesis, {**run, "data": label})[0] for label in (sample, real, flat)}
+    assert verdicts == {sample: False, real: True, flat: False}

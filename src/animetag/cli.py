@@ -207,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, FolderLocked) as e:
+    except (ValueError, FloatingPointError, FolderLocked) as e:
         print(f"animetag {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # missing files, read-only folders, a full disk: the message names the path
+        where = f" ({e.filename})" if e.filename and str(e.filename) not in str(e) else ""
+        print(f"animetag {args.command}: error: {e}{where}", file=sys.stderr)
         return 2
 
 

@@ -176,8 +176,7 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
                   "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
     write_json_atomic(run / "thresholds.json", thresholds)
 
-    from_sample = (Path(summary.get("images_root", "")) / "sample.json").exists()
-    kind = data_kind or ("sample (synthetic)" if from_sample else "Danbooru")
+    kind = data_kind or data_label(summary)
     cats = "+".join(summary["settings"]["categories"])
     base = {"data": kind, "n_test_images": len(y), "n_tags": len(tags), "categories": f"{cats} (top-{len(tags)})"}
     run_rows = [
@@ -192,6 +191,18 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
     metrics["comparison"] = comparison_rows(run_rows)
     write_json_atomic(run / "metrics.json", metrics)
     return metrics
+
+
+def data_label(summary: dict[str, Any]) -> str:
+    """What a subset's images and tags are, from what its subset.json records about its source:
+    the built-in sample; Danbooru metadata with tag categories (the thesis's kind of data); or
+    flat tag strings, whose categories had to be guessed or looked up."""
+    if (Path(summary.get("images_root", "")) / "sample.json").exists():
+        return "sample (synthetic)"
+    names = ", ".join(Path(p).name for p in summary.get("metadata", [])) or "unknown metadata"
+    if summary.get("warnings") or summary.get("settings", {}).get("tag_table"):
+        return f"flat-tag metadata ({names}; categories not from the source)"
+    return f"Danbooru metadata with tag categories ({names})"
 
 
 def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
