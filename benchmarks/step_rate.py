@@ -12,6 +12,7 @@ measures the host feed and the fed step with TensorFlow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -22,14 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from animetag.augment import Augment  # noqa: E402
-from animetag.config import train_config  # noqa: E402
-from animetag.losses import make_loss  # noqa: E402
-from animetag.metrics import keras_metrics  # noqa: E402
+from animetag.config import AugmentConfig, train_config  # noqa: E402
+from animetag.fitting import compile_model, training_model  # noqa: E402
 from animetag.model import build_model, flops_per_image  # noqa: E402
-from animetag.optim import AdamW  # noqa: E402
+from animetag.reference import PEAK_TFLOPS  # noqa: E402
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}
+NO_AUGMENT = AugmentConfig(flip=False, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 
 
 def device_name() -> str:
@@ -56,11 +55,10 @@ def step_rate(cfg, n_tags: int, batch: int, steps: int, precision: str, augment:
     keras.mixed_precision.set_global_policy(precision)
     try:
         core = build_model(n_tags, cfg.image_size, cfg.model)
-        inputs = keras.Input(core.input_shape[1:], dtype="uint8")
-        x = Augment.from_settings(cfg.augment, seed=0)(inputs) if augment else keras.ops.cast(inputs, "float32")
-        model = keras.Model(inputs, core(x))
-        opt = AdamW(learning_rate=1e-4, weight_decay=cfg.weight_decay)
-        model.compile(optimizer=opt, loss=make_loss(cfg), weighted_metrics=keras_metrics(n_tags), jit_compile=True)
+        # the project's training model and compile step; without augmentation, the Augment
+        # layer only casts the uint8 pixels
+        model = training_model(core, cfg if augment else dataclasses.replace(cfg, augment=NO_AUGMENT))
+        compile_model(model, cfg, n_tags, steps_per_epoch=steps, jit=True)
         rng = np.random.default_rng(0)
         xb = rng.integers(0, 256, size=(batch * steps, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
         yb = (rng.uniform(size=(batch * steps, n_tags)) < 0.1).astype("float32")

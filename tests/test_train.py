@@ -105,9 +105,10 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     from keras import ops
 
+    import animetag.fitting as fitting
     import animetag.train as tr
 
-    monkeypatch.setattr(tr, "make_loss", lambda cfg: lambda y, p: ops.mean(p) * float("nan"))
+    monkeypatch.setattr(fitting, "make_loss", lambda cfg: lambda y, p: ops.mean(p) * float("nan"))
     with pytest.raises(tr.TrainingDiverged, match="epoch 1, batch 1"):
         tr.train(subset_dir, tmp_path / "run", profile="sample", image_size=32, epochs=1, verbose=0)
 

@@ -27,12 +27,12 @@ import tensorflow as tf
 from .augment import Augment
 from .colab import accelerator
 from .config import train_config
+from .fitting import compile_model, training_model
 from .model import build_model, flops_per_image
 from .pipeline import make_dataset, n_tags_of, split_size
-from .train import choose_precision, compile_model, training_model
+from .reference import PEAK_TFLOPS
+from .train import choose_precision
 
-# Dense float16/bfloat16 tensor throughput, TFLOP/s, from the vendors' datasheets
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
 UTILISATION = (0.20, 0.35)
 TARGETS = ("T4", "L4", "A100")
@@ -91,21 +91,20 @@ def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: 
         x, y = next(iter(real))
         synthetic = tf.data.Dataset.from_tensors((x, y)).repeat()
 
-        def fit(ds):
-            return lambda: model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        def rate(ds) -> float:
+            t = time.perf_counter()
+            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            return steps * batch / (time.perf_counter() - t)
 
-        fit(synthetic)()  # trace and compile both paths first (and fill the cache)
-        fit(real)()
+        rate(synthetic)  # trace and compile both paths first (and fill the cache)
+        rate(real)
         # measure the two in adjacent pairs, several rounds, and keep the medians: drift in
         # the machine's speed then cancels within a pair instead of favouring one path
-        fits, synths, ratios = [], [], []
+        synths, fits = [], []
         for _ in range(rounds):
-            for label, ds in (("synthetic", synthetic), ("fed", real)):
-                t = time.perf_counter()
-                fit(ds)()
-                rate = steps * batch / (time.perf_counter() - t)
-                (synths if label == "synthetic" else fits).append(rate)
-            ratios.append(fits[-1] / synths[-1])
+            synths.append(rate(synthetic))
+            fits.append(rate(real))
+        ratios = [f / s for f, s in zip(fits, synths)]
         eff = float(np.median(ratios))
         return {"fit_img_s": float(np.median(fits)), "step_img_s": float(np.median(synths)),
                 "input_efficiency": eff, "input_wait_share": max(0.0, 1.0 - eff),

@@ -72,6 +72,13 @@ def batches_per_epoch(n_images: int, batch_size: int, training: bool) -> int:
     return n_images // batch_size if training else math.ceil(n_images / batch_size)
 
 
+def require_whole_batch(n_images: int, batch_size: int, subset_dir: str | Path, split: str) -> None:
+    """Training needs at least one whole batch of the split."""
+    if n_images < batch_size:
+        raise ValueError(f"the '{split}' split of {subset_dir} has {n_images} images, fewer than one batch of "
+                         f"{batch_size}; lower the batch size or build a larger subset")
+
+
 def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size: int | None = None,
                  training: bool = False, cache: str = "auto", shuffle_buffer: int = 2048, seed: int = 0,
                  repeat: bool = False, with_ids: bool = False, pad_to_batch: bool = False,
@@ -89,9 +96,8 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     files = list_shards(subset_dir, split)
     n_tags = n_tags_of(subset_dir)
     n = split_size(subset_dir, split)
-    if training and n < batch_size:
-        raise ValueError(f"the '{split}' split of {subset_dir} has {n} images, fewer than one batch of "
-                         f"{batch_size}; lower the batch size or build a larger subset")
+    if training:
+        require_whole_batch(n, batch_size, subset_dir, split)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

@@ -80,3 +80,8 @@ def comparison_rows(run_rows: list[dict]) -> list[dict]:
             d.update({"compare_with": None, "like_for_like": False, "why": "no row of this run uses its policy"})
         rows.append(d)
     return rows + [dict(r, source="this run") for r in run_rows]
+
+
+# Dense float16/bfloat16 tensor throughput of accelerators, TFLOP/s, from the vendors'
+# datasheets: the peaks that model FLOP utilisation is measured against
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}

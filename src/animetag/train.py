@@ -27,15 +27,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from . import losses  # noqa: F401  (registers the custom loss for load_model)
-from .augment import Augment
 from .colab import accelerator
-from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
-from .losses import make_loss
-from .metrics import keras_metrics, prior_baseline
+from .config import diff, to_dict, train_config, write_json_atomic
+from .fitting import compile_model, core_of, training_model  # noqa: F401  (registers what checkpoints hold)
+from .metrics import prior_baseline
 from .model import build_model, float32_copy
-from .optim import AdamW
-from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, split_size
+from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
 from .subset import label_matrix, read_subset
 
 
@@ -101,38 +98,6 @@ def choose_xla(setting: str, acc: dict[str, Any], replicas: int = 1) -> bool:
     if setting in ("on", "off"):
         return setting == "on" and acc["kind"] != "tpu"
     return acc["kind"] == "gpu"
-
-
-def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up to cfg.lr, then cosine decay to zero by the last step."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.lr / 100.0, decay_steps=max(1, total - warmup), alpha=0.0,
-        warmup_target=cfg.lr, warmup_steps=warmup)
-
-
-def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool,
-                  executions: int = 1) -> None:
-    opt = AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
-    # weighted_metrics: the metrics that take sample weights (the zero-weight padding of the
-    # last validation batch); `metrics=` would count the padding as images
-    model.compile(optimizer=opt, loss=make_loss(cfg), weighted_metrics=keras_metrics(n_tags), jit_compile=jit,
-                  steps_per_execution=executions)
-
-
-def training_model(core: keras.Model, cfg: TrainConfig) -> keras.Model:
-    """What is trained: uint8 images in, augmentation (active only in training, on the
-    accelerator), then the tagger `core`. Only `core` is saved as the portable model.keras."""
-    inputs = keras.Input(core.input_shape[1:], dtype="uint8", name="pixels")
-    x = Augment.from_settings(cfg.augment, seed=cfg.seed, name="augment")(inputs)
-    return keras.Model(inputs, core(x), name=f"train_{core.name}")
-
-
-def core_of(model: keras.Model) -> keras.Model:
-    """The tagger inside a training model (the model itself if it is one already)."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if inner else model
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
@@ -253,11 +218,9 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     data, run = Path(data), Path(run)
     cfg = train_config(profile, **overrides)
     sig = data_signature(data)
-    sizes = sig["split_sizes"]
-    if sizes["train"] < cfg.batch_size:  # checked before the run folder records these settings
-        raise ValueError(f"the 'train' split of {data} has {sizes['train']} images, fewer than one batch of "
-                         f"{cfg.batch_size}; lower the batch size or build a larger subset")
-    if sizes["val"] < 1:
+    n_train, n_val = sig["split_sizes"]["train"], sig["split_sizes"]["val"]
+    require_whole_batch(n_train, cfg.batch_size, data, "train")  # before the run folder records settings
+    if n_val < 1:
         raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
                          "or a larger val_fraction")
     run.mkdir(parents=True, exist_ok=True)
@@ -275,6 +238,9 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     precision = choose_precision(cfg.precision, acc)
     strategy = strategy or choose_strategy(acc)
     jit = choose_xla(cfg.xla, acc, strategy.num_replicas_in_sync)
+    if cfg.batch_size < strategy.num_replicas_in_sync:
+        raise ValueError(f"batch size {cfg.batch_size} is smaller than the {strategy.num_replicas_in_sync} "
+                         "replicas: each replica needs at least one image per batch")
     record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
                          "xla": jit, "replicas": strategy.num_replicas_in_sync,
                          "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -283,10 +249,6 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         shutil.copyfile(data / "tags.csv", run / "tags.csv")  # the run is usable on its own
 
     keras.utils.set_random_seed(cfg.seed)
-    n_train, n_val = split_size(data, "train"), split_size(data, "val")
-    if cfg.batch_size < strategy.num_replicas_in_sync:
-        raise ValueError(f"batch size {cfg.batch_size} is smaller than the {strategy.num_replicas_in_sync} "
-                         "replicas: each replica needs at least one image per batch")
     steps = batches_per_epoch(n_train, cfg.batch_size, training=True)
     val_steps = batches_per_epoch(n_val, cfg.batch_size, training=False)
     # the training split is cached first; validation then gets what is left of the budget

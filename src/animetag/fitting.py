@@ -1,0 +1,48 @@
+"""What is trained and how it is compiled: the training model (augmentation in front of the
+tagger), AdamW with its learning-rate schedule, the loss and the metrics.
+
+Keras only (no TensorFlow import), so the step benchmark runs it under any Keras backend.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from . import losses  # noqa: F401  (registers the custom loss for load_model)
+from .augment import Augment
+from .config import TrainConfig
+from .losses import make_loss
+from .metrics import keras_metrics
+from .optim import AdamW
+
+
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to cfg.lr, then cosine decay to zero by the last step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr / 100.0, decay_steps=max(1, total - warmup), alpha=0.0,
+        warmup_target=cfg.lr, warmup_steps=warmup)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool,
+                  executions: int = 1) -> None:
+    opt = AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
+    # weighted_metrics: the metrics that take sample weights (the zero-weight padding of the
+    # last validation batch); `metrics=` would count the padding as images
+    model.compile(optimizer=opt, loss=make_loss(cfg), weighted_metrics=keras_metrics(n_tags), jit_compile=jit,
+                  steps_per_execution=executions)
+
+
+def training_model(core: keras.Model, cfg: TrainConfig) -> keras.Model:
+    """What is trained: uint8 images in, augmentation (active only in training, on the
+    accelerator), then the tagger `core`. Only `core` is saved as the portable model.keras."""
+    inputs = keras.Input(core.input_shape[1:], dtype="uint8", name="pixels")
+    x = Augment.from_settings(cfg.augment, seed=cfg.seed, name="augment")(inputs)
+    return keras.Model(inputs, core(x), name=f"train_{core.name}")
+
+
+def core_of(model: keras.Model) -> keras.Model:
+    """The tagger inside a training model (the model itself if it is one already)."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if inner else model
