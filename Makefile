@@ -22,6 +22,15 @@ $(VENV)/.dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# A WD-tagger client (dghs-imgutils) in its own environment: the test that reads our export
+# with it. Kept apart because it pins numpy<2; never a runtime requirement.
+WD_CLIENT := $(VENV)/wd-client
+$(WD_CLIENT)/.installed: requirements-wd-client.txt
+	$(PYTHON) -m venv $(WD_CLIENT)
+	$(WD_CLIENT)/bin/python -m pip install -q --upgrade pip
+	$(WD_CLIENT)/bin/python -m pip install -q -r requirements-wd-client.txt
+	touch $@
+
 setup: $(VENV)/.installed
 dev: $(VENV)/.dev
 
@@ -35,9 +44,9 @@ demo: $(VENV)/.dev
 	@echo "Subset and run:     $(DEMO_HOME)/subsets/sample/  $(DEMO_HOME)/runs/sample/"
 
 ## test: unit tests, the notebooks under nbmake, and the notebook sources in sync
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME)
-	$(BIN)/python -m pytest tests
+	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest tests
 	ANIMETAG_HOME=$(TEST_HOME) ANIMETAG_PROFILE=sample ANIMETAG_SAMPLE_IMAGES=400 ANIMETAG_EPOCHS=3 \
 		$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 

@@ -87,13 +87,15 @@ import numpy as np
 
 from animetag.config import subset_config
 from animetag.subset import kept_tags, label_matrix, read_subset, tag_vocabulary
+from animetag.vocab import n_ratings, tag_rows
 
-if (ws.subset / "subset.json").exists():
+if (ws.subset / "subset.json").exists():  # its tags, without the rating rows in front
     tags, manifest, _ = read_subset(ws.subset)
-    Y, names, source = label_matrix(manifest, tags), tags["name"].tolist(), f"subset {ws.subset}"
+    R = n_ratings(tags)
+    Y, names, source = label_matrix(manifest, tags)[:, R:], tags["name"].iloc[R:].tolist(), f"subset {ws.subset}"
 else:
     cfg = subset_config(PROFILE, top_k=TOP_K)
-    vocab_df = tag_vocabulary(posts, cfg)
+    vocab_df = tag_rows(tag_vocabulary(posts, cfg))
     names = vocab_df["name"].tolist()
     idx = kept_tags(posts, cfg.categories, {t: i for i, t in enumerate(names)})
     Y = np.zeros((len(idx), len(names)), dtype=np.uint8)

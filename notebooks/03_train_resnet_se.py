@@ -72,19 +72,27 @@ print("run:   ", ws.run)
 # Stem convolution, batch norm, ReLU and max pooling; four stages of basic residual blocks
 # of growing width, each with an SE block (squeeze by global average pooling, excitation
 # by two Dense layers, reduction ratio 16); global average pooling, dropout, and a sigmoid
-# Dense layer per tag, computed in float32 even under mixed precision.
+# Dense layer per tag, computed in float32 even under mixed precision. Beside it, as the WD
+# taggers have it, a rating head: a softmax over `general`, `sensitive`, `questionable`,
+# `explicit`, whose outputs come first. It learns from posts that have a rating, with
+# cross-entropy at a small weight (`rating_loss_weight`, 0.05) so the tags stay in charge
+# of the shared features.
 
 # %%
 from animetag.config import train_config
 from animetag.model import build_model
-from animetag.pipeline import n_tags_of
+from animetag.subset import read_subset
+from animetag.vocab import n_ratings
 
 cfg = train_config(PROFILE, epochs=EPOCHS, batch_size=BATCH_SIZE, loss=LOSS, lr=LR)
-n_tags = n_tags_of(subset)
-model = build_model(n_tags, cfg.image_size, cfg.model)
+rows = read_subset(subset)[0]
+R = n_ratings(rows)  # the rating head: 4 outputs before the tags (0 for a subset without ratings)
+n_tags = len(rows) - R
+model = build_model(n_tags, cfg.image_size, cfg.model, n_ratings=R)
 model.summary(line_length=110)
 full = build_model(100, 256, train_config("full").model)
-print(f"this profile ({PROFILE}): {model.count_params():,} parameters for {n_tags} tags at {cfg.image_size} px")
+print(f"this profile ({PROFILE}): {model.count_params():,} parameters for {n_tags} tags and {R} ratings "
+      f"at {cfg.image_size} px")
 print(f"full profile:          {full.count_params():,} parameters for 100 tags at 256 px "
       f"(thesis: about 17,000,000)")
 del full

@@ -45,6 +45,7 @@ UPLOAD = False  # on Colab: True opens a file picker instead
 MAX_TAGS = 25  # a cap on tags per caption
 THRESHOLD = None  # None: the tuned thresholds from notebook 04 when present, else 0.5
 UNDERSCORES_TO_SPACES = True  # "long hair" rather than "long_hair" in captions
+RATING_IN_CAPTIONS = False  # start each caption with the rating (general, sensitive, ...)
 EXPORT_FORMAT = "onnx"  # onnx | savedmodel
 
 # %%
@@ -77,8 +78,10 @@ print("images:", folder)
 
 # %% [markdown]
 # ## Scores for a few images
-# The same preprocessing as training: first frame, RGB (transparency onto white), padded
-# to a white square, resized.
+# The same preprocessing as training, and the WD taggers' own: the whole image decoded,
+# first frame, RGB (transparency onto white), padded to a white square, one bicubic resize.
+# Beside the top tags, each title gives the image's rating (the highest of the four rating
+# scores) when the model has a rating head.
 
 # %%
 import matplotlib.pyplot as plt
@@ -89,7 +92,8 @@ from animetag.plots import save
 from animetag.tagging import TagChoice, Tagger, find_images
 
 tagger = Tagger(run)
-choice = TagChoice(threshold=THRESHOLD, max_tags=MAX_TAGS, underscores_to_spaces=UNDERSCORES_TO_SPACES)
+choice = TagChoice(threshold=THRESHOLD, max_tags=MAX_TAGS, underscores_to_spaces=UNDERSCORES_TO_SPACES,
+                   rating=RATING_IN_CAPTIONS)
 print("thresholds:", "tuned (thresholds.json)" if tagger.thresholds and THRESHOLD is None else THRESHOLD or 0.5)
 shown = []
 for f in find_images([folder]):
@@ -99,11 +103,13 @@ for f in find_images([folder]):
         print(f"skipped {f.name}: {e.reason}")
     if len(shown) == 4:
         break
-scores = tagger.predict([f for f, _ in shown])
+scores = tagger.predict([f for f, _ in shown])  # every output: the ratings first, then the tags
+ratings = tagger.rating(scores)
 fig, axes = plt.subplots(len(shown), 2, figsize=(10, 3 * len(shown)), gridspec_kw={"width_ratios": [1, 1.6]})
-for (f, img), row, (ax_img, ax_bar) in zip(shown, scores, np.atleast_2d(axes)):
+for (f, img), row, (rating, r_score), (ax_img, ax_bar) in zip(
+        shown, scores[:, tagger.n_ratings:], ratings, np.atleast_2d(axes)):
     ax_img.imshow(img)
-    ax_img.set_title(f.name, fontsize=8)
+    ax_img.set_title(f"{f.name}" + (f"\nrating: {rating} ({r_score:.2f})" if rating else ""), fontsize=8)
     ax_img.axis("off")
     top = np.argsort(-row)[:10][::-1]
     ax_bar.barh([tagger.names[j] for j in top], row[top])
@@ -121,21 +127,28 @@ save(fig, ws.figures, "05_top_tags")
 from animetag.tagging import tag_paths
 
 report = tag_paths(tagger, [folder], fmt="txt", choice=choice, overwrite=True)
-print(f"tagged {report.tagged}, skipped {report.skipped_existing} existing, {len(report.errors)} unreadable")
+print(report.summary())
 for e in report.errors:
     print("  ", e["file"], e["reason"])
 print(Path(report.outputs[0]).name, "->", Path(report.outputs[0]).read_text())
 
 # %% [markdown]
 # ## Export for the tagger ecosystem
-# ONNX with a dynamic batch, `selected_tags.csv` in the WD column order, the tuned
-# thresholds, and a README stating the input convention. By default the exported model
-# takes **BGR** like the WD taggers, so their tools feed it correctly.
+# Laid out as the WD taggers are, so their clients (dghs-imgutils, the WebUI and ComfyUI
+# WD14 taggers, kohya's scripts) read it unchanged: ONNX with a dynamic batch and two
+# outputs (the scores, then the pooled embedding), **BGR** input like theirs,
+# `selected_tags.csv` with the rating rows first, then general tags, then characters, and
+# the tuned thresholds both as an extra `threshold` column and in the model's metadata.
+# The README states the preprocessing exactly.
 
 # %%
+import pandas as pd
+from IPython.display import display
+
 from animetag.export import export_run
 
 info = export_run(run, ws.home / "export" / PROFILE, EXPORT_FORMAT, overwrite=True)
 print(info)
 print(f"size on disk: {info['size_mb']} MB (thesis model: 200 MB; Camie Tagger v1: 850 MB)")
 print((Path(info["out"]) / "README.md").read_text())
+display(pd.read_csv(Path(info["out"]) / "selected_tags.csv").head(8))

@@ -12,7 +12,8 @@ def test_sample_then_subset_from_the_command_line(tmp_path, capsys):
                  "--image-size", "16", "--workers", "1"]) == 0
     counts = json.loads(capsys.readouterr().out.split("subset written")[0].split("\n", 1)[1])
     assert counts["kept"] == len(pd.read_csv(tmp_path / "o/manifest.csv"))
-    assert len(pd.read_csv(tmp_path / "o/tags.csv")) == 12
+    tags = pd.read_csv(tmp_path / "o/tags.csv")
+    assert len(tags) == 4 + 12 and tags["category"].tolist()[:5] == [9, 9, 9, 9, 0]  # ratings, then the top-12
     # the manifest names each image's file, relative to the image root
     m = pd.read_csv(tmp_path / "o/manifest.csv")
     assert all((tmp_path / "s" / f).is_file() for f in m["file"])

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
@@ -109,16 +110,24 @@ def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     keras.utils.set_random_seed(0)
-    build_model(len(tags), 32, train_config("sample").model).save(run / "model.keras")
+    build_model(len(tags) - 4, 32, train_config("sample").model, n_ratings=4).save(run / "model.keras")
     with pytest.raises(ValueError, match="tuned on 'val'"):
         evaluate(subset_dir, run, split="val")
     m = evaluate(subset_dir, run, n_boot=50)
     saved = json.loads((run / "metrics.json").read_text())
     for key in ("split", "n_images", "n_tags", "at_0.5", "global_threshold", "per_tag_thresholds", "map", "ci95"):
         assert key in saved
-    assert saved["split"] == "test" and saved["n_tags"] == len(tags) == m["n_tags"]
+    assert saved["split"] == "test" and saved["n_tags"] == len(tags) - 4 == m["n_tags"]  # tags, not ratings
     th = json.loads((run / "thresholds.json").read_text())
-    assert th["tuned_on"] == "val" and set(th["per_tag"]) == set(tags["name"])
+    assert th["tuned_on"] == "val" and set(th["per_tag"]) == set(tags["name"].iloc[4:])
+    # the rating figures, recomputed from the saved scores of the rated test images
+    z = np.load(run / "scores_test.npz")
+    rated = z["labels"][:, :4].sum(1) == 1
+    acc = (z["labels"][rated, :4].argmax(1) == z["scores"][rated, :4].argmax(1)).mean()
+    assert saved["rating"]["accuracy"] == pytest.approx(acc) and saved["rating"]["n_rated_images"] == rated.sum()
+    assert np.array(saved["rating"]["confusion"]["matrix"]).sum() == rated.sum()
+    assert saved["by_category"]["general"]["n_tags"] == len(tags) - 4
+    assert saved["by_category"]["general"]["at_0.5"] == pytest.approx(saved["at_0.5"])  # general is all there is
     import pandas as pd
 
     per_tag = pd.read_csv(run / "per_tag.csv", keep_default_na=False)
@@ -142,3 +151,29 @@ def test_data_label_comes_from_what_the_subset_records(tmp_path):
     run = {"n_tags": 100, "categories": "general (top-100)", "threshold": "0.5"}
     verdicts = {label: like_for_like(thesis, {**run, "data": label})[0] for label in (sample, real, flat)}
     assert verdicts == {sample: False, real: True, flat: False}
+
+
+def test_comparison_sets_published_general_rows_beside_this_runs_general_tags():
+    """With characters kept, Camie's general row and the thesis are compared with this run's
+    general tags alone, and the all-tag rows are not called like for like with them."""
+    from animetag.evaluate import by_category
+    from animetag.reference import comparison_rows
+
+    rng = np.random.default_rng(0)
+    tags = pd.DataFrame({"name": [f"g{i}" for i in range(100)] + ["c0", "c1"], "category": [0] * 100 + [4, 4]})
+    y = (rng.uniform(size=(300, 102)) < 0.2).astype(np.uint8)
+    s = np.clip(y * 0.4 + rng.uniform(size=y.shape) * 0.6, 0, 1)
+    th = {"global": 0.5, "precision_equals_recall": 0.5, "per_tag": np.full(102, 0.5)}
+    cats = by_category(tags, y, s, th)
+    assert cats["general"]["n_tags"] == 100 and cats["character"]["n_tags"] == 2
+    want = f1_score(y[:, :100], s[:, :100] >= 0.5, average="micro")
+    assert cats["general"]["at_0.5"]["f1_micro"] == pytest.approx(want)
+    base = {"data": "Danbooru metadata", "threshold": "0.5"}
+    rows = [{"model": "all", **base, "n_tags": 102, "categories": "general + character (top-102)",
+             **cats["general"]["at_0.5"]},
+            {"model": "general", **base, "n_tags": 100, "categories": "general (top-100)", **cats["general"]["at_0.5"]}]
+    thesis = next(r for r in comparison_rows(rows) if r["model"].startswith("thesis"))
+    assert thesis["compare_with"] == "general" and thesis["like_for_like"], thesis["why"]
+    only_all = comparison_rows(rows[:1])
+    thesis = next(r for r in only_all if r["model"].startswith("thesis"))
+    assert not thesis["like_for_like"] and "categories" in thesis["why"]

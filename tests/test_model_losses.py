@@ -152,3 +152,59 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
     monkeypatch.setattr(glob, "glob", lambda p: [])
     monkeypatch.setenv("TPU_NAME", "my-node")
     assert colab.accelerator()["kind"] == "cpu" and calls == [None]
+
+
+def test_rating_head_loss_is_the_tag_loss_plus_weighted_cross_entropy_and_skips_unrated(tmp_path):
+    from animetag.losses import WithRating
+
+    cfg = TrainConfig(loss="focal", rating_loss_weight=0.3)
+    loss = make_loss(cfg, n_ratings=4)
+    rating_true = np.array([[0, 1, 0, 0], [0, 0, 0, 0]], dtype="float32")  # the second post has no rating
+    rating_pred = np.array([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]], dtype="float32")
+    y, p = np.hstack([rating_true, Y]), np.hstack([rating_pred, P])
+    per_image_focal = [_focal(Y[i], P[i], 0.25, 2.0) for i in range(2)]
+    want = np.mean([per_image_focal[0] + 0.3 * -np.log(0.6), per_image_focal[1]])
+    assert float(loss(y, p)) == pytest.approx(want, rel=1e-4)
+    # the rating of an unrated post does not matter; a rated one does
+    p2 = p.copy()
+    p2[1, :4] = [0.1, 0.1, 0.1, 0.7]
+    assert float(loss(y, p2)) == pytest.approx(float(loss(y, p)), rel=1e-6)
+    p2[0, :4] = [0.7, 0.1, 0.1, 0.1]
+    assert float(loss(y, p2)) > float(loss(y, p)) + 0.1
+    # and it round-trips through Keras' serialisation, as the checkpoint needs
+    back = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(back, WithRating) and float(back(y, p)) == pytest.approx(float(loss(y, p)), rel=1e-6)
+
+
+def test_rating_head_model_outputs_ratings_then_tags_and_trains(tmp_path):
+    from animetag.fitting import compile_model
+
+    cfg = train_config("sample", epochs=1)
+    m = build_model(6, 32, cfg.model, n_ratings=4)
+    x = np.random.default_rng(2).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    out = m.predict(x, verbose=0)
+    assert out.shape == (8, 10) and np.allclose(out[:, :4].sum(1), 1.0, atol=1e-5)
+    compile_model(m, cfg, 6, steps_per_epoch=2, jit=False, n_ratings=4)
+    y = np.zeros((8, 10), "float32")
+    y[np.arange(8), np.arange(8) % 4] = 1  # ratings
+    y[:, 4] = 1
+    h = m.fit(x, y, epochs=1, batch_size=4, verbose=0).history
+    assert 0.0 <= h["rating_accuracy"][0] <= 1.0 and "f1_micro" in h
+    m.save(tmp_path / "m.keras")  # with its compiled loss and metrics
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    assert np.allclose(m.predict(x, verbose=0), m2.predict(x, verbose=0), atol=1e-6)
+
+
+def test_rating_accuracy_and_tag_f1_skip_the_other_columns():
+    from animetag.keras_metrics import RatingAccuracy, TagF1Score
+
+    y = np.array([[1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 1, 1], [0, 0, 1, 0, 0, 0]], "float32")
+    p = np.array([[.7, .1, .1, .1, .9, .1], [.6, .2, .1, .1, .2, .8], [.9, .0, .0, .1, .9, .9],
+                  [.1, .1, .7, .1, .6, .1]], "float32")
+    acc = RatingAccuracy(4)
+    acc.update_state(y, p, sample_weight=np.array([1, 1, 1, 0], "float32"))  # the last is padding
+    assert float(acc.result()) == pytest.approx(0.5)  # rated and real: rows 0 (hit) and 1 (miss)
+    f1 = TagF1Score(4, average="micro", threshold=0.5)
+    f1.update_state(y, p)
+    tp, fp, fn = 4, 1, 0
+    assert float(f1.result()) == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-5)

@@ -31,7 +31,7 @@ def run_on_subset(subset_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     keras.utils.set_random_seed(0)
-    build_model(len(tags), 32, train_config("sample").model).save(run / "model.keras")
+    build_model(len(tags) - 4, 32, train_config("sample").model, n_ratings=4).save(run / "model.keras")
     (run / "config.json").write_text(json.dumps({"train": {}, "data": data_signature(subset_dir)}))
     return run
 
@@ -45,7 +45,7 @@ def test_evaluation_on_other_data_is_refused_naming_the_difference(subset_dir, r
     other = tmp_path / "other"
     shutil.copytree(subset_dir, other)
     tags = pd.read_csv(other / "tags.csv", keep_default_na=False)
-    tags.iloc[::-1].to_csv(other / "tags.csv", index=False)
+    pd.concat([tags.iloc[:4], tags.iloc[4:].iloc[::-1]]).to_csv(other / "tags.csv", index=False)  # ratings stay first
     with pytest.raises(DataMismatch, match="tags_sha1"):
         evaluate(other, run, n_boot=20)
     assert main(["evaluate", "--data", str(other), "--run", str(run), "--bootstrap", "20"]) == 2

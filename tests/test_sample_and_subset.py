@@ -62,7 +62,7 @@ def test_sample_has_the_promised_shape(sample_root):
 def test_subset_invariants(subset_dir, sample_root):
     tags, manifest, summary = read_subset(subset_dir)
     assert list(tags.columns) == ["tag_id", "name", "category", "count"]
-    assert len(tags) == 40 and (tags["category"] == 0).all()
+    assert len(tags) == 4 + 40 and (tags["category"] == [9] * 4 + [0] * 40).all()  # ratings, then the top-40
     # no md5 and no id in two splits; every kept image has a kept tag
     assert manifest.groupby("md5")["split"].nunique().max() == 1
     assert manifest["id"].is_unique
@@ -121,7 +121,7 @@ def test_max_images_and_vocabulary_options(sample_root, tmp_path):
     tags, manifest, _ = read_subset(tmp_path / "o")
     assert len(manifest) == 50 and s["counts"]["not_selected"] > 0
     assert "solo" not in set(tags["name"]) and "1girl" in set(tags["name"])
-    assert set(tags["category"]) == {0, 4}  # general and character tags
+    assert set(tags["category"]) == {9, 0, 4}  # ratings, general and character tags
     assert "rating" in {x["reason"] for x in s["left_out"]}
 
 
@@ -261,3 +261,71 @@ def test_flat_tag_metadata_warns_in_the_subset_and_a_tag_table_fixes_it(sample_r
                                                                       tag_table=str(table)), progress=False)
     assert not s["warnings"]
     assert all(cats.get(t, 0) == 0 for t in read_subset(tmp_path / "b")[0]["name"])
+
+
+def test_outputs_follow_the_wd_order_ratings_general_characters(sample_root, tmp_path):
+    import pandas as pd
+
+    cfg = SubsetConfig(top_k=20, top_k_character=5, image_size=16, workers=1)
+    s = build_subset(sample_root / "metadata" / "posts.json", sample_root, tmp_path / "o", cfg, progress=False)
+    tags, manifest, _ = read_subset(tmp_path / "o")
+    assert tags["name"].tolist()[:4] == ["general", "sensitive", "questionable", "explicit"]
+    assert tags["category"].tolist() == [9] * 4 + [0] * 20 + [4] * 5
+    for cat in (0, 4):  # most common first within each category
+        counts = tags.loc[tags["category"] == cat, "count"].tolist()
+        assert counts == sorted(counts, reverse=True)
+    records = []
+    for line in (sample_root / "metadata" / "posts.json").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the sample's malformed record
+    posts = pd.DataFrame(records).drop_duplicates("id").set_index("id")
+    # the five characters are the most common characters of the metadata
+    chars = posts["tag_string_character"].fillna("").str.split().explode()
+    top = chars[chars != ""].value_counts()
+    assert set(tags["name"].iloc[24:]) <= set(top.index[:7]) and tags["name"].iloc[24] == top.index[0]
+    # labels: one rating per image, from the metadata; characters from the character field
+    Y = label_matrix(manifest, tags)
+    assert (Y[:, :4].sum(1) == 1).all()
+    names = tags["name"].tolist()
+    for i, row in manifest.sample(40, random_state=0).iterrows():
+        post = posts.loc[row["id"]]
+        assert names[int(Y[i, :4].argmax())][0] == post["rating"]
+        want = {t for t in str(post["tag_string_character"] or "").split() if t in names[24:]}
+        assert {names[j] for j in np.flatnonzero(Y[i, 24:]) + 24} == want
+    assert s["n_tags"] == 25 and s["n_ratings"] == 4 and s["ratings"]["scheme"] == "current"
+
+
+def test_legacy_ratings_map_safe_to_general_and_unrated_posts_are_kept(sample_root, tmp_path):
+    """Before 2022 Danbooru rated s(afe)/q/e; a post without a rating stays, without a rating label."""
+    import pandas as pd
+
+    lines = (sample_root / "metadata" / "posts.json").read_text().splitlines()
+    records, want = [], {}
+    for k, line in enumerate(lines):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r["rating"] == "s":
+            r["rating"] = "q"  # the old scheme had no "sensitive"
+        if r["rating"] == "g":
+            r["rating"] = "s"  # old "safe"
+        if k % 7 == 0:
+            r["rating"] = None
+        want[r["id"]] = {"s": "g", "q": "q", "e": "e", None: ""}[r["rating"]]
+        records.append(json.dumps(r))
+    meta = tmp_path / "legacy.json"
+    meta.write_text("\n".join(records) + "\n")
+    s = build_subset(meta, sample_root, tmp_path / "o", SubsetConfig(top_k=20, image_size=16, workers=1),
+                     progress=False)
+    tags, manifest, _ = read_subset(tmp_path / "o")
+    assert s["ratings"]["scheme"] == "legacy" and s["ratings"]["mapping"]["s"] == "g"
+    assert manifest["rating"].tolist() == [want[i] for i in manifest["id"]]
+    unrated = manifest["rating"].to_numpy() == ""
+    assert unrated.sum() > 5 and "rating" not in {x["reason"] for x in s["left_out"]}
+    Y = label_matrix(manifest, tags)
+    assert (Y[unrated, :4] == 0).all() and (Y[~unrated, :4].sum(1) == 1).all()
+    assert tags.loc[:3, "count"].tolist()[1] == 0  # nothing is "sensitive" in the old scheme
+    assert pd.Series(manifest["rating"]).isin(["g", "q", "e", ""]).all()

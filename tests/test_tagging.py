@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,8 @@ def test_one_table_for_all_images(run, images, tmp_path):
     assert len(data["errors"]) == 1
     tag_paths(t, [images], out=out, fmt="csv", choice=TagChoice(threshold=0.0), progress=False)
     table = pd.read_csv(out / "tags.csv")
-    assert len(table) == 4 and list(table.columns) == ["file", "tags", "scores"]
+    assert len(table) == 4 and list(table.columns) == ["file", "rating", "rating_score", "tags", "scores"]
+    assert table["rating"].isna().all()  # this model has no rating head
     with pytest.raises(FileExistsError):
         tag_paths(t, [images], out=out, fmt="csv", progress=False)
 
@@ -126,3 +128,117 @@ def test_onnx_export_agrees_with_keras(run, images, tmp_path, order):
     assert np.abs(got - t.predict(files)).max() < 1e-4
     with pytest.raises(FileExistsError):
         export_run(run, out, "onnx")
+
+
+@pytest.fixture(scope="module")
+def rated_run(tmp_path_factory):
+    """A run whose model has the rating head: tags.csv starts with the four rating rows."""
+    from animetag.config import train_config
+    from animetag.model import build_model
+    from animetag.vocab import rating_rows
+
+    run = tmp_path_factory.mktemp("rated")
+    keras.utils.set_random_seed(1)
+    build_model(len(NAMES), 32, train_config("sample").model, n_ratings=4).save(run / "model.keras")
+    tags = pd.DataFrame({"tag_id": range(len(NAMES)), "name": NAMES, "category": CATS,
+                         "count": [50, 40, 30, 20, 10, 5]})
+    pd.concat([rating_rows({"g": 3, "s": 2, "q": 1, "e": 1}), tags]).to_csv(run / "tags.csv", index=False)
+    return run
+
+
+def test_rating_is_the_highest_rating_score_and_opens_the_caption_when_asked(rated_run, images, tmp_path):
+    t = Tagger(rated_run)
+    assert t.n_ratings == 4 and t.names == NAMES
+    files = [images / "a.png", images / "b.jpg"]
+    scores = t.predict(files)
+    assert scores.shape == (2, 4 + len(NAMES))
+    ratings = t.rating(scores)
+    for row, (name, score) in zip(scores, ratings):
+        assert name == ["general", "sensitive", "questionable", "explicit"][int(row[:4].argmax())]
+        assert score == pytest.approx(float(row[:4].max()))
+    out = tmp_path / "captions"
+    tag_paths(t, files, out=out, choice=TagChoice(threshold=0.0, rating=True), progress=False)
+    first = (out / "a.txt").read_text().strip().split(", ")
+    assert first[0] == ratings[0][0] and sorted(first[1:]) == sorted(NAMES)  # rating, then every tag
+    tag_paths(t, files, out=out, choice=TagChoice(threshold=0.0), overwrite=True, progress=False)
+    assert sorted((out / "a.txt").read_text().strip().split(", ")) == sorted(NAMES)  # off by default
+    tag_paths(t, files, out=out, fmt="json", choice=TagChoice(threshold=0.0), progress=False)
+    rows = json.loads((out / "tags.json").read_text())["images"]
+    assert [r["rating"] for r in rows] == [r for r, _ in ratings]
+
+
+def test_images_that_would_share_a_caption_are_refused_before_tagging(run, tmp_path):
+    from animetag.cli import main
+
+    rng = np.random.default_rng(0)
+    for f in ("A/x.jpg", "B/x.jpg", "C/a.jpg", "C/a.png"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f)
+    t = Tagger(run)
+    with pytest.raises(ValueError, match=r"C/a.jpg and .*C/a.png"):
+        tag_paths(t, [tmp_path / "C"], progress=False)  # beside the images: a.txt twice
+    assert not (tmp_path / "C" / "a.txt").exists()
+    with pytest.raises(ValueError, match=r"A/x.jpg and .*B/x.jpg"):
+        tag_paths(t, [tmp_path / "A", tmp_path / "B"], out=tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("*.txt"))
+    # the two folders beside their images are fine: each caption has its own folder
+    rep = tag_paths(t, [tmp_path / "A", tmp_path / "B"], progress=False)
+    assert rep.tagged == 2 and (tmp_path / "A" / "x.txt").exists() and (tmp_path / "B" / "x.txt").exists()
+    assert main(["tag", "--run", str(run), str(tmp_path / "C")]) == 2
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A folder no file can be written into (as root, where permissions do not bind: /sys)."""
+    import tempfile
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    for candidate in (d, Path("/sys")):
+        try:
+            with tempfile.NamedTemporaryFile(dir=candidate):
+                pass
+        except OSError:
+            yield candidate
+            break
+    else:
+        pytest.skip("no read-only folder available here")
+    d.chmod(0o755)
+
+
+def test_unwritable_or_missing_output_fails_before_any_image_is_tagged(run, images, read_only_dir, tmp_path,
+                                                                       monkeypatch, capsys):
+    from animetag.cli import main
+    from animetag.tagging import Tagger as T
+
+    calls = []
+    monkeypatch.setattr(T, "load_readable", lambda self, files: calls.append(files))
+    t = Tagger(run)
+    for fmt in ("txt", "csv"):
+        with pytest.raises(PermissionError, match=str(read_only_dir)):
+            tag_paths(t, [images], out=read_only_dir, fmt=fmt, progress=False)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            tag_paths(t, [images], out=tmp_path / "no" / "such" / "folder", fmt=fmt, progress=False)
+    assert calls == []  # nothing was decoded, let alone tagged
+    assert main(["tag", "--run", str(run), str(images), "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0] and "Traceback" not in err[0]
+
+
+def test_exit_status_says_whether_anything_was_tagged(run, tmp_path, capsys):
+    from animetag.cli import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"not an image")
+    (bad / "y.png").write_bytes(b"")
+    assert main(["tag", "--run", str(run), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "2 images found: 0 tagged" in err and "2 unreadable" in err
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(bad / "z.png")
+    assert main(["tag", "--run", str(run), str(bad)]) == 1  # one tagged, two unreadable
+    assert (bad / "z.txt").exists()
+    (bad / "x.jpg").unlink()
+    (bad / "y.png").unlink()
+    assert main(["tag", "--run", str(run), str(bad), "--overwrite"]) == 0

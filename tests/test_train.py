@@ -57,13 +57,13 @@ def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     assert r["val_f1_macro"] > base["f1_macro"] + 0.03, (r["val_f1_macro"], base)
     run = tmp_path / "run"
     hist = pd.read_csv(run / "history.csv")
-    assert {"val_f1_micro", "val_f1_macro", "val_pr_auc", "loss"} <= set(hist.columns)
+    assert {"val_f1_micro", "val_f1_macro", "val_pr_auc", "val_rating_accuracy", "loss"} <= set(hist.columns)
     assert hist["epoch"].tolist() == list(range(10))
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["train"]["image_size"] == 32 and cfg["data"]["n_tags"] == 30
+    assert cfg["train"]["image_size"] == 32 and cfg["data"]["n_tags"] == 4 + 30 and cfg["data"]["n_ratings"] == 4
     # model.keras is the best epoch by validation F1-macro and loads with nothing else
     m = keras.saving.load_model(run / "model.keras")
-    assert m.output_shape == (None, 30)
+    assert m.output_shape == (None, 4 + 30)  # the ratings, then the top-30 tags
     assert r["best_epoch"] == int(hist["val_f1_macro"].idxmax()) + 1
 
 
@@ -108,7 +108,7 @@ def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     import animetag.fitting as fitting
     import animetag.train as tr
 
-    monkeypatch.setattr(fitting, "make_loss", lambda cfg: lambda y, p: ops.mean(p) * float("nan"))
+    monkeypatch.setattr(fitting, "make_loss", lambda cfg, n_ratings=0: lambda y, p: ops.mean(p) * float("nan"))
     with pytest.raises(tr.TrainingDiverged, match="epoch 1, batch 1"):
         tr.train(subset_dir, tmp_path / "run", profile="sample", image_size=32, epochs=1, verbose=0)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from .augment import Augment
@@ -32,6 +33,7 @@ from .model import build_model, flops_per_image
 from .pipeline import make_dataset, n_tags_of, split_size
 from .reference import PEAK_TFLOPS
 from .train import choose_precision
+from .vocab import n_ratings
 
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
 UTILISATION = (0.20, 0.35)
@@ -83,9 +85,10 @@ def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: 
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
-        core = build_model(n_tags, cfg.image_size, cfg.model)
+        n_rat = n_ratings(pd.read_csv(data / "tags.csv", keep_default_na=False))
+        core = build_model(n_tags - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
         model = training_model(core, cfg)
-        compile_model(model, cfg, n_tags, steps_per_epoch=steps, jit=jit)
+        compile_model(model, cfg, n_tags - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
         real = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
                             shuffle_buffer=cfg.shuffle_buffer, repeat=True)
         x, y = next(iter(real))

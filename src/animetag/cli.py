@@ -24,7 +24,9 @@ def cmd_subset(a: argparse.Namespace) -> int:
     from .config import subset_config
     from .subset import build_subset
 
-    cfg = subset_config(a.profile, top_k=a.top_k, max_images=a.max_images, image_size=a.image_size,
+    cfg = subset_config(a.profile, top_k=a.top_k, top_k_character=a.top_k_character,
+                        rating_outputs=a.rating_outputs, rating_scheme=a.rating_scheme,
+                        max_images=a.max_images, image_size=a.image_size,
                         categories=tuple(_csv(a.categories)) if a.categories else None,
                         min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
                         exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None, tag_table=a.tag_table,
@@ -70,13 +72,13 @@ def cmd_tag(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no thresholds.json in {a.run}: run `animetag evaluate` first")
     choice = TagChoice(threshold=a.threshold, max_tags=a.max_tags,
                        categories=tuple(_csv(a.categories)) if a.categories else (),
-                       exclude_tags=tuple(a.exclude_tags or ()), underscores_to_spaces=a.underscores_to_spaces)
+                       exclude_tags=tuple(a.exclude_tags or ()), underscores_to_spaces=a.underscores_to_spaces,
+                       rating=a.rating)
     rep = tag_paths(tagger, a.paths, out=a.out, fmt=a.format, choice=choice, overwrite=a.overwrite)
-    print(f"tagged {rep.tagged} images; {rep.skipped_existing} skipped (output exists; --overwrite to redo); "
-          f"{len(rep.errors)} unreadable")
     for e in rep.errors:
         print(f"  skipped {e['file']}: {e['reason']} ({e['detail']})", file=sys.stderr)
-    return 0
+    print(f"animetag tag: {rep.summary()}", file=sys.stderr if rep.exit_status else sys.stdout)
+    return rep.exit_status
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -119,12 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images-root", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default="full", choices=["full", "sample"])
-    s.add_argument("--top-k", type=int)
+    s.add_argument("--top-k", type=int, help="tags kept from --categories (default 100)")
+    s.add_argument("--top-k-character", type=int,
+                   help="characters kept beside them, after the general tags as the WD taggers order them "
+                        "(default 0: the thesis setting)")
+    s.add_argument("--rating-outputs", action=argparse.BooleanOptionalAction, default=None,
+                   help="the four rating outputs first, as the WD taggers have them (default: on)")
+    s.add_argument("--rating-scheme", choices=["auto", "current", "legacy"],
+                   help="legacy: ratings before 2022, where s meant safe (kept as general); auto (default) "
+                        "takes metadata with s but no g as legacy")
     s.add_argument("--max-images", type=int)
     s.add_argument("--image-size", type=int)
     s.add_argument("--categories", help="comma separated, default general")
     s.add_argument("--min-tags", type=int)
-    s.add_argument("--ratings", help="comma separated subset of g,s,q,e")
+    s.add_argument("--ratings", help="keep only these ratings, comma separated subset of g,s,q,e "
+                                     "(after a legacy s is read as g)")
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--tag-table", help="a CSV of tag name and category (the WD taggers' selected_tags.csv, or "
                                        "name,category lines) that categorises flat tag strings")
@@ -155,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
 
-    s = sub.add_parser("tag", help="tag images and folders: captions, CSV or JSON")
+    s = sub.add_parser("tag", help="tag images and folders: captions, CSV or JSON",
+                       epilog="exit status: 0 every image tagged (or already captioned); 1 some images unreadable "
+                              "(listed), the rest tagged; 2 nothing tagged, or an error before tagging")
     s.add_argument("--run", required=True)
     s.add_argument("paths", nargs="+", help="image files and folders (walked recursively)")
     s.add_argument("--out", help="folder for the outputs (default: captions beside the images)")
@@ -166,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--categories", help="comma separated, e.g. general,character")
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--underscores-to-spaces", action="store_true")
+    s.add_argument("--rating", action=argparse.BooleanOptionalAction, default=False,
+                   help="start each caption with the image's rating (general, sensitive, questionable, explicit)")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--overwrite", action="store_true", help="write over existing caption or table files")
     s.set_defaults(fn=cmd_tag)

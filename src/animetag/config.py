@@ -14,6 +14,10 @@ CATEGORY_IDS = {"general": 0, "artist": 1, "copyright": 3, "character": 4, "meta
 CATEGORY_NAMES = {v: k for k, v in CATEGORY_IDS.items()}
 CATEGORIES = ("general", "character", "copyright", "artist", "meta")
 RATINGS = ("g", "s", "q", "e")
+# The WD taggers' rating rows: category 9, first in selected_tags.csv, in this order.
+RATING_CATEGORY = 9
+RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
+RATING_SCHEMES = ("auto", "current", "legacy")
 
 
 @dataclass
@@ -21,6 +25,9 @@ class SubsetConfig:
     """How a training subset is chosen and built (`animetag subset`)."""
 
     top_k: int = 100
+    top_k_character: int = 0  # characters kept beside the top-k tags (0: none, the thesis setting)
+    rating_outputs: bool = True  # the four rating rows first, as the WD taggers have them
+    rating_scheme: str = "auto"  # auto | current (g/s/q/e) | legacy (before 2022: s meant safe)
     max_images: int = 25000
     image_size: int = 256
     categories: tuple[str, ...] = ("general",)
@@ -49,6 +56,10 @@ class SubsetConfig:
             raise ValueError(f"ratings: unknown {bad}; choose from {list(RATINGS)}")
         if self.top_k < 1 or self.max_images < 1 or self.image_size < 8:
             raise ValueError("top_k and max_images must be >= 1 and image_size >= 8")
+        if self.top_k_character < 0:
+            raise ValueError(f"top_k_character: {self.top_k_character} must be 0 or more")
+        if self.rating_scheme not in RATING_SCHEMES:
+            raise ValueError(f"rating_scheme: {self.rating_scheme!r} is not one of {list(RATING_SCHEMES)}")
         if not 0 < self.val_fraction + self.test_fraction < 1:
             raise ValueError("val_fraction + test_fraction must lie between 0 and 1")
 
@@ -98,6 +109,7 @@ class TrainConfig:
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
+    rating_loss_weight: float = 0.05  # the rating head's cross-entropy beside the tag loss (see losses)
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
     xla: str = "auto"  # auto | on | off
     cache: str = "auto"  # auto | memory | off

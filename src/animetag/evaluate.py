@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORY_NAMES, write_json_atomic
+from .config import RATING_NAMES, write_json_atomic
 from .metrics import (
     bootstrap_f1_ci,
     f1_at,
@@ -22,6 +22,7 @@ from .metrics import (
 )
 from .reference import comparison_rows
 from .subset import label_matrix, read_subset
+from .vocab import category_name, n_ratings, rating_labels
 
 
 class DataMismatch(ValueError):
@@ -115,6 +116,42 @@ def evaluate_scores(y_val, s_val, y, s, n_boot: int = 1000, seed: int = 0) -> tu
     return metrics, th
 
 
+def rating_metrics(y_rating: np.ndarray, s_rating: np.ndarray) -> dict[str, Any]:
+    """The rating head on images with a rating: accuracy of the highest score, F1 per rating
+    and their mean, and the confusion matrix (rows: true rating, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    names = list(RATING_NAMES.values())
+    true = rating_labels(y_rating, len(names))
+    rated = true >= 0
+    t, p = true[rated], np.asarray(s_rating)[rated].argmax(1)
+    labels = list(range(len(names)))
+    per = f1_score(t, p, labels=labels, average=None, zero_division=0) if len(t) else np.zeros(len(names))
+    majority = np.bincount(t, minlength=len(names)).max() / len(t) if len(t) else 0.0
+    return {"n_rated_images": int(rated.sum()), "n_unrated_images": int((~rated).sum()),
+            "accuracy": float((t == p).mean()) if len(t) else float("nan"),
+            "majority_baseline": float(majority),
+            "f1_macro": float(np.mean(per)), "f1": dict(zip(names, map(float, per))),
+            "confusion": {"labels": names,
+                          "matrix": confusion_matrix(t, p, labels=labels).tolist() if len(t) else []}}
+
+
+def by_category(tags: pd.DataFrame, y: np.ndarray, s: np.ndarray, th: dict[str, Any]) -> dict[str, Any]:
+    """F1 of each tag category on its own (the published figures are per category, e.g.
+    Camie's general row) under the same thresholds as all tags together."""
+    cats = np.array([category_name(c) for c in tags["category"]])
+    out = {}
+    for cat in dict.fromkeys(cats):
+        j = cats == cat
+        per = np.asarray(th["per_tag"])[j]
+        out[str(cat)] = {"n_tags": int(j.sum()),
+                         "at_0.5": f1_at(y[:, j], s[:, j], 0.5),
+                         "global_threshold": f1_at(y[:, j], s[:, j], th["global"]),
+                         "precision_equals_recall": f1_at(y[:, j], s[:, j], th["precision_equals_recall"]),
+                         "per_tag_thresholds": f1_at(y[:, j], s[:, j], per)}
+    return out
+
+
 def likely_cause(report: pd.DataFrame, Y_train: np.ndarray, rare_below: int = 50, implied_p: float = 0.95) -> list[str]:
     """A short guess at why a tag scores badly: rare, no visual signal, implied by another tag."""
     from .analysis import conditional_matrix
@@ -152,17 +189,24 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
     if split == "val":
         raise ValueError("thresholds are tuned on 'val', so 'val' cannot be the reported split; use 'test'")
     signature = check_run_data(data, run)
-    tags, manifest, summary = read_subset(data)
-    _, y_val, s_val = predict_split(data, run, "val", signature=signature)
-    ids, y, s = predict_split(data, run, split, signature=signature)
+    all_rows, manifest, summary = read_subset(data)
+    n_rat = n_ratings(all_rows)
+    tags = all_rows.iloc[n_rat:].reset_index(drop=True)
+    _, y_val_all, s_val_all = predict_split(data, run, "val", signature=signature)
+    ids, y_all, s_all = predict_split(data, run, split, signature=signature)
+    # the rating head is judged as a 4-way choice; every metric below is over the tag rows
+    y_val, s_val, y, s = y_val_all[:, n_rat:], s_val_all[:, n_rat:], y_all[:, n_rat:], s_all[:, n_rat:]
     metrics, th = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
     metrics = {"split": split, **metrics}
+    cats = by_category(tags, y, s, th)
+    metrics["by_category"] = cats
+    if n_rat:
+        metrics["rating"] = rating_metrics(y_all[:, :n_rat], s_all[:, :n_rat])
 
-    Y = label_matrix(manifest, tags)
-    Y_train = Y[manifest["split"].to_numpy() == "train"]
+    Y_train = label_matrix(manifest, all_rows)[manifest["split"].to_numpy() == "train"][:, n_rat:]
     rep = per_tag_report(y, s, th["per_tag"])
     per_tag = pd.DataFrame({
-        "tag": tags["name"], "category": [CATEGORY_NAMES.get(int(c), str(c)) for c in tags["category"]],
+        "tag": tags["name"], "category": [category_name(c) for c in tags["category"]],
         "train_positives": Y_train.sum(0), f"{split}_positives": y.sum(0).astype(int),
         "precision": rep["precision"], "recall": rep["recall"], "f1": rep["f1"], "ap": rep["ap"],
         "threshold": th["per_tag"], "f1_at_0.5": per_tag_report(y, s, np.full(y.shape[1], 0.5))["f1"],
@@ -176,21 +220,36 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
                   "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
     write_json_atomic(run / "thresholds.json", thresholds)
 
-    kind = data_kind or data_label(summary)
-    cats = "+".join(summary["settings"]["categories"])
-    base = {"data": kind, "n_test_images": len(y), "n_tags": len(tags), "categories": f"{cats} (top-{len(tags)})"}
-    run_rows = [
-        {"model": "this run @0.5", **base, "threshold": "0.5", **metrics["at_0.5"]},
-        {"model": "this run @global", **base, "threshold": f"global ({th['global']:.2f}, tuned on val)",
-         **{k: metrics["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
-        {"model": "this run @P=R", **base, "threshold": f"P=R ({th['precision_equals_recall']:.2f}, tuned on val)",
-         **{k: metrics["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
-        {"model": "this run @per-tag", **base, "threshold": "per tag (tuned on val)",
-         **metrics["per_tag_thresholds"]},
-    ]
+    kind = data_label(summary)
+    run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y)}, tags)
     metrics["comparison"] = comparison_rows(run_rows)
     write_json_atomic(run / "metrics.json", metrics)
     return metrics
+
+
+def _run_rows(metrics: dict[str, Any], th: dict[str, Any], base: dict[str, Any], tags: pd.DataFrame) -> list[dict]:
+    """This run's rows for the comparison: over all its tags, and, where the subset keeps
+    several categories, over its general tags alone (what the thesis and Camie's row measure)."""
+    def rows(name: str, m: dict[str, Any], n_tags: int, cats: str) -> list[dict]:
+        b = {**base, "n_tags": n_tags, "categories": cats}
+        return [
+            {"model": f"this run{name} @0.5", **b, "threshold": "0.5", **m["at_0.5"]},
+            {"model": f"this run{name} @global", **b, "threshold": f"global ({th['global']:.2f}, tuned on val)",
+             **{k: m["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
+            {"model": f"this run{name} @P=R", **b,
+             "threshold": f"P=R ({th['precision_equals_recall']:.2f}, tuned on val)",
+             **{k: m["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
+            {"model": f"this run{name} @per-tag", **b, "threshold": "per tag (tuned on val)",
+             **m["per_tag_thresholds"]},
+        ]
+
+    cats = metrics["by_category"]
+    names = " + ".join(cats)
+    out = rows("", metrics, len(tags), f"{names} (top-{len(tags)})")
+    if len(cats) > 1 and "general" in cats:
+        out += rows(" (general)", cats["general"], cats["general"]["n_tags"],
+                    f"general (top-{cats['general']['n_tags']})")
+    return out
 
 
 def data_label(summary: dict[str, Any]) -> str:

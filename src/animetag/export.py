@@ -1,9 +1,11 @@
-"""Export a run for the tagger ecosystem: ONNX (dynamic batch) or a TensorFlow SavedModel,
-with `selected_tags.csv` in the WD taggers' column order and a README stating the input
-convention."""
+"""Export a run for the tagger ecosystem: ONNX (dynamic batch; scores first, the pooled
+embedding second; thresholds in its metadata) or a TensorFlow SavedModel, with
+`selected_tags.csv` in the WD taggers' row and column order and a README stating the
+preprocessing exactly."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,22 +15,50 @@ import numpy as np
 import pandas as pd
 
 from .config import write_json_atomic
+from .model import EMBEDDING, float32_copy
+from .vocab import category_name, n_ratings
 
 README = """# {name}
 
-A multi-label Danbooru tagger exported by animetag ({fmt}).
+A multi-label Danbooru tagger exported by animetag ({fmt}), laid out as the WD taggers are:
+tools written for them (dghs-imgutils, the WebUI and ComfyUI WD14 taggers, kohya's
+scripts) read it as they read those.
 
-- `{model_file}`: the model. Input: one batch of images, shape `[batch, {size}, {size}, 3]`,
-  float32, channel order **{order}**, values **0-255** (no normalisation: the model rescales
-  inside). Each image is converted to RGB (transparency onto white), padded to a square with
-  white (255, 255, 255), centred, then resized to {size}x{size} (Lanczos). The batch size is
-  free.
-- Output: `[batch, {n_tags}]` float32 sigmoid scores, one per row of `selected_tags.csv`.
-- `selected_tags.csv`: `tag_id,name,category,count`, the WD taggers' column order;
-  category 0 is general, 4 character (Danbooru ids). This model has no rating outputs
-  (no category-9 rows).
-- `thresholds.json` (when the run was evaluated): a global threshold and one per tag,
-  tuned on validation data.
+## Input
+
+`{model_file}`: one batch of images, shape `[batch, {size}, {size}, 3]`, float32, channel
+order **{order}**, values **0-255** (no normalisation: the model rescales inside). The batch
+size is free. Each image is prepared exactly as in training:
+
+1. decoded at full size (no reduced-size JPEG decoding), first frame, EXIF orientation applied;
+2. converted to RGB, transparent pixels composited onto white;
+3. padded to a square with white (255, 255, 255), the image centred
+   (offset `(side - width) // 2`, `(side - height) // 2`);
+4. resized once, the whole square to {size}x{size}, with Pillow's bicubic filter
+   (`Image.BICUBIC`);
+5. {order_step}.
+
+This is the WD taggers' own preprocessing; the only differences are EXIF orientation (step 1),
+and an image so long and thin that its white square would exceed 64M pixels, which is
+resized before it is padded.
+
+## Outputs
+
+1. `scores`, `[batch, {n_rows}]` float32, one per row of `selected_tags.csv`, in its order:
+   {outputs_text}
+2. `embedding`, `[batch, {n_embed}]` float32: the pooled features before the classifier
+   (for similarity search; normalise to unit length first).
+
+## Files
+
+- `selected_tags.csv`: `tag_id,name,category,count,threshold`. The first four columns are
+  the WD taggers' (category 9 rating, 0 general, 4 character); `count` is the number of
+  training-subset posts with the tag. `threshold` is the tuned threshold of each tag (blank
+  for ratings: an image has the rating with the highest score){threshold_note}.
+- `thresholds.json`: the tuned thresholds (tuned on validation images, never on test):
+  `global` (best F1-micro), `precision_equals_recall` (the WD taggers' policy) and one per tag.
+  The same JSON is in the ONNX model's metadata under `thresholds`.
+- `export.json`: input size, layout, channel order, value range, outputs.
 
 Channel order {order}{order_note}.
 """
@@ -43,6 +73,57 @@ def _with_channel_order(model, order: str):
     inp = keras.Input(model.input_shape[1:], name="image")
     flipped = keras.ops.flip(inp, axis=-1)
     return keras.Model(inp, model(flipped), name=f"{model.name}_bgr")
+
+
+CHARACTER = 4
+# A model without character outputs gets one character row, always scored 0: ComfyUI's WD14
+# node reads the rows from the first category-4 row on as characters, and without one it takes
+# every row (ratings and general tags included) for a character.
+PLACEHOLDER = pd.DataFrame({"tag_id": [-1], "name": ["no_character_outputs"], "category": [CHARACTER],
+                            "count": [0]})
+
+
+def _with_placeholder_character(model):
+    import keras
+
+    inp = keras.Input(model.input_shape[1:], name="image")
+    scores, embedding = model(inp)
+    zero = keras.layers.Lambda(lambda s: keras.ops.zeros_like(s[:, :1]), name="no_character_outputs")(scores)
+    return keras.Model(inp, [keras.layers.Concatenate(name="scores")([scores, zero]), embedding], name=model.name)
+
+
+def _outputs_text(n_rat: int, rows: pd.DataFrame) -> str:
+    real = rows.iloc[n_rat:]
+    real = real[real["name"] != PLACEHOLDER["name"][0]]
+    cats = real["category"].map(category_name).value_counts()
+    tags = ", ".join(f"{n} {c}" for c, n in cats.items())
+    note = (" The last row, `no_character_outputs` (category 4), is a placeholder scored 0: this model "
+            "predicts no characters, and ComfyUI's WD14 node needs a character row to tell general tags "
+            "from characters." if len(real) < len(rows) - n_rat else "")
+    if n_rat:
+        return (f"the {n_rat} ratings first (softmax: they sum to 1; an image's rating is the highest), "
+                f"then the tags ({tags}), each an independent sigmoid score.{note}")
+    return f"the tags ({tags}), each an independent sigmoid score; this model has no rating outputs.{note}"
+
+
+def _name_outputs_and_add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Name the ONNX outputs `scores` and `embedding` and store `metadata` in the model."""
+    import onnx
+
+    m = onnx.load(str(path))
+    renames = dict(zip([o.name for o in m.graph.output], ("scores", "embedding")))
+    for node in m.graph.node:
+        for i, name in enumerate(node.output):
+            node.output[i] = renames.get(name, name)
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+    for o in m.graph.output:
+        o.name = renames.get(o.name, o.name)
+    del m.metadata_props[:]
+    for k, v in metadata.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
 
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx", channel_order: str = "bgr",
@@ -67,27 +148,50 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    from .model import float32_copy
-
     # float32 throughout, also for a model.keras saved in mixed precision by an older version
     base = float32_copy(keras.saving.load_model(run / "model.keras", compile=False))
     size = int(base.input_shape[1])
-    model = _with_channel_order(base, channel_order)
+    embedding = base.get_layer(EMBEDDING).output
+    two = keras.Model(base.inputs, [base.outputs[0], embedding], name=base.name)
+    rows = pd.read_csv(run / "tags.csv", keep_default_na=False)
+    if not (rows["category"] == CHARACTER).any():
+        two, rows = _with_placeholder_character(two), pd.concat([rows, PLACEHOLDER], ignore_index=True)
+    model = _with_channel_order(two, channel_order)
     model(np.zeros((1, size, size, 3), np.float32))  # an export needs a model that has been called
     model_file = "model.onnx" if fmt == "onnx" else "saved_model"
     model.export(str(tmp / model_file), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
-    tags = pd.read_csv(run / "tags.csv", keep_default_na=False)
-    tags[["tag_id", "name", "category", "count"]].to_csv(tmp / "selected_tags.csv", index=False)
-    if (run / "thresholds.json").exists():
-        shutil.copyfile(run / "thresholds.json", tmp / "thresholds.json")
+    n_rat = n_ratings(rows)
+    th_path = run / "thresholds.json"
+    thresholds = json.loads(th_path.read_text()) if th_path.exists() else None
+    table = rows[["tag_id", "name", "category", "count"]].copy()
+    if thresholds:
+        per, g = thresholds.get("per_tag", {}), thresholds.get("global")
+        table["threshold"] = [None if i < n_rat or c == -1 else per.get(n, g)
+                              for i, (n, c) in enumerate(zip(table["name"], table["tag_id"]))]
+        table.to_csv(tmp / "selected_tags.csv", index=False, float_format="%.4g")
+        shutil.copyfile(th_path, tmp / "thresholds.json")
+    else:
+        table.to_csv(tmp / "selected_tags.csv", index=False)
+    n_embed = int(embedding.shape[-1])
+    info = {"format": fmt, "image_size": size, "channel_order": channel_order, "value_range": [0, 255],
+            "layout": "NHWC", "n_outputs": len(rows), "n_ratings": n_rat, "n_tags": int((rows["tag_id"].iloc[n_rat:] != -1).sum()),
+            "outputs": {"scores": len(rows), "embedding": n_embed},
+            "preprocessing": "RGB (transparency onto white), pad to a white square (centred), one bicubic resize"}
+    if fmt == "onnx":
+        _name_outputs_and_add_metadata(tmp / model_file, {
+            **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in info.items()},
+            **({"thresholds": json.dumps(thresholds)} if thresholds else {})})
     note = (": the order the WD taggers' ONNX models take, so tools written for them "
             "(which flip RGB to BGR) feed it correctly" if channel_order == "bgr" else
             ": feed images as decoded, without the BGR flip WD tools apply")
     (tmp / "README.md").write_text(README.format(
         name=run.name, fmt=fmt, model_file=model_file, size=size, order=channel_order.upper(),
-        n_tags=len(tags), order_note=note), encoding="utf-8")
-    write_json_atomic(tmp / "export.json", {"format": fmt, "image_size": size, "channel_order": channel_order,
-                                            "value_range": [0, 255], "layout": "NHWC", "n_tags": len(tags)})
+        order_step=("flipped to BGR channel order and fed as float32" if channel_order == "bgr"
+                    else "fed in RGB channel order as float32"),
+        n_rows=len(rows), n_embed=n_embed, outputs_text=_outputs_text(n_rat, rows),
+        threshold_note="" if thresholds else " (this run was not evaluated: the column is absent)",
+        order_note=note), encoding="utf-8")
+    write_json_atomic(tmp / "export.json", info)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

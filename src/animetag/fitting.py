@@ -26,11 +26,13 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.sche
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_epoch: int, jit: bool,
-                  executions: int = 1) -> None:
+                  executions: int = 1, n_ratings: int = 0) -> None:
+    """`n_tags` tag outputs, after `n_ratings` rating outputs when the model has a rating head."""
     opt = AdamW(learning_rate=lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
     # weighted_metrics: the metrics that take sample weights (the zero-weight padding of the
     # last validation batch); `metrics=` would count the padding as images
-    model.compile(optimizer=opt, loss=make_loss(cfg), weighted_metrics=keras_metrics(n_tags), jit_compile=jit,
+    model.compile(optimizer=opt, loss=make_loss(cfg, n_ratings),
+                  weighted_metrics=keras_metrics(n_tags, n_ratings), jit_compile=jit,
                   steps_per_execution=executions)
 
 

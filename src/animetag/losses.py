@@ -40,12 +40,47 @@ class AsymmetricLoss(keras.losses.Loss):
                 "clip": self.clip, "eps": self.eps}
 
 
-def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
-    """The loss a run's settings ask for.
+@keras.saving.register_keras_serializable(package="animetag")
+class WithRating(keras.losses.Loss):
+    """The tag loss on the tag columns plus `weight` x the rating head's cross-entropy on
+    the first `n_ratings` columns (softmax scores, one-hot labels).
+
+    A post without a rating has an all-zero rating row, so its cross-entropy is zero: it
+    trains the tags and leaves the rating head alone. The weight is small because the
+    cross-entropy of one 4-way choice starts near 1.2 while the focal loss, a mean over a
+    hundred mostly easy tags, is a few hundredths: at weight 1 the rating would steer the
+    shared features."""
+
+    def __init__(self, tag_loss, n_ratings: int = 4, weight: float = 0.05, eps: float = 1e-7,
+                 name: str = "tags_and_rating", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(tag_loss, dict):
+            tag_loss = keras.saving.deserialize_keras_object(tag_loss)
+        self.tag_loss, self.n_ratings, self.weight, self.eps = tag_loss, int(n_ratings), float(weight), eps
+
+    def call(self, y_true, y_pred):
+        r = self.n_ratings
+        y_true = ops.cast(y_true, y_pred.dtype)
+        tags = self.tag_loss.call(y_true[..., r:], y_pred[..., r:])
+        ce = -ops.sum(y_true[..., :r] * ops.log(ops.clip(y_pred[..., :r], self.eps, 1.0)), axis=-1)
+        return tags + self.weight * ce
+
+    def get_config(self):
+        return {**super().get_config(), "tag_loss": keras.saving.serialize_keras_object(self.tag_loss),
+                "n_ratings": self.n_ratings, "weight": self.weight, "eps": self.eps}
+
+
+def make_loss(cfg: TrainConfig, n_ratings: int = 0) -> keras.losses.Loss:
+    """The loss a run's settings ask for, with the rating head's term when the model has one.
 
     focal: Keras' BinaryFocalCrossentropy with alpha balancing,
     FL = -alpha_t (1 - p_t)^gamma log(p_t) (Lin et al., arXiv 1708.02002).
     """
+    loss = _tag_loss(cfg)
+    return WithRating(loss, n_ratings, cfg.rating_loss_weight) if n_ratings else loss
+
+
+def _tag_loss(cfg: TrainConfig) -> keras.losses.Loss:
     if cfg.loss == "focal":
         return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=cfg.focal_alpha,
                                                     gamma=cfg.focal_gamma, name="focal_loss")

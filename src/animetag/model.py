@@ -41,9 +41,19 @@ def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sy
     return layers.ReLU(name=f"{name}_out")(y)
 
 
+# The layers that compute scores: kept in float32 under mixed precision.
+HEADS = ("rating", "tags", "scores")
+EMBEDDING = "pool"  # the pooled features, the export's second output
+
+
 def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = None,
-                name: str = "resnet_se", synchronized_bn: bool = False) -> keras.Model:
-    """ResNet-SE: raw 0-255 RGB in, rescaled inside; sigmoid scores out, computed in float32.
+                name: str = "resnet_se", synchronized_bn: bool = False, n_ratings: int = 0) -> keras.Model:
+    """ResNet-SE: raw 0-255 RGB in, rescaled inside; scores out, computed in float32, one per
+    row of tags.csv.
+
+    With `n_ratings` (4), the scores are the rating head's softmax (one rating per image)
+    followed by the `n_tags` sigmoid tag scores, the WD taggers' output order; without, the
+    tag scores alone (the thesis model).
 
     `synchronized_bn`: batch statistics over the global batch of all replicas. Needed with
     several replicas: otherwise each replica keeps its own moving statistics, validation runs
@@ -58,9 +68,12 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
         for j in range(depth):
             stride = 2 if (i > 0 and j == 0) else 1
             x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}", sync)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name=EMBEDDING)(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
+    if n_ratings:
+        rating = layers.Dense(n_ratings, activation="softmax", dtype="float32", name="rating")(x)
+        outputs = layers.Concatenate(dtype="float32", name="scores")([rating, outputs])
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -94,7 +107,7 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
         config = {**layer.get_config(), "dtype": policy}
         if "synchronized" in config:  # a training-time setting (several replicas)
             config["synchronized"] = False
-        if layer.name == model.layers[-1].name:  # the scores stay float32 under mixed precision
+        if layer.name in HEADS:  # the scores stay float32 under mixed precision
             config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 

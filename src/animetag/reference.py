@@ -52,6 +52,12 @@ def _policy_kind(threshold: str) -> str:
     return "tuned global"
 
 
+def _category_set(text: str) -> frozenset[str]:
+    """The tag categories a row's `categories` text names ("general (top-100)" -> general)."""
+    words = {w.strip("(),+") for w in str(text).lower().replace("+", " ").split()}
+    return frozenset(words & {"general", "character", "copyright", "artist", "meta", "all"})
+
+
 def like_for_like(ref: Reference, run: dict) -> tuple[bool, str]:
     """Whether this run's row can be set beside `ref`, and if not, every reason why not."""
     why = []
@@ -59,7 +65,7 @@ def like_for_like(ref: Reference, run: dict) -> tuple[bool, str]:
         why.append(f"different images ({run.get('data')} vs {ref.data})")
     if ref.n_tags is not None and run.get("n_tags") != ref.n_tags:
         why.append(f"{run.get('n_tags')} tags vs {ref.n_tags:,}")
-    if ref.categories.split()[0] != str(run.get("categories", "")).split()[0]:
+    if _category_set(ref.categories) != _category_set(run.get("categories", "")):
         why.append(f"categories {run.get('categories')} vs {ref.categories}")
     if _policy_kind(ref.threshold) != _policy_kind(str(run.get("threshold", ""))):
         why.append(f"threshold {run.get('threshold')} vs {ref.threshold}")
@@ -72,7 +78,11 @@ def comparison_rows(run_rows: list[dict]) -> list[dict]:
     rows = []
     for ref in REFERENCES:
         d = asdict(ref)
-        match = next((r for r in run_rows if _policy_kind(r["threshold"]) == _policy_kind(ref.threshold)), None)
+        same_policy = [r for r in run_rows if _policy_kind(r["threshold"]) == _policy_kind(ref.threshold)]
+        # the row measured like the reference, else one over the same categories (e.g. general
+        # tags only), else the first of its policy
+        match = min(same_policy, default=None, key=lambda r: (
+            not like_for_like(ref, r)[0], _category_set(r["categories"]) != _category_set(ref.categories)))
         if match is not None:
             ok, why = like_for_like(ref, match)
             d.update({"compare_with": match["model"], "like_for_like": ok, "why": why})

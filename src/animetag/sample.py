@@ -104,7 +104,12 @@ ARTISTS = ("kantoku", "ixy", "tony_taka", "mignon", "hews", "asanagi", "wlop", "
            "rella", "ningen_mame", "void_0", "nanahara_fuyuki")
 META = {"highres": 0.55, "absurdres": 0.15, "commentary_request": 0.30, "translated": 0.08,
         "bad_id": 0.05, "lowres": 0.04}
-RATING_P = {"g": 0.6, "s": 0.25, "q": 0.1, "e": 0.05}
+# The rating follows what is drawn: the more of these glyphs an image shows, the less likely
+# it is rated general (rows: none, one, two or more). It can be learnt, but not perfectly.
+EXPOSURE_TAGS = ("navel", "bare_shoulders", "collarbone", "breasts")
+RATING_BY_EXPOSURE = ({"g": 0.75, "s": 0.17, "q": 0.06, "e": 0.02},
+                      {"g": 0.35, "s": 0.38, "q": 0.17, "e": 0.10},
+                      {"g": 0.12, "s": 0.38, "q": 0.28, "e": 0.22})
 
 # Broken records written unless `clean`: kind -> what the subset build must say about it.
 BROKEN = {
@@ -212,7 +217,8 @@ def draw_post(rng: np.random.Generator, post_id: int) -> Post:
         meta = [t for t in meta if t not in ("highres", "absurdres")]
     elif "absurdres" in meta and "highres" not in meta:
         meta.insert(0, "highres")
-    rating = list(RATING_P)[rng.choice(4, p=list(RATING_P.values()))]
+    p_rating = RATING_BY_EXPOSURE[min(2, sum(t in truth for t in EXPOSURE_TAGS))]
+    rating = list(p_rating)[rng.choice(4, p=list(p_rating.values()))]
     return Post(post_id, rating, sorted(truth), sorted(general), character, copyright, artist,
                 meta, hair, eyes, hair_len, sex, background, glyphs)
 
@@ -445,6 +451,8 @@ def describe(n_images: int, seed: int, clean: bool, broken: dict[str, int]) -> d
             "class_imbalance": {"glyph_rate": "0.5 * rank^-0.62", "rates": glyph_rates()},
             "missing_tags": {"rate": MISSING_RATE, "truth": "truth.jsonl"},
         },
+        "rating": {"depends_on": list(EXPOSURE_TAGS),
+                   "p_by_count_shown": {str(i): p for i, p in enumerate(RATING_BY_EXPOSURE)}},
         "glyphs": {t: {"shape": s, "colour": list(c)} for t, (s, c) in glyph_table().items()},
         "broken_records": {k: {"id": v, "expected_reason": BROKEN.get(k, "kept (odd mode)")}
                            for k, v in broken.items()},

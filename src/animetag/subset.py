@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORY_IDS, SubsetConfig, to_dict, write_json_atomic
+from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict, write_json_atomic
 from .danbooru import flat_tags_warning, load_posts, read_tag_table, resolve_image, tag_list
 from .images import prepare_for_shard
 from .shards import SPLITS, ShardWriter
+from .vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
 
 CHUNK = 512
 
@@ -43,25 +44,59 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def tag_vocabulary(posts: pd.DataFrame, cfg: SubsetConfig) -> pd.DataFrame:
-    """Top-K tags by count over `posts` within the chosen categories (ties by name).
+    """The output rows, in the WD taggers' order: the four ratings (when `cfg.rating_outputs`
+    and any post has a rating), the top-K tags by count over the chosen categories, then the
+    top characters (`cfg.top_k_character`); ties by name.
 
-    Columns: tag_id, name, category (Danbooru id), count: the WD `selected_tags.csv` order.
+    Columns: tag_id, name, category (Danbooru id; 9 for ratings), count: the WD
+    `selected_tags.csv` columns. Tags are numbered from 0 in row order; ratings carry WD's 9999999.
     """
-    counts: Counter[str] = Counter()
-    cat_of: dict[str, int] = {}
     excluded = set(cfg.exclude_tags)
-    for c in cfg.categories:
-        col_counts = Counter(t for s in posts[f"tags_{c}"] for t in set(tag_list(s)) if t not in excluded)
-        for t in col_counts:
-            cat_of.setdefault(t, CATEGORY_IDS[c])
-        counts.update(col_counts)
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.top_k]
-    return pd.DataFrame({"tag_id": range(len(top)), "name": [t for t, _ in top],
-                         "category": [cat_of[t] for t, _ in top], "count": [n for _, n in top]})
+
+    def top(categories: Iterable[str], k: int, taken: set[str]) -> list[tuple[str, int, int]]:
+        counts: Counter[str] = Counter()
+        cat_of: dict[str, int] = {}
+        for c in categories:
+            col_counts = Counter(t for s in posts[f"tags_{c}"] for t in set(tag_list(s))
+                                 if t not in excluded and t not in taken)
+            for t in col_counts:
+                cat_of.setdefault(t, CATEGORY_IDS[c])
+            counts.update(col_counts)
+        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [(t, cat_of[t], n) for t, n in best]
+
+    rows = top(cfg.categories, cfg.top_k, set())
+    if cfg.top_k_character and "character" not in cfg.categories:
+        rows += top(("character",), cfg.top_k_character, {t for t, _, _ in rows})
+    tags = wd_sorted(pd.DataFrame(rows, columns=["name", "category", "count"]))
+    tags.insert(0, "tag_id", range(len(tags)))
+    rated = posts["rating"].isin(list(RATING_NAMES)) if len(posts) else pd.Series([], dtype=bool)
+    if cfg.rating_outputs and rated.any():
+        tags = pd.concat([rating_rows(posts.loc[rated, "rating"].value_counts().to_dict()), tags],
+                         ignore_index=True)
+    return tags
+
+
+def label_categories(cfg: SubsetConfig) -> tuple[str, ...]:
+    """The metadata tag categories a subset's labels come from."""
+    extra = ("character",) if cfg.top_k_character and "character" not in cfg.categories else ()
+    return tuple(cfg.categories) + extra
+
+
+def rating_scheme(ratings: pd.Series, setting: str) -> tuple[str, dict[str, str]]:
+    """(scheme, letter mapping). Danbooru's ratings were s(afe)/q/e until 2022 and are
+    g(eneral)/s(ensitive)/q/e since; an old `s` is closest to today's `g` (some posts rated
+    safe would now be sensitive). `auto`: metadata with `s` but no `g` is the older scheme."""
+    letters = set(ratings[ratings != ""].unique())
+    scheme = setting
+    if setting == "auto":
+        scheme = "legacy" if ("s" in letters and "g" not in letters) else "current"
+    mapping = {"s": "g", "q": "q", "e": "e"} if scheme == "legacy" else {r: r for r in RATING_NAMES}
+    return scheme, mapping
 
 
 def kept_tags(posts: pd.DataFrame, categories: Iterable[str], vocab: dict[str, int]) -> list[list[int]]:
-    """Per post, the indices of its kept tags (sorted)."""
+    """Per post, the row indices of its kept tags (sorted); `vocab` maps tag names to rows."""
     cols = [posts[f"tags_{c}"].tolist() for c in categories]
     out = []
     for row in zip(*cols):
@@ -172,7 +207,7 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
 
     # 1. metadata -> filters -> vocabulary
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
-    posts, report = load_posts(paths, categories=cfg.categories, tag_table=tag_table)
+    posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table)
     warnings_list = [w for w in (flat_tags_warning(report),) if w]
     for w in warnings_list:
         warnings.warn(w, stacklevel=3)
@@ -191,6 +226,12 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
 
     if not cfg.include_deleted:
         drop(posts["is_deleted"].to_numpy(), "deleted")
+    scheme, mapping = rating_scheme(posts["rating"], cfg.rating_scheme)
+    unknown = ~posts["rating"].isin(list(mapping))
+    posts["rating"] = posts["rating"].map(mapping).fillna("")  # an unknown rating counts as none
+    rating_info = {"scheme": scheme, "mapping": mapping, "unrated_posts": int(unknown.sum()),
+                   "note": ("ratings before 2022 were s(afe)/q/e: safe is kept as general"
+                            if scheme == "legacy" else "ratings g(eneral)/s(ensitive)/q/e as given")}
     if cfg.ratings:
         drop(~posts["rating"].isin(cfg.ratings).to_numpy(), "rating", f"not in {list(cfg.ratings)}")
     posts = posts.sort_values("id", kind="stable").reset_index(drop=True)
@@ -198,9 +239,13 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     dup = (posts["md5"] != "") & posts["md5"].duplicated()
     drop(dup.to_numpy(), "duplicate_md5", "the same md5 as a post with a lower id")
     vocab_df = tag_vocabulary(posts, cfg)
-    vocab = {t: i for i, t in enumerate(vocab_df["name"])}
-    labels = kept_tags(posts, cfg.categories, vocab)
-    n_kept = np.array([len(x) for x in labels])
+    n_rat = n_ratings(vocab_df)
+    vocab = {t: i for i, (t, c) in enumerate(zip(vocab_df["name"], vocab_df["category"])) if c != RATING_CATEGORY}
+    labels = kept_tags(posts, label_categories(cfg), vocab)
+    n_kept = np.array([len(x) for x in labels])  # tags only: a rating is not a tag
+    if n_rat:
+        ri = [rating_index(r) for r in posts["rating"]]
+        labels = [([i] if i is not None else []) + lab for i, lab in zip(ri, labels)]
     few = n_kept < cfg.min_tags
     reason = "no_kept_tag" if cfg.min_tags <= 1 else "too_few_kept_tags"
     keep_idx = np.flatnonzero(~few)
@@ -266,7 +311,7 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
 
     # 3. split, shards, tables
     lab_of = {int(r): labels[r] for r in range(len(labels))}
-    Y = np.zeros((len(kept), len(vocab)), dtype=np.uint8)
+    Y = np.zeros((len(kept), len(vocab_df)), dtype=np.uint8)
     for i, r in enumerate(kept):
         Y[i, lab_of[r]] = 1
     n_min = min_images(cfg)
@@ -296,10 +341,11 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     names = vocab_df["name"].tolist()
     with open(partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
-        wr.writerow(["id", "md5", "split", "file", "tags"])
+        wr.writerow(["id", "md5", "split", "file", "rating", "tags"])
         for r in kept:
             p = posts.loc[r]
-            wr.writerow([int(p["id"]), p["md5"], split_of[r], file_of[r], " ".join(names[i] for i in lab_of[r])])
+            wr.writerow([int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"],
+                         " ".join(names[i] for i in lab_of[r] if i >= n_rat)])
     vocab_df.to_csv(partial / "tags.csv", index=False)
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
@@ -310,6 +356,8 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
         "counts": counts,
         "warnings": warnings_list,
         "n_tags": len(vocab),
+        "n_ratings": n_rat,
+        "ratings": {**rating_info, "kept": dict(Counter(posts.loc[kept, "rating"].replace("", "none")))},
         "positives_per_split": {"tags": names, **per_split_pos},
         "seconds": {"total": round(time.time() - t0, 2), "write_shards": round(time.time() - t_write, 2)},
         "left_out": left_out,
@@ -337,10 +385,17 @@ def read_subset(subset_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def label_matrix(manifest: pd.DataFrame, tags: pd.DataFrame) -> np.ndarray:
-    """Multi-hot labels (n_images x n_tags) from the manifest's tag strings."""
-    idx = {t: i for i, t in enumerate(tags["name"])}
-    Y = np.zeros((len(manifest), len(idx)), dtype=np.uint8)
+    """Labels (n_images x rows of tags.csv) from the manifest: the rating one-hot in the rating
+    rows (all zero for a post without a rating), multi-hot tags in the tag rows."""
+    n_rat = n_ratings(tags)
+    idx = {t: n_rat + i for i, t in enumerate(tags["name"].iloc[n_rat:])}
+    Y = np.zeros((len(manifest), len(tags)), dtype=np.uint8)
     for i, s in enumerate(manifest["tags"]):
         for t in tag_list(s):
             Y[i, idx[t]] = 1
+    if n_rat:
+        for i, r in enumerate(manifest["rating"]):
+            j = rating_index(r)
+            if j is not None:
+                Y[i, j] = 1
     return Y

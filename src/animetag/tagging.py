@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORY_NAMES, write_json_atomic
+from .config import write_json_atomic
 from .images import ImageError, load_array
+from .vocab import category_name, n_ratings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -30,10 +31,14 @@ class TagChoice:
     categories: tuple[str, ...] = ()  # empty: every category the model predicts
     exclude_tags: tuple[str, ...] = ()
     underscores_to_spaces: bool = False
+    rating: bool = False  # captions start with the rating (`general`, ...), as kohya's --use_rating_tags
 
 
 class Tagger:
-    """A run loaded once: model.keras, tags.csv and (when present) thresholds.json."""
+    """A run loaded once: model.keras, tags.csv and (when present) thresholds.json.
+
+    The model's outputs are the rows of tags.csv: the rating rows first when it has a rating
+    head (one rating per image: the highest), then the tags (each against its threshold)."""
 
     def __init__(self, run: str | os.PathLike, batch_size: int = 32):
         import keras
@@ -45,9 +50,12 @@ class Tagger:
             raise FileNotFoundError(f"no model.keras in {self.run}")
         self.model = keras.saving.load_model(self.run / "model.keras", compile=False)
         self.size = int(self.model.input_shape[1])
-        self.tags = pd.read_csv(self.run / "tags.csv", keep_default_na=False)
+        rows = pd.read_csv(self.run / "tags.csv", keep_default_na=False)
+        self.n_ratings = n_ratings(rows)
+        self.rating_names = rows["name"].iloc[: self.n_ratings].tolist()
+        self.tags = rows.iloc[self.n_ratings:].reset_index(drop=True)
         self.names = self.tags["name"].tolist()
-        self.categories = [CATEGORY_NAMES.get(int(c), str(c)) for c in self.tags["category"]]
+        self.categories = [category_name(c) for c in self.tags["category"]]
         th = self.run / "thresholds.json"
         self.thresholds = json.loads(th.read_text()) if th.exists() else None
         self.batch_size = batch_size
@@ -85,8 +93,17 @@ class Tagger:
         return np.concatenate(out) if out else np.zeros((0, len(self.names)), np.float32)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        """Scores of a preprocessed float32 batch (Keras' compiled predict step)."""
+        """All scores (ratings, then tags) of a preprocessed float32 batch (Keras' compiled
+        predict step)."""
         return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+
+    def rating(self, scores: np.ndarray) -> list[tuple[str, float]]:
+        """Per image, the rating with the highest score and that score (empty without a rating head)."""
+        r = np.atleast_2d(scores)[:, : self.n_ratings]
+        if not self.n_ratings:
+            return [("", float("nan"))] * len(r)
+        best = r.argmax(1)
+        return [(self.rating_names[b], float(row[b])) for b, row in zip(best, r)]
 
     def threshold_vector(self, choice: TagChoice) -> np.ndarray:
         if choice.threshold is not None:
@@ -98,7 +115,8 @@ class Tagger:
         return np.full(len(self.names), 0.5)
 
     def choose(self, scores: np.ndarray, choice: TagChoice | None = None) -> list[list[tuple[str, float]]]:
-        """Per image, the chosen (tag, score) pairs, highest score first."""
+        """Per image, the chosen (tag, score) pairs, highest score first (`scores`: every
+        output, ratings included, as `scores()` gives them)."""
         choice = choice or TagChoice()
         t = self.threshold_vector(choice)
         allowed = np.ones(len(self.names), bool)
@@ -107,7 +125,7 @@ class Tagger:
         if choice.exclude_tags:
             allowed &= ~np.isin(self.names, list(choice.exclude_tags))
         out = []
-        for row in np.atleast_2d(scores):
+        for row in np.atleast_2d(scores)[:, self.n_ratings:]:
             idx = np.flatnonzero((row >= t) & allowed)
             idx = idx[np.argsort(-row[idx], kind="stable")]
             if choice.max_tags is not None:
@@ -138,10 +156,24 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 @dataclass
 class TagReport:
+    found: int = 0
     tagged: int = 0
     skipped_existing: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: what was tagged, skipped and unreadable."""
+        return (f"{self.found} images found: {self.tagged} tagged, {self.skipped_existing} skipped (output exists; "
+                f"--overwrite to redo), {len(self.errors)} unreadable")
+
+    @property
+    def exit_status(self) -> int:
+        """0: every image tagged (or already captioned); 1: some unreadable, the rest tagged;
+        2: nothing could be tagged."""
+        if self.tagged == 0 and (self.errors or self.found == 0):
+            return 2
+        return 1 if self.errors else 0
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -150,15 +182,49 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail now, not after the tagging, if `folder` cannot take files: a missing folder whose
+    parent exists is created; a missing parent or a read-only folder is an error."""
+    import tempfile
+
+    if not folder.exists():
+        if not folder.parent.exists():
+            raise FileNotFoundError(f"{what} {folder}: its parent folder {folder.parent} does not exist")
+        folder.mkdir()
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{what} {folder} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".animetag-probe-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{what} {folder} is not writable ({e.strerror or e})") from None
+
+
+def caption_collisions(targets: dict[Path, Path]) -> list[tuple[Path, Path, Path]]:
+    """(first image, second image, caption) for images whose captions would be one file."""
+    seen: dict[Path, Path] = {}
+    out = []
+    for f, cp in targets.items():
+        key = Path(os.path.normcase(os.path.abspath(cp)))
+        if key in seen:
+            out.append((seen[key], f, cp))
+        else:
+            seen[key] = f
+    return out
+
+
 def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.PathLike | None = None,
               fmt: str = "txt", choice: TagChoice | None = None, overwrite: bool = False,
               progress: bool = True) -> TagReport:
     """Tag every image under `paths`.
 
-    txt: one caption per image (comma separated, highest score first), beside the image or
-    under `out` mirroring the folders; csv/json: one file for all images in `out` (or the
-    working directory). Existing outputs are never overwritten without `overwrite`; an
-    unreadable image is reported with its reason and skipped.
+    txt: one caption per image (comma separated, highest score first; with `choice.rating`
+    the rating first), beside the image or under `out` mirroring the folders; csv/json: one
+    file for all images in `out` (or the working directory), with the rating of each image.
+    Before any image is tagged: two images whose captions would be one file (`a.jpg` and
+    `a.png`, or `A/x.jpg` and `B/x.jpg` under `out`) are refused, naming both, and every
+    output folder is checked to be writable. Existing outputs are never overwritten without
+    `overwrite`; an unreadable image is reported with its reason and skipped.
     """
     from tqdm.auto import tqdm
 
@@ -168,7 +234,7 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
     paths = list(paths)
     files = find_images(paths)
     roots = [Path(p) for p in paths if Path(p).is_dir()]
-    report = TagReport()
+    report = TagReport(found=len(files))
     out_dir = Path(out) if out else None
 
     def caption_path(f: Path) -> Path:
@@ -178,8 +244,22 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
         return out_dir / f.relative_to(root).with_suffix(".txt")
 
     table_path = (out_dir or Path.cwd()) / f"tags.{fmt}"
-    if fmt != "txt" and table_path.exists() and not overwrite:
-        raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    if fmt == "txt":
+        clashes = caption_collisions({f: caption_path(f) for f in files})
+        if clashes:
+            listed = "; ".join(f"{a} and {b} -> {c}" for a, b, c in clashes[:5])
+            more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+            raise ValueError(f"{len(clashes)} pairs of images would share one caption file: {listed}{more}. "
+                             "Rename one of each pair, or tag them into different --out folders")
+        if out_dir is not None:
+            _check_writable(out_dir, "output folder")
+        else:  # captions beside the images: every image folder must take files
+            for folder in sorted({f.parent for f in files}):
+                _check_writable(folder, "image folder (captions are written beside the images; or give --out)")
+    else:
+        _check_writable(table_path.parent, "output folder")
+        if table_path.exists() and not overwrite:
+            raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
     if fmt == "txt" and not overwrite:
         todo = [f for f in files if not caption_path(f).exists()]
         report.skipped_existing = len(files) - len(todo)
@@ -192,29 +272,31 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
         report.errors += errors
         if good:
             scores = tagger.scores(x)
-            for f, chosen in zip(good, tagger.choose(scores, choice)):
+            for f, chosen, (rating, r_score) in zip(good, tagger.choose(scores, choice), tagger.rating(scores)):
                 if fmt == "txt":
+                    words = ([rating] if choice.rating and rating else []) + [t for t, _ in chosen]
                     cp = caption_path(f)
                     cp.parent.mkdir(parents=True, exist_ok=True)
-                    _write_text_atomic(cp, ", ".join(t for t, _ in chosen) + "\n")
+                    _write_text_atomic(cp, ", ".join(words) + "\n")
                     report.outputs.append(str(cp))
                 else:
-                    rows.append({"file": str(f), "tags": [t for t, _ in chosen],
-                                 "scores": [round(s, 4) for _, s in chosen]})
+                    rows.append({"file": str(f), "rating": rating,
+                                 "rating_score": round(r_score, 4) if rating else None,
+                                 "tags": [t for t, _ in chosen], "scores": [round(s, 4) for _, s in chosen]})
                 report.tagged += 1
         bar.update(len(batch))
     bar.close()
     if fmt != "txt":
-        table_path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "json":
             write_json_atomic(table_path, {"images": rows, "errors": report.errors})
         else:
             tmp = table_path.with_name(table_path.name + ".tmp")
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
-                w.writerow(["file", "tags", "scores"])
+                w.writerow(["file", "rating", "rating_score", "tags", "scores"])
                 for r in rows:
-                    w.writerow([r["file"], ", ".join(r["tags"]), " ".join(f"{s:.4f}" for s in r["scores"])])
+                    w.writerow([r["file"], r["rating"], "" if r["rating_score"] is None else f"{r['rating_score']:.4f}",
+                                ", ".join(r["tags"]), " ".join(f"{s:.4f}" for s in r["scores"])])
             os.replace(tmp, table_path)
         report.outputs.append(str(table_path))
     return report

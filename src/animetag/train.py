@@ -34,6 +34,7 @@ from .metrics import prior_baseline
 from .model import build_model, float32_copy
 from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
 from .subset import label_matrix, read_subset
+from .vocab import n_ratings
 
 
 class SettingsChanged(ValueError):
@@ -176,12 +177,12 @@ def _read_state(run: Path) -> dict[str, Any]:
 
 
 def data_signature(subset_dir: Path) -> dict[str, Any]:
-    """What a run is bound to: the tag list (in output order), the image size, and which
-    image lies in which split."""
+    """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
+    rating rows among them) in order, the image size, and which image lies in which split."""
     tags, manifest, summary = read_subset(subset_dir)
     names = "\n".join(tags["name"]).encode()
     splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
-    return {"n_tags": len(tags), "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
+    return {"n_tags": len(tags), "n_ratings": n_ratings(tags), "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
             "image_size": int(summary["settings"]["image_size"]),
             "split_sizes": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")},
             "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
@@ -269,10 +270,11 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                 model = keras.saving.load_model(run / "checkpoints" / "last.keras")
             else:
                 done = 0
-                core = build_model(sig["n_tags"], cfg.image_size, cfg.model,
-                                   synchronized_bn=strategy.num_replicas_in_sync > 1)
+                n_rat = sig["n_ratings"]
+                core = build_model(sig["n_tags"] - n_rat, cfg.image_size, cfg.model,
+                                   synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat)
                 model = training_model(core, cfg)
-                compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc))
+                compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
         hist_path = run / "history.csv"
         if hist_path.exists():  # drop rows of epochs that will be run again
             h = pd.read_csv(hist_path)
@@ -292,7 +294,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     best = hist.loc[hist["val_f1_macro"].idxmax()]
     _, manifest, _ = read_subset(data)
     tags = pd.read_csv(data / "tags.csv", keep_default_na=False)
-    Y = label_matrix(manifest, tags)
+    Y = label_matrix(manifest, tags)[:, n_ratings(tags):]  # tags only
     split = manifest["split"].to_numpy()
     base = prior_baseline(Y[split == "train"], Y[split == "val"])
     return {
@@ -302,5 +304,6 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         "best_epoch": int(best["epoch"]) + 1,
         "val_f1_micro": float(best["val_f1_micro"]), "val_f1_macro": float(best["val_f1_macro"]),
         "val_pr_auc": float(best.get("val_pr_auc", np.nan)),
+        "val_rating_accuracy": float(best.get("val_rating_accuracy", np.nan)),
         "prior_baseline_val": base,
     }
