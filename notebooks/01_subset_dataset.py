@@ -50,7 +50,9 @@ PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")  # "full" for the thesis 
 # On Colab, e.g. "/content/drive/MyDrive/danbooru/posts.json" and "/content/drive/MyDrive/danbooru".
 METADATA = os.environ.get("ANIMETAG_METADATA", "")
 IMAGES = os.environ.get("ANIMETAG_IMAGES", "")
-TOP_K = int(os.environ.get("ANIMETAG_TOP_K", "100"))
+TOP_K = int(os.environ.get("ANIMETAG_TOP_K", "100"))  # general tags (the thesis: 100)
+# characters kept after the general tags, as the WD taggers order their outputs (thesis: 0)
+TOP_K_CHARACTER = int(os.environ.get("ANIMETAG_TOP_K_CHARACTER", "10" if PROFILE == "sample" else "0"))
 MAX_IMAGES = int(os.environ.get("ANIMETAG_MAX_IMAGES", "25000"))
 IMAGE_SIZE = int(os.environ.get("ANIMETAG_IMAGE_SIZE", "64" if PROFILE == "sample" else "256"))
 REBUILD = os.environ.get("ANIMETAG_REBUILD", "0") == "1"  # rebuild even if the subset exists
@@ -78,7 +80,7 @@ import shutil
 
 if REBUILD and ws.subset.exists():
     shutil.rmtree(ws.subset)
-ensure_subset(ws, top_k=TOP_K, max_images=MAX_IMAGES, image_size=IMAGE_SIZE)
+ensure_subset(ws, top_k=TOP_K, top_k_character=TOP_K_CHARACTER, max_images=MAX_IMAGES, image_size=IMAGE_SIZE)
 
 # %%
 import pandas as pd
@@ -101,6 +103,21 @@ from IPython.display import display
 
 display(left["reason"].value_counts().rename("records").to_frame())
 left.groupby("reason").head(2)
+
+# %% [markdown]
+# ## The outputs: ratings, general tags, characters
+# `tags.csv` is in the order of the WD taggers' `selected_tags.csv`, one row per model
+# output: the four ratings first (category 9), then the general tags, then the characters.
+# Ratings come from the metadata; before 2022 Danbooru rated *s(afe)/q/e*, and such
+# metadata is recognised and its `s` kept as `general`. A post without a rating is kept;
+# its rating just does not count in training.
+
+# %%
+from animetag.vocab import category_name
+
+print(pd.Series([category_name(c) for c in tags["category"]]).value_counts().rename("rows").to_dict())
+r = summary["ratings"]
+print(f"ratings read as '{r['scheme']}' ({r['note']}); kept images per rating: {r['kept']}")
 
 # %% [markdown]
 # ## The vocabulary and the split

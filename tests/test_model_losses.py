@@ -208,3 +208,31 @@ def test_rating_accuracy_and_tag_f1_skip_the_other_columns():
     f1.update_state(y, p)
     tp, fp, fn = 4, 1, 0
     assert float(f1.result()) == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-5)
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_rating_probe_leaves_the_tag_gradients_as_without_a_rating_head(probe):
+    """With the probe (the default in training) the rating loss reaches the rating head only:
+    every other weight gets exactly the tag loss's gradient. Trained jointly, it does not."""
+    import tensorflow as tf
+
+    cfg = train_config("sample")
+    keras.utils.set_random_seed(0)
+    m = build_model(5, 32, cfg.model, n_ratings=4, rating_probe=probe)
+    x = np.random.default_rng(3).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    y = np.zeros((4, 9), "float32")
+    y[np.arange(4), [0, 1, 2, 3]] = 1
+    y[:, 5] = 1
+    both, tags_only = make_loss(cfg, n_ratings=4), make_loss(cfg)
+    shared = [v for v in m.trainable_variables if not v.path.startswith("rating")]
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            p = m(x, training=False)
+            loss = fn(p)
+        return tape.gradient(loss, shared)
+
+    g_both = grads(lambda p: both(y, p))
+    g_tags = grads(lambda p: tags_only(y[:, 4:], p[:, 4:]))
+    same = all(np.allclose(a, b, atol=1e-7) for a, b in zip(g_both, g_tags))
+    assert same == probe

@@ -61,9 +61,18 @@ def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     assert hist["epoch"].tolist() == list(range(10))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["image_size"] == 32 and cfg["data"]["n_tags"] == 4 + 30 and cfg["data"]["n_ratings"] == 4
-    # model.keras is the best epoch by validation F1-macro and loads with nothing else
-    m = keras.saving.load_model(run / "model.keras")
-    assert m.output_shape == (None, 4 + 30)  # the ratings, then the top-30 tags
+    # model.keras is the best epoch by validation F1-macro and loads with nothing else: in a
+    # fresh process without the package (the rating probe's stop-gradient is a stock Identity there)
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['animetag'] = None\n"
+            "import keras\n"
+            f"m = keras.saving.load_model({str(run / 'model.keras')!r})\n"
+            "print(m.output_shape, sorted(type(l).__name__ for l in m.layers if l.name == 'rating_probe'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(None, 34) ['Identity']" in proc.stdout  # the ratings, then the top-30 tags
     assert r["best_epoch"] == int(hist["val_f1_macro"].idxmax()) + 1
 
 

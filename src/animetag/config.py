@@ -110,6 +110,8 @@ class TrainConfig:
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
     rating_loss_weight: float = 0.05  # the rating head's cross-entropy beside the tag loss (see losses)
+    rating_joint: bool = False  # True: the rating also shapes the shared features (the WD taggers' way);
+    # False: the rating head is a linear probe on them, and the tags train as in the thesis
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
     xla: str = "auto"  # auto | on | off
     cache: str = "auto"  # auto | memory | off
@@ -164,7 +166,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 SUBSET_PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
-    "sample": {"top_k": 100, "max_images": 25000, "image_size": 64, "images_per_shard": 256},
+    # the sample also keeps its 10 most common characters, to show the WD layout end to end
+    "sample": {"top_k": 100, "top_k_character": 10, "max_images": 25000, "image_size": 64,
+               "images_per_shard": 256},
 }
 
 

@@ -46,10 +46,11 @@ class WithRating(keras.losses.Loss):
     the first `n_ratings` columns (softmax scores, one-hot labels).
 
     A post without a rating has an all-zero rating row, so its cross-entropy is zero: it
-    trains the tags and leaves the rating head alone. The weight is small because the
-    cross-entropy of one 4-way choice starts near 1.2 while the focal loss, a mean over a
-    hundred mostly easy tags, is a few hundredths: at weight 1 the rating would steer the
-    shared features."""
+    trains the tags and leaves the rating head alone. By default the rating head is a linear
+    probe (its gradient stops at the pooled features), so the weight only scales the head's
+    own gradient. Trained jointly (`rating_joint`), the weight decides how much the rating
+    shapes the shared features: the cross-entropy of one 4-way choice starts near 1.2 while
+    the focal loss, a mean over a hundred mostly easy tags, is a few hundredths."""
 
     def __init__(self, tag_loss, n_ratings: int = 4, weight: float = 0.05, eps: float = 1e-7,
                  name: str = "tags_and_rating", **kwargs):

@@ -41,19 +41,30 @@ def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sy
     return layers.ReLU(name=f"{name}_out")(y)
 
 
+@keras.saving.register_keras_serializable(package="animetag")
+class StopGradient(layers.Layer):
+    """Passes its input on, and no gradient back: the rating head learns from the features
+    without shaping them. Training only: the portable model.keras holds an Identity here."""
+
+    def call(self, x):
+        return keras.ops.stop_gradient(x)
+
+
 # The layers that compute scores: kept in float32 under mixed precision.
 HEADS = ("rating", "tags", "scores")
 EMBEDDING = "pool"  # the pooled features, the export's second output
 
 
 def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = None,
-                name: str = "resnet_se", synchronized_bn: bool = False, n_ratings: int = 0) -> keras.Model:
+                name: str = "resnet_se", synchronized_bn: bool = False, n_ratings: int = 0,
+                rating_probe: bool = False) -> keras.Model:
     """ResNet-SE: raw 0-255 RGB in, rescaled inside; scores out, computed in float32, one per
     row of tags.csv.
 
     With `n_ratings` (4), the scores are the rating head's softmax (one rating per image)
     followed by the `n_tags` sigmoid tag scores, the WD taggers' output order; without, the
-    tag scores alone (the thesis model).
+    tag scores alone (the thesis model). `rating_probe`: the rating head's gradient stops at
+    the pooled features (a linear probe), so the tags are learnt exactly as without it.
 
     `synchronized_bn`: batch statistics over the global batch of all replicas. Needed with
     several replicas: otherwise each replica keeps its own moving statistics, validation runs
@@ -72,7 +83,8 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
     if n_ratings:
-        rating = layers.Dense(n_ratings, activation="softmax", dtype="float32", name="rating")(x)
+        r = StopGradient(name="rating_probe")(x) if rating_probe else x
+        rating = layers.Dense(n_ratings, activation="softmax", dtype="float32", name="rating")(r)
         outputs = layers.Concatenate(dtype="float32", name="scores")([rating, outputs])
     return keras.Model(inputs, outputs, name=name)
 
@@ -100,10 +112,12 @@ def float32_copy(model: keras.Model) -> keras.Model:
 
 
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
-    """A copy of a functional model with every layer under `policy` (the output layer stays
-    float32) and its batch norm local to one device."""
+    """A copy of a functional model with every layer under `policy` (the score layers stay
+    float32), its batch norm local to one device, and stock Keras layers only."""
 
     def clone(layer):
+        if isinstance(layer, StopGradient):  # inference needs no gradient: a stock layer instead
+            return layers.Identity(name=layer.name)
         config = {**layer.get_config(), "dtype": policy}
         if "synchronized" in config:  # a training-time setting (several replicas)
             config["synchronized"] = False

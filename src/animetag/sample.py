@@ -107,9 +107,9 @@ META = {"highres": 0.55, "absurdres": 0.15, "commentary_request": 0.30, "transla
 # The rating follows what is drawn: the more of these glyphs an image shows, the less likely
 # it is rated general (rows: none, one, two or more). It can be learnt, but not perfectly.
 EXPOSURE_TAGS = ("navel", "bare_shoulders", "collarbone", "breasts")
-RATING_BY_EXPOSURE = ({"g": 0.75, "s": 0.17, "q": 0.06, "e": 0.02},
-                      {"g": 0.35, "s": 0.38, "q": 0.17, "e": 0.10},
-                      {"g": 0.12, "s": 0.38, "q": 0.28, "e": 0.22})
+RATING_BY_EXPOSURE = ({"g": 0.85, "s": 0.10, "q": 0.04, "e": 0.01},
+                      {"g": 0.15, "s": 0.60, "q": 0.15, "e": 0.10},
+                      {"g": 0.05, "s": 0.25, "q": 0.40, "e": 0.30})
 
 # Broken records written unless `clean`: kind -> what the subset build must say about it.
 BROKEN = {

@@ -272,7 +272,8 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                 done = 0
                 n_rat = sig["n_ratings"]
                 core = build_model(sig["n_tags"] - n_rat, cfg.image_size, cfg.model,
-                                   synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat)
+                                   synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat,
+                                   rating_probe=not cfg.rating_joint)
                 model = training_model(core, cfg)
                 compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
         hist_path = run / "history.csv"
