@@ -99,8 +99,12 @@ del full
 
 # %% [markdown]
 # ## Train
-# Running this cell again continues an interrupted run; with other settings it refuses and
-# shows what differs. The best epoch by validation F1-macro is kept as `model.keras`: the
+# Running this cell again continues an interrupted run. Asking for more epochs (raise
+# `EPOCHS` and run it again) extends a finished run from its last checkpoint: the cosine
+# learning-rate schedule is laid out again over the new total, so the rate rises from where
+# the shorter schedule had brought it (near zero) to where the longer one would be at this
+# step, then decays to zero at the new last epoch; `config.json` records the extension. Any
+# other changed setting is refused, naming what differs. The best epoch by validation F1-macro is kept as `model.keras`: the
 # tagger alone, in float32 and without the optimizer, so it loads with
 # `keras.saving.load_model` anywhere; the optimizer state lives in `checkpoints/`.
 #

@@ -110,6 +110,28 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     with pytest.raises(SettingsChanged, match=r"lr: 0\.003 -> 0\.01"):
         train(subset_dir, run, **{**kw, "lr": 0.01})
 
+    # asking for more epochs extends the finished run from its last checkpoint, with the
+    # cosine schedule laid out again over the new total; other changes are still refused
+    from animetag.config import train_config
+    from animetag.fitting import lr_schedule
+
+    hist = pd.read_csv(run / "history.csv")
+    assert hist["learning_rate"].iloc[-1] == pytest.approx(0.0, abs=1e-6)  # the 3-epoch schedule ran out
+    it = _Iterations()
+    r = train(subset_dir, run, callbacks=[it], **{**kw, "epochs": 5})
+    assert r["resumed_from_epoch"] == 3 and r["epochs_done"] == 5 and it.start == 3 * steps
+    hist = pd.read_csv(run / "history.csv")
+    assert hist["epoch"].tolist() == [0, 1, 2, 3, 4]
+    new = lr_schedule(train_config("sample", epochs=5, lr=kw.get("lr", 0.003)), steps)
+    assert hist["learning_rate"].iloc[3] == pytest.approx(float(new(4 * steps)), rel=1e-4)
+    assert hist["learning_rate"].iloc[3] > 1e-4  # training went on, it did not idle at rate 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 5 and cfg["extended"][0]["from_epochs"] == 3
+    with pytest.raises(SettingsChanged, match="batch_size"):
+        train(subset_dir, run, **{**kw, "epochs": 6, "batch_size": 16})
+    with pytest.raises(SettingsChanged, match="trained 5 epochs already"):
+        train(subset_dir, run, **{**kw, "epochs": 4})
+
 
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     from keras import ops

@@ -122,25 +122,37 @@ def image_grid(images: list[np.ndarray], captions: list[str], cols: int = 4, tit
 
 
 def history(hist: pd.DataFrame, baseline: dict[str, float] | None = None):
-    """Loss and validation F1 per epoch."""
+    """Loss per epoch on a log axis with the learning rate beside it, and the validation
+    metrics with the best epoch (by validation F1-macro, the one model.keras keeps) marked."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     ep = hist["epoch"] + 1
-    a1.plot(ep, hist["loss"], label="train")
+    a1.plot(ep, hist["loss"], label="train loss")
     if "val_loss" in hist:
-        a1.plot(ep, hist["val_loss"], label="validation")
+        a1.plot(ep, hist["val_loss"], label="validation loss")
+    a1.set_yscale("log")
     a1.set_xlabel("epoch")
-    a1.set_ylabel("loss")
-    a1.legend()
-    for col in ("val_f1_micro", "val_f1_macro", "val_pr_auc"):
+    a1.set_ylabel("loss (log scale)")
+    handles, labels = a1.get_legend_handles_labels()
+    if "learning_rate" in hist:
+        lr = a1.twinx()
+        (line,) = lr.plot(ep, hist["learning_rate"], color="grey", ls=":", label="learning rate")
+        lr.set_ylabel("learning rate")
+        handles, labels = handles + [line], labels + ["learning rate"]
+    a1.legend(handles, labels, fontsize=8)
+    for col in ("val_f1_micro", "val_f1_macro", "val_pr_auc", "val_rating_accuracy"):
         if col in hist:
-            a2.plot(ep, hist[col], marker="o", label=col)
+            a2.plot(ep, hist[col], marker="o", ms=3, label=col)
     for name, v in (baseline or {}).items():
         a2.axhline(v, ls="--", lw=1, color="grey")
         a2.text(ep.iloc[0], v, name, fontsize=7, va="bottom")
+    if "val_f1_macro" in hist and len(hist):
+        best = int(hist["val_f1_macro"].idxmax())
+        a2.axvline(ep.iloc[best], color="black", lw=0.8)
+        a2.text(ep.iloc[best], 0.97, f" best epoch {ep.iloc[best]}", fontsize=7, va="top")
     a2.set_xlabel("epoch")
     a2.set_ylim(0, 1)
-    a2.legend()
+    a2.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from .colab import accelerator
 from .config import diff, to_dict, train_config, write_json_atomic
-from .fitting import compile_model, core_of, training_model  # noqa: F401  (registers what checkpoints hold)
+from .fitting import compile_model, core_of, lr_schedule, training_model  # noqa: F401  (registers what checkpoints hold)
 from .metrics import prior_baseline
 from .model import build_model, float32_copy
 from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
@@ -126,6 +126,14 @@ class _ValidationPadding(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "val_loss" in logs:
             logs["val_loss"] = float(logs["val_loss"]) * self.factor
+
+
+class _LearningRate(keras.callbacks.Callback):
+    """The learning rate at the end of each epoch, into the logs (and so history.csv)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class _NaNGuard(keras.callbacks.Callback):
@@ -227,14 +235,23 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     run.mkdir(parents=True, exist_ok=True)
     record = {"train": to_dict(cfg), "data": sig}
     cfg_path = run / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+    extended_from = None
+    if old is not None:
         changes = (diff(old.get("train", {}), record["train"], "train.")
                    + [f"data.{c}" for c in data_differences(old.get("data", {}), sig)])
-        if changes:
+        # more (or fewer) epochs extend the run; any other change makes it another run
+        others = [c for c in changes if not c.startswith("train.epochs:")]
+        if others:
             raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
-                                  "or the original settings, to resume. Differences (was -> now):\n  "
-                                  + "\n  ".join(changes))
+                                  "or the original settings, to resume (only the number of epochs may "
+                                  "change). Differences (was -> now):\n  " + "\n  ".join(others))
+        if len(others) < len(changes):
+            done_before = int(_read_state(run).get("epochs_done", 0))
+            if cfg.epochs < done_before:
+                raise SettingsChanged(f"{run} has trained {done_before} epochs already; ask for at least "
+                                      f"that many (epochs {cfg.epochs})")
+            extended_from = int(old["train"]["epochs"])
     acc = accelerator()
     precision = choose_precision(cfg.precision, acc)
     strategy = strategy or choose_strategy(acc)
@@ -245,9 +262,15 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
                          "xla": jit, "replicas": strategy.num_replicas_in_sync,
                          "tensorflow": tf.__version__, "keras": keras.__version__}
-    if not cfg_path.exists():
+    if old is None:
         write_json_atomic(cfg_path, record)
         shutil.copyfile(data / "tags.csv", run / "tags.csv")  # the run is usable on its own
+    elif extended_from is not None:  # config.json stays the one record of the run
+        old["train"]["epochs"] = cfg.epochs
+        old.setdefault("extended", []).append({
+            "from_epochs": extended_from, "to_epochs": cfg.epochs,
+            "at_epoch": int(_read_state(run).get("epochs_done", 0)), "runtime": record["runtime"]})
+        write_json_atomic(cfg_path, old)
 
     keras.utils.set_random_seed(cfg.seed)
     steps = batches_per_epoch(n_train, cfg.batch_size, training=True)
@@ -268,6 +291,11 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         with strategy.scope():
             if done and (run / "checkpoints" / "last.keras").exists():
                 model = keras.saving.load_model(run / "checkpoints" / "last.keras")
+                if extended_from is not None:
+                    # the cosine schedule is laid out again over the new number of epochs, from the
+                    # step reached: as if the run had been planned that long (the rate rises again
+                    # from where the shorter schedule had brought it)
+                    model.optimizer.learning_rate = lr_schedule(cfg, steps)
             else:
                 done = 0
                 n_rat = sig["n_ratings"]
@@ -280,7 +308,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         if hist_path.exists():  # drop rows of epochs that will be run again
             h = pd.read_csv(hist_path)
             h[h["epoch"] < done].to_csv(hist_path, index=False)
-        cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(),
+        cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
                keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False),
                keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
                _Checkpoints(run, float(state.get("best", -1.0))), *(callbacks or [])]
