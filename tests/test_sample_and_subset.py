@@ -329,3 +329,46 @@ def test_legacy_ratings_map_safe_to_general_and_unrated_posts_are_kept(sample_ro
     assert (Y[unrated, :4] == 0).all() and (Y[~unrated, :4].sum(1) == 1).all()
     assert tags.loc[:3, "count"].tolist()[1] == 0  # nothing is "sensitive" in the old scheme
     assert pd.Series(manifest["rating"]).isin(["g", "q", "e", ""]).all()
+
+
+def test_images_read_from_tar_archives_give_the_same_subset(sample_root, subset_dir, tmp_path):
+    """The sample's images packed as a mirror ships them (flat `ID.ext` members in several
+    archives, one archive naming them `MD5.ext`), never extracted: the same subset as from the
+    folder, broken files included."""
+    import tarfile
+
+    from animetag.danbooru import load_posts, resolve_image
+    from animetag.shards import peek
+
+    posts, _ = load_posts([sample_root / "metadata" / "posts.json"])
+    archives = [tarfile.open(tmp_path / "tars" / f"images-{k:04d}.tar", "w") for k in range(3)
+                if (tmp_path / "tars").mkdir(exist_ok=True) is None]
+    packed = set()
+    for _, p in posts.drop_duplicates("id").iterrows():
+        path = resolve_image(sample_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+        if path is None:
+            continue
+        k = int(p["id"]) % 3
+        stem = p["md5"] if k == 2 and p["md5"] and p["md5"] not in packed else str(int(p["id"]))
+        packed.add(stem)
+        archives[k].add(path, arcname=f"{stem}{path.suffix}")
+    for a in archives:
+        a.close()
+    cfg = SubsetConfig(top_k=40, image_size=32, images_per_shard=64, workers=2)
+    s = build_subset(sample_root / "metadata" / "posts.json", tmp_path / "tars", tmp_path / "o", cfg, progress=False)
+    tags, manifest, _ = read_subset(tmp_path / "o")
+    tags0, manifest0, s0 = read_subset(subset_dir)
+    assert tags.equals(tags0)
+    cols = ["id", "md5", "split", "rating", "tags"]
+    assert manifest[cols].equals(manifest0[cols])
+    assert manifest["file"].str.match(r"images-000[0-2]\.tar:[0-9a-f]+\.\w+$").all()
+    assert s["counts"] == s0["counts"] and s["archives"]["count"] == 3
+    def reasons(summary):
+        return sorted((str(x.get("id", x.get("record"))), x["reason"]) for x in summary["left_out"])
+
+    assert reasons(s) == reasons(s0)
+    corrupt = [x for x in s["left_out"] if x["reason"] == "corrupt_image"]
+    assert corrupt and all(".tar:" in x["detail"] for x in corrupt)  # the member is named
+    ids, images, labels = peek(tmp_path / "o", "val", 1000)
+    ids0, images0, labels0 = peek(subset_dir, "val", 1000)
+    assert (ids == ids0).all() and (images == images0).all() and (labels == labels0).all()

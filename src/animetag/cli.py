@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("subset", help="build a training subset from Danbooru metadata and images")
     s.add_argument("--metadata", nargs="+", required=True, help="JSON/JSON lines/CSV/Parquet files")
-    s.add_argument("--images-root", required=True)
+    s.add_argument("--images-root", required=True,
+                   help="the images: a folder (Danbooru20xx, DeepDanbooru or flat layout), and/or .tar archives "
+                        "in it whose members are ID.ext or MD5.ext (read in place, never extracted); or one .tar")
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default="full", choices=["full", "sample"])
     s.add_argument("--top-k", type=int, help="tags kept from --categories (default 100)")

@@ -132,11 +132,22 @@ def encode_jpeg(im: Image.Image, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def prepare_for_shard(args: tuple[int, str, int, int, int]) -> tuple[int, bytes | None, str, str]:
-    """Worker: (id, path, size, max_pixels, quality) -> (id, JPEG bytes or None, reason, detail)."""
-    pid, path, size, max_pixels, quality = args
+def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str]:
+    """Worker: (id, path or archive member, size, max_pixels, quality) -> (id, JPEG bytes or
+    None, reason, detail). A member of a tar archive is read from it by offset."""
+    pid, src, size, max_pixels, quality = args
     try:
-        im = open_rgb_square(Path(path), size, max_pixels)
+        if hasattr(src, "read"):  # an archives.Member
+            try:
+                data = src.read()
+            except OSError as e:
+                raise ImageError("corrupt_image", f"{src}: {e}") from None
+            try:
+                im = open_rgb_square(data, size, max_pixels)
+            except ImageError as e:
+                raise ImageError(e.reason, f"{src}: {e}") from None
+        else:
+            im = open_rgb_square(Path(src), size, max_pixels)
     except ImageError as e:
         return pid, None, e.reason, str(e)
     return pid, encode_jpeg(im, quality), "", ""

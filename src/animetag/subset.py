@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .archives import Member, TarIndex, archives_under
 from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict, write_json_atomic
 from .danbooru import flat_tags_warning, load_posts, read_tag_table, resolve_image, tag_list
 from .images import prepare_for_shard
@@ -134,6 +135,14 @@ def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def _source_label(src: Path | Member, images_root: Path) -> str:
+    """The manifest's `file`: a path relative to the images root, or `ARCHIVE.tar:MEMBER`."""
+    if isinstance(src, Member):
+        base = images_root if images_root.is_dir() else images_root.parent
+        return f"{os.path.relpath(src.archive, base)}:{src.name}"
+    return os.path.relpath(src, images_root)
+
+
 def min_images(cfg: SubsetConfig) -> int:
     """The fewest images a subset can be split with: two for the smaller of val and test."""
     smallest = min(cfg.val_fraction, cfg.test_fraction)
@@ -148,18 +157,24 @@ def _too_few_message(n: int, n_min: int, cfg: SubsetConfig, left_out: list[dict]
         msg += "; left out: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
     if reasons.get("missing_file"):
         msg += (f". Image files were looked for under {images_root} as 512px/NNNN/ID.jpg, original/NNNN/ID.ext, "
-                "MD5[:2]/MD5.ext, ID.ext, or the metadata's file column: is --images-root right?")
+                "MD5[:2]/MD5.ext, ID.ext, or the metadata's file column, and as ID.ext or MD5.ext members of "
+                "the .tar archives there: is --images-root right?")
     return msg
 
 
-def _files_fingerprint(found: dict[int, Path | None]) -> list[tuple]:
-    """(row, path, size, modification time) of each post's image file, as it is now."""
+def _files_fingerprint(found: dict[int, Path | Member | None]) -> list[tuple]:
+    """(row, path, size, modification time) of each post's image file (or archive member), as
+    it is now."""
     out = []
     for r, path in found.items():
         if path is None:
             out.append((r, "", -1, -1))
             continue
         try:
+            if isinstance(path, Member):
+                st = os.stat(path.archive)
+                out.append((r, str(path), path.offset, path.size, st.st_size, st.st_mtime_ns))
+                continue
             st = path.stat()
             out.append((r, str(path), st.st_size, st.st_mtime_ns))
         except OSError:
@@ -192,8 +207,8 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"metadata file not found: {p}")
-    if not images_root.is_dir():
-        raise FileNotFoundError(f"images root not found: {images_root}")
+    if not (images_root.is_dir() or (images_root.suffix == ".tar" and images_root.is_file())):
+        raise FileNotFoundError(f"images root not found: {images_root} (a folder, or a .tar archive)")
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to rebuild it")
@@ -253,6 +268,10 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     drop(few, reason, f"fewer than {cfg.min_tags} of the top-{cfg.top_k} tags")
     counts["eligible"] = len(posts)
 
+    # images inside tar archives (a mirror's layout) are found by id or md5 where no file is
+    archives = archives_under(images_root)
+    index = TarIndex.scan(archives) if archives else None
+
     # 2. unbiased selection, decoding in parallel until max_images are usable
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(posts))
@@ -274,7 +293,9 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
             found = {}  # row -> resolved image path (or None), as the files are now
             for r in rows.tolist():
                 p = posts.loc[r]
-                found[r] = resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+                path = (resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+                        if images_root.is_dir() else None)
+                found[r] = path if path is not None or index is None else index.find(int(p["id"]), p["md5"])
             fingerprint = _files_fingerprint(found)
             saved = None
             if cf.exists():
@@ -291,9 +312,14 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
                         results.append((r, None, "missing_file",
                                         f"no image for post {posts.at[r, 'id']} under {images_root}"))
                     else:
-                        jobs.append((r, str(path), cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
-                        rel_paths[r] = os.path.relpath(path, images_root)
-                results += list(pool.map(prepare_for_shard, jobs, chunksize=16))
+                        src = path if isinstance(path, Member) else str(path)
+                        jobs.append((r, src, cfg.image_size, cfg.max_pixels, cfg.jpeg_quality))
+                        rel_paths[r] = _source_label(path, images_root)
+                # archive members in archive and byte order (one forward pass through each
+                # archive per chunk); the results go back to the random selection order
+                jobs.sort(key=lambda j: (j[1].archive, j[1].offset) if isinstance(j[1], Member) else ("", 0))
+                done = {res[0]: res for res in pool.map(prepare_for_shard, jobs, chunksize=16)}
+                results += [done[r] for r in found if r in done]
                 tmp = cf.with_suffix(".tmp")
                 with open(tmp, "wb") as f:
                     pickle.dump((results, rel_paths, fingerprint), f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -353,6 +379,7 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     summary = {
         "settings": to_dict(cfg),
         "metadata": [str(p) for p in paths], "images_root": str(images_root),
+        "archives": {"count": len(archives), "images_indexed": len(index) if index else 0},
         "counts": counts,
         "warnings": warnings_list,
         "n_tags": len(vocab),
