@@ -7,9 +7,8 @@ import keras
 from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="animetag")
-class TagF1Score(keras.metrics.F1Score):
-    """Keras' F1Score over the columns after the first `skip`."""
+class _AfterRatings:
+    """A Keras metric's update over the columns after the first `skip` (the tag columns)."""
 
     def __init__(self, skip: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -23,18 +22,13 @@ class TagF1Score(keras.metrics.F1Score):
 
 
 @keras.saving.register_keras_serializable(package="animetag")
-class TagAUC(keras.metrics.AUC):
-    """Keras' AUC over the columns after the first `skip`."""
+class TagF1Score(_AfterRatings, keras.metrics.F1Score):
+    """Keras' F1Score over the tag columns."""
 
-    def __init__(self, skip: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.skip = int(skip)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true[..., self.skip:], y_pred[..., self.skip:], sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "skip": self.skip}
+@keras.saving.register_keras_serializable(package="animetag")
+class TagAUC(_AfterRatings, keras.metrics.AUC):
+    """Keras' AUC over the tag columns."""
 
 
 @keras.saving.register_keras_serializable(package="animetag")
