@@ -139,5 +139,24 @@ from animetag.plots import conditional_heatmap
 save(conditional_heatmap(conditional_matrix(Y), names, top=HEATMAP_TAGS), ws.figures, "02_cooccurrence")
 near_implications(Y, names, min_p=IMPLICATION_P).head(20)
 
+# %% [markdown]
+# P(b | a) is dominated by the commonest tags: `solo` is on most images, so every row
+# "implies" it. Lift, P(a and b) / (P(a) P(b)), divides that out: 1 for independent tags,
+# above 1 for pairs that come together more than their frequencies explain. Every kept tag,
+# diagonal masked, on a log scale; and the pairs with the highest lift.
+
+# %%
+import pandas as pd
+
+from animetag.analysis import lift_matrix
+from animetag.plots import lift_heatmap
+
+lift = lift_matrix(Y)
+save(lift_heatmap(lift, names), ws.figures, "02_lift")
+pos = Y.sum(0)
+pairs = [(names[a], names[b], lift[a, b], int(pos[a]), int(pos[b])) for a in range(len(names))
+         for b in range(a + 1, len(names)) if min(pos[a], pos[b]) >= 5 and np.isfinite(lift[a, b])]
+pd.DataFrame(pairs, columns=["tag a", "tag b", "lift", "count a", "count b"]).nlargest(15, "lift").round(2)
+
 # %%
 print("figures saved in", ws.figures)

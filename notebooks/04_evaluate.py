@@ -116,11 +116,15 @@ print(f"F1-macro: {metrics['at_0.5']['f1_macro']:.3f} at 0.5 -> "
 
 # %% [markdown]
 # ## Per tag: the imbalance story
-# Per-tag F1 against the number of training positives, on log axes.
+# Per-tag F1 against the number of training positives, on log axes, and as bars from the
+# most to the least frequent tag.
 
 # %%
+from animetag.plots import f1_by_frequency
+
 per_tag = pd.read_csv(run / "per_tag.csv", keep_default_na=False)
 save(f1_vs_frequency(per_tag), ws.figures, "04_f1_vs_frequency")
+save(f1_by_frequency(per_tag), ws.figures, "04_f1_by_frequency")
 
 # %% [markdown]
 # ## The worst tags, and their likely cause
@@ -151,6 +155,25 @@ names = per_tag["tag"].tolist()
 ranked = per_tag[per_tag[f"{SPLIT}_positives"] > 0].sort_values("ap", ascending=False)["tag"].tolist()
 chosen = ranked[:2] + ranked[len(ranked) // 2: len(ranked) // 2 + 2] + ranked[-2:]
 save(pr_curves(y, scores, names, chosen), ws.figures, "04_pr_curves")
+
+# %% [markdown]
+# ## F1 against the threshold, and the tags the model mixes up
+# One global threshold swept across the range on the reported split (for the picture only:
+# the thresholds in use were tuned on validation). Per-tag thresholds raise F1-macro but
+# lower F1-micro: rare tags get low thresholds and many false alarms. Notebook 05 tags with
+# them by default because a caption should not miss rare tags; pass one global threshold there
+# to favour F1-micro. Then the confusions: among images tagged `tag` but not `predicted`, how
+# often `predicted` was predicted, against how often it is predicted elsewhere (overlapping
+# tags such as `long_hair` / `very_long_hair` or `1girl` / `1boy` show up here).
+
+# %%
+from animetag.analysis import confusions
+from animetag.plots import f1_vs_threshold
+
+marks = {"0.5": 0.5, "global": metrics["global_threshold"]["threshold"],
+         "P=R": metrics["precision_equals_recall"]["threshold"]}
+save(f1_vs_threshold(y, scores, marks), ws.figures, "04_f1_vs_threshold")
+confusions(y, scores >= per_tag["threshold"].to_numpy(), names, min_count=15).round(3)
 
 # %% [markdown]
 # ## Test images: hits, misses and false alarms

@@ -78,3 +78,39 @@ def tags_per_image(Y: np.ndarray) -> pd.Series:
 def few_tag_share(Y: np.ndarray, at_most: Iterable[int] = (1, 2, 3)) -> dict[int, float]:
     k = Y.sum(1)
     return {int(m): float((k <= m).mean()) if len(k) else 0.0 for m in at_most}
+
+
+def lift_matrix(Y: np.ndarray) -> np.ndarray:
+    """Lift of each tag pair, P(a and b) / (P(a) P(b)): 1 where they are independent, above 1
+    where they come together more than their frequencies explain. A tag on most images
+    (`solo`) has lift near 1 with everything, unlike P(b|a), which it dominates. Diagonal: NaN."""
+    Yf = np.asarray(Y, dtype=np.float64)
+    n = max(len(Yf), 1)
+    p = Yf.mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = (Yf.T @ Yf / n) / np.outer(p, p)
+    lift[~np.isfinite(lift)] = np.nan
+    np.fill_diagonal(lift, np.nan)
+    return lift
+
+
+def confusions(y: np.ndarray, pred: np.ndarray, names: list[str], min_count: int = 5, top: int = 15) -> pd.DataFrame:
+    """The tag pairs the model mixes up: among images tagged `tag` but not `predicted`, the
+    share on which `predicted` was predicted, against its false-alarm rate elsewhere
+    (`long_hair` read as `very_long_hair`, `1girl` as `1boy`)."""
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    rows = []
+    for a in range(y.shape[1]):
+        for b in range(y.shape[1]):
+            if a == b:
+                continue
+            only_a = y[:, a] & ~y[:, b]
+            neither_b = ~y[:, b] & ~only_a
+            if only_a.sum() < min_count or neither_b.sum() < min_count:
+                continue
+            rate = pred[only_a, b].mean()
+            base = pred[neither_b, b].mean()
+            rows.append((names[a], names[b], int(only_a.sum()), rate, base))
+    df = pd.DataFrame(rows, columns=["tag", "predicted", "images", "rate", "rate_elsewhere"])
+    df["excess"] = df["rate"] - df["rate_elsewhere"]
+    return df.sort_values("excess", ascending=False, kind="stable").head(top).reset_index(drop=True)

@@ -209,3 +209,57 @@ def pr_curves(y: np.ndarray, scores: np.ndarray, names: list[str], tags: list[st
     ax.legend(fontsize=7)
     ax.set_title("Precision-recall curves")
     return fig
+
+
+def lift_heatmap(lift: np.ndarray, names: list[str]):
+    """log2 lift (pointwise mutual information) of every kept tag pair, diagonal masked:
+    red pairs come together more than chance, blue ones avoid each other."""
+    plt = _plt()
+    k = len(names)
+    side = min(0.13 * k + 3, 16)
+    fig, ax = plt.subplots(figsize=(side, side))
+    with np.errstate(divide="ignore"):
+        pmi = np.log2(lift)
+    im = ax.imshow(np.clip(pmi, -3, 3), vmin=-3, vmax=3, cmap="RdBu_r")
+    fs = 7 if k <= 40 else 4.5
+    ax.set_xticks(range(k), names, rotation=90, fontsize=fs)
+    ax.set_yticks(range(k), names, fontsize=fs)
+    ax.set_title("log2 lift of each tag pair (diagonal masked)")
+    fig.colorbar(im, ax=ax, fraction=0.03, label="log2 P(a,b) / P(a)P(b)")
+    fig.tight_layout()
+    return fig
+
+
+def f1_vs_threshold(y: np.ndarray, scores: np.ndarray, marks: dict[str, float]):
+    """F1-micro and F1-macro of one global threshold across the range, with chosen
+    thresholds marked: how flat the optimum is, and what 0.5 gives away."""
+    from .metrics import GRID, f1_at
+
+    plt = _plt()
+    f = [f1_at(y, scores, t) for t in GRID]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(GRID, [r["f1_micro"] for r in f], label="F1-micro")
+    ax.plot(GRID, [r["f1_macro"] for r in f], label="F1-macro")
+    for name, t in marks.items():
+        ax.axvline(t, ls=":", color="grey", lw=1)
+        ax.text(t, 0.98, f" {name}", rotation=90, fontsize=7, va="top")
+    ax.set_xlabel("global threshold")
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("F1 against one global threshold")
+    return fig
+
+
+def f1_by_frequency(per_tag: pd.DataFrame, f1_col: str = "f1"):
+    """Per-tag F1 as bars, tags ordered from the most to the least frequent."""
+    plt = _plt()
+    d = per_tag.sort_values("train_positives", ascending=False)
+    fig, ax = plt.subplots(figsize=(max(7, 0.12 * len(d) + 2), 4))
+    ax.bar(range(len(d)), d[f1_col], color=["tab:orange" if c == "character" else "tab:blue" for c in d["category"]])
+    ax.set_xticks(range(len(d)), d["tag"], rotation=90, fontsize=5 if len(d) > 40 else 7)
+    ax.set_ylabel(f"per-tag {f1_col}")
+    ax.set_ylim(0, 1)
+    ax.set_title("Per-tag F1, most frequent tag first (orange: characters)")
+    fig.tight_layout()
+    return fig
