@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+# What must not reach a reader: TensorFlow's C++ log lines and bare Path reprs.
+UNWANTED = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:|absl::InitializeLog|PosixPath\(|WindowsPath\(")
+
+
+def unwanted_output(nb) -> list[str]:
+    """`cell N: line` for every output line a reader should not see."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") + out.get("data", {}).get("text/plain", "")
+            found += [f"cell {i}: {line[:160]}" for line in text.splitlines() if UNWANTED.search(line)]
+    return found
 
 
 def main() -> int:
@@ -19,6 +33,7 @@ def main() -> int:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    failed = False
     for path in map(Path, a.notebooks):
         t = time.time()
         print(f"running {path} ...", flush=True)
@@ -30,7 +45,12 @@ def main() -> int:
         finally:
             nbformat.write(nb, out / path.name)
         print(f"  done in {time.time() - t:.0f} s -> {out / path.name}", flush=True)
-    return 0
+        noise = unwanted_output(nb)
+        if noise:
+            print(f"{path.name}: output a reader should not see (log lines or Path reprs):\n  "
+                  + "\n  ".join(noise), file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

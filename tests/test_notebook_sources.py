@@ -6,7 +6,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-NB = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
+ROOT = Path(__file__).resolve().parents[1]
+NB = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
 
 
 def _cells(nb):
@@ -31,3 +32,24 @@ def test_every_notebook_has_a_parameters_cell_and_badge():
         text = py.read_text()
         assert 'tags=["parameters"]' in text, py.name
         assert f"blob/main/notebooks/{py.stem}.ipynb" in text, py.name
+
+
+def test_the_demo_runner_flags_tensorflow_log_lines_and_path_reprs():
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    nb = nbformat.v4.new_notebook()
+    clean = nbformat.v4.new_code_cell("x")
+    clean.outputs = [nbformat.v4.new_output("stream", name="stdout", text="tagged 12 images\n"),
+                     nbformat.v4.new_output("execute_result", data={"text/plain": "figure saved: a.png"})]
+    noisy = nbformat.v4.new_code_cell("y")
+    noisy.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="I0000 00:00:1795.1  42 port.cc:153] oneDNN on\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('/data/x.png')"})]
+    nb.cells = [clean, noisy]
+    found = mod.unwanted_output(nb)
+    assert len(found) == 2 and all(f.startswith("cell 1:") for f in found)

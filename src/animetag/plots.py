@@ -19,8 +19,21 @@ def _plt():
     return plt
 
 
-def save(fig, folder: str | os.PathLike | None, name: str) -> Path | None:
-    """Save `fig` as folder/name.png (when a folder is given); returns the path.
+class SavedFigure(os.PathLike):
+    """Where a figure was saved; shown in a notebook as one line, not as a Path repr."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"figure saved: {self.path}"
+
+
+def save(fig, folder: str | os.PathLike | None, name: str) -> SavedFigure | None:
+    """Save `fig` as folder/name.png (when a folder is given); returns where.
 
     Returning the path rather than the figure keeps Jupyter from drawing it twice."""
     if folder is None:
@@ -28,7 +41,7 @@ def save(fig, folder: str | os.PathLike | None, name: str) -> Path | None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return SavedFigure(path)
 
 
 def rank_frequency(counts: pd.DataFrame, kept: int | None = None, n_posts: int | None = None):
