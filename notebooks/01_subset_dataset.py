@@ -43,19 +43,35 @@ from animetag.colab import check_versions
 print(check_versions())
 
 # %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# PROFILE: "full" is the thesis setting. WORKSPACE: where subsets, runs and figures go
+# (empty: MyDrive/animetag on Colab, ./data elsewhere). METADATA: Danbooru metadata files,
+# space separated, and IMAGES: their image folder or .tar archives (empty: the built-in
+# sample), e.g. "/content/drive/MyDrive/danbooru/posts.json" and "/content/drive/MyDrive/danbooru".
+# TOP_K general tags (the thesis: 100); TOP_K_CHARACTER characters after them, as the WD
+# taggers order their outputs (-1: the profile's, sample 10, full 0); IMAGE_SIZE 0: the
+# profile's (sample 64, full 256); REBUILD: build again even if the subset exists.
 import os
 
-PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")  # "full" for the thesis setting
-# Danbooru metadata files (space separated) and image root; empty: the built-in sample.
-# On Colab, e.g. "/content/drive/MyDrive/danbooru/posts.json" and "/content/drive/MyDrive/danbooru".
-METADATA = os.environ.get("ANIMETAG_METADATA", "")
-IMAGES = os.environ.get("ANIMETAG_IMAGES", "")
-TOP_K = int(os.environ.get("ANIMETAG_TOP_K", "100"))  # general tags (the thesis: 100)
-# characters kept after the general tags, as the WD taggers order their outputs (thesis: 0)
-TOP_K_CHARACTER = int(os.environ.get("ANIMETAG_TOP_K_CHARACTER", "10" if PROFILE == "sample" else "0"))
-MAX_IMAGES = int(os.environ.get("ANIMETAG_MAX_IMAGES", "25000"))
-IMAGE_SIZE = int(os.environ.get("ANIMETAG_IMAGE_SIZE", "64" if PROFILE == "sample" else "256"))
-REBUILD = os.environ.get("ANIMETAG_REBUILD", "0") == "1"  # rebuild even if the subset exists
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+METADATA = ""  # @param {type:"string"}
+IMAGES = ""  # @param {type:"string"}
+TOP_K = 100  # @param {type:"integer"}
+TOP_K_CHARACTER = -1  # @param {type:"integer"}
+MAX_IMAGES = 25000  # @param {type:"integer"}
+IMAGE_SIZE = 0  # @param {type:"integer"}
+REBUILD = False  # @param {type:"boolean"}
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, IMAGES=IMAGES, TOP_K=TOP_K,
+    TOP_K_CHARACTER=TOP_K_CHARACTER, MAX_IMAGES=MAX_IMAGES, IMAGE_SIZE=IMAGE_SIZE,
+    REBUILD=REBUILD))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
 
 # %%
 from animetag.workspace import ensure_metadata, ensure_subset, workspace
@@ -80,7 +96,9 @@ import shutil
 
 if REBUILD and ws.subset.exists():
     shutil.rmtree(ws.subset)
-ensure_subset(ws, top_k=TOP_K, top_k_character=TOP_K_CHARACTER, max_images=MAX_IMAGES, image_size=IMAGE_SIZE)
+subset = ensure_subset(ws, top_k=TOP_K, top_k_character=TOP_K_CHARACTER if TOP_K_CHARACTER >= 0 else None,
+                       max_images=MAX_IMAGES, image_size=IMAGE_SIZE or None)
+print("subset built:", subset)
 
 # %%
 import pandas as pd

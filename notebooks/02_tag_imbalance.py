@@ -36,13 +36,28 @@ if "google.colab" in sys.modules:  # install the package only; Colab already has
     mount_drive()
 
 # %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# WORKSPACE: where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data
+# elsewhere). METADATA: Danbooru metadata files, space separated (empty: the built-in
+# sample). HEATMAP_TAGS: how many of the top tags the P(b|a) heatmap shows; IMPLICATION_P:
+# P(b|a) at or above this counts as a near-implication.
 import os
 
-PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")
-METADATA = os.environ.get("ANIMETAG_METADATA", "")  # empty: the built-in sample
-TOP_K = int(os.environ.get("ANIMETAG_TOP_K", "100"))
-HEATMAP_TAGS = 30  # how many of the top tags the co-occurrence heatmap shows
-IMPLICATION_P = 0.9  # P(b|a) at or above this counts as a near-implication
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+METADATA = ""  # @param {type:"string"}
+TOP_K = 100  # @param {type:"integer"}
+HEATMAP_TAGS = 30  # @param {type:"integer"}
+IMPLICATION_P = 0.9  # @param {type:"number"}
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, TOP_K=TOP_K,
+    HEATMAP_TAGS=HEATMAP_TAGS, IMPLICATION_P=IMPLICATION_P))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
 
 # %%
 from animetag.workspace import ensure_metadata, workspace

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -43,21 +46,44 @@ if "google.colab" in sys.modules:  # install the package only; Colab already has
 
     mount_drive()
 
-from animetag.colab import check_versions, warn_if_cpu
+from animetag.colab import check_versions
 
 print(check_versions())
-print(warn_if_cpu())
 
 # %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# PROFILE "full": the thesis setting, on a GPU. WORKSPACE: where subsets, runs and figures
+# live (empty: MyDrive/animetag on Colab, ./data elsewhere); ANIMETAG_SUBSET / ANIMETAG_RUN
+# name other folders. EPOCHS, BATCH_SIZE, LR: 0 for the profile's (sample 20 epochs, full
+# 30). ALLOW_CPU: train the full profile without a GPU anyway (days).
 import os
 
-PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")  # "full": the thesis setting, on a GPU
-EPOCHS = int(os.environ.get("ANIMETAG_EPOCHS", "0")) or None  # None: the profile's (sample 20, full 30)
-BATCH_SIZE = int(os.environ.get("ANIMETAG_BATCH_SIZE", "0")) or None
-LOSS = os.environ.get("ANIMETAG_LOSS", "focal")  # focal | bce | asl
-LR = float(os.environ.get("ANIMETAG_LR", "0")) or None
-# Subset and run folders: ANIMETAG_SUBSET / ANIMETAG_RUN, e.g. on Drive
-# "/content/drive/MyDrive/animetag/subsets/full" and ".../runs/full-focal".
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+EPOCHS = 0  # @param {type:"integer"}
+BATCH_SIZE = 0  # @param {type:"integer"}
+LOSS = "focal"  # @param ["focal", "bce", "asl"]
+LR = 0.0  # @param {type:"number"}
+ALLOW_CPU = False  # @param {type:"boolean"}
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BATCH_SIZE=BATCH_SIZE, LOSS=LOSS,
+    LR=LR, ALLOW_CPU=ALLOW_CPU))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
+EPOCHS, BATCH_SIZE, LR = EPOCHS or None, BATCH_SIZE or None, LR or None
+
+# %% [markdown]
+# The notebook asks Colab for a GPU runtime. The `full` profile stops here on a CPU (it
+# would take days) unless `ALLOW_CPU` is set; the `sample` profile is made for a CPU.
+
+# %%
+from animetag.colab import require_accelerator
+
+print(require_accelerator(PROFILE, ALLOW_CPU))
 
 # %%
 from animetag.workspace import ensure_subset, workspace

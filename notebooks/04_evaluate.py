@@ -38,11 +38,24 @@ if "google.colab" in sys.modules:  # install the package only; Colab already has
     mount_drive()
 
 # %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# WORKSPACE: where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data
+# elsewhere). SPLIT: the reported split (thresholds are tuned on "val", so never "val");
+# BOOTSTRAP: resamples for the 95% intervals.
 import os
 
-PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")
-SPLIT = os.environ.get("ANIMETAG_SPLIT", "test")  # the reported split; thresholds come from "val"
-BOOTSTRAP = int(os.environ.get("ANIMETAG_BOOTSTRAP", "1000"))  # resamples for the 95% intervals
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+SPLIT = "test"  # @param ["test"]
+BOOTSTRAP = 1000  # @param {type:"integer"}
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, SPLIT=SPLIT, BOOTSTRAP=BOOTSTRAP))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
 
 # %%
 import pandas as pd

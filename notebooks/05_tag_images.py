@@ -37,16 +37,34 @@ if "google.colab" in sys.modules:  # install the package only; Colab already has
     mount_drive()
 
 # %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# WORKSPACE: where runs live (empty: MyDrive/animetag on Colab, ./data elsewhere).
+# TAG_IMAGES: a folder of your images (empty: a few sample images); UPLOAD: on Colab, a file
+# picker instead. MAX_TAGS: a cap per caption. THRESHOLD: one global threshold (0: the tuned
+# thresholds from notebook 04 when present, else 0.5). UNDERSCORES_TO_SPACES: "long hair"
+# rather than "long_hair"; RATING_IN_CAPTIONS: start each caption with the rating.
 import os
 
-PROFILE = os.environ.get("ANIMETAG_PROFILE", "sample")
-IMAGES = os.environ.get("ANIMETAG_TAG_IMAGES", "")  # a folder of your images; empty: sample images
-UPLOAD = False  # on Colab: True opens a file picker instead
-MAX_TAGS = 25  # a cap on tags per caption
-THRESHOLD = None  # None: the tuned thresholds from notebook 04 when present, else 0.5
-UNDERSCORES_TO_SPACES = True  # "long hair" rather than "long_hair" in captions
-RATING_IN_CAPTIONS = False  # start each caption with the rating (general, sensitive, ...)
-EXPORT_FORMAT = "onnx"  # onnx | savedmodel
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+TAG_IMAGES = ""  # @param {type:"string"}
+UPLOAD = False  # @param {type:"boolean"}
+MAX_TAGS = 25  # @param {type:"integer"}
+THRESHOLD = 0.0  # @param {type:"number"}
+UNDERSCORES_TO_SPACES = True  # @param {type:"boolean"}
+RATING_IN_CAPTIONS = False  # @param {type:"boolean"}
+EXPORT_FORMAT = "onnx"  # @param ["onnx", "savedmodel"]
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, TAG_IMAGES=TAG_IMAGES, UPLOAD=UPLOAD,
+    MAX_TAGS=MAX_TAGS, THRESHOLD=THRESHOLD, UNDERSCORES_TO_SPACES=UNDERSCORES_TO_SPACES,
+    RATING_IN_CAPTIONS=RATING_IN_CAPTIONS, EXPORT_FORMAT=EXPORT_FORMAT))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
+THRESHOLD = THRESHOLD or None
 
 # %%
 from pathlib import Path
@@ -55,14 +73,14 @@ from animetag.workspace import ensure_run, workspace
 
 ws = workspace(PROFILE)
 run = ensure_run(ws)
-folder = Path(IMAGES) if IMAGES else ws.home / "to_tag"
+folder = Path(TAG_IMAGES) if TAG_IMAGES else ws.home / "to_tag"
 if UPLOAD and "google.colab" in sys.modules:
     from google.colab import files  # only on Colab
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.upload().items():
         (folder / name).write_bytes(data)
-elif not IMAGES:  # a few sample images, one of them broken on purpose
+elif not TAG_IMAGES:  # a few sample images, one of them broken on purpose
     import shutil
 
     from animetag.tagging import find_images

@@ -100,6 +100,18 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
         train(subset_dir, run, callbacks=[_Interrupt(2)], **kw)
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 2
+    # after a disconnect the checkpoint is read by a new process: everything it names (the
+    # rating loss and metrics, the augmentation) must be registered by importing the package
+    import subprocess
+    import sys
+
+    code = ("import animetag.train, keras\n"
+            f"m = keras.saving.load_model({str(run / 'checkpoints' / 'last.keras')!r})\n"
+            "print(type(m.loss).__name__, m.optimizer.iterations.numpy())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = int((read_subset(subset_dir)[1]["split"] == "train").sum()) // 32
+    assert f"WithRating {2 * steps}" in proc.stdout
     it = _Iterations()
     r = train(subset_dir, run, callbacks=[it], **kw)
     n_train = int((read_subset(subset_dir)[1]["split"] == "train").sum())

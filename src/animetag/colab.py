@@ -107,3 +107,21 @@ def warn_if_cpu() -> dict[str, object]:
         warnings.warn("No GPU or TPU found: training the full profile on a CPU takes days. "
                       "On Colab: Runtime > Change runtime type > GPU.", stacklevel=2)
     return acc
+
+
+class NoAccelerator(RuntimeError):
+    """The full profile asked to train on a CPU."""
+
+
+def require_accelerator(profile: str, allow_cpu: bool = False, acc: dict[str, object] | None = None
+                        ) -> dict[str, object]:
+    """The accelerator; for the `full` profile on a CPU, a clear stop unless `allow_cpu`
+    (a warning then). The `sample` profile is made for a CPU."""
+    acc = acc or accelerator()
+    if acc["kind"] == "cpu" and profile == "full":
+        if not allow_cpu:
+            raise NoAccelerator("the full profile (17M parameters, 25k images at 256 px) would take days on a CPU. "
+                                "On Colab: Runtime > Change runtime type > a GPU, then run the notebook again; "
+                                "or set ALLOW_CPU = True to train here anyway.")
+        warnings.warn("training the full profile on a CPU: expect days", stacklevel=2)
+    return acc

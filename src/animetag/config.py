@@ -228,7 +228,18 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     return p
 
 
+COLAB_WORKSPACE = Path("/content/drive/MyDrive/animetag")
+
+
 def data_home() -> Path:
-    """Where datasets and runs live: $ANIMETAG_HOME, else `<repo>/data`."""
+    """Where datasets and runs live: $ANIMETAG_HOME; else, on Colab with Google Drive
+    mounted, `MyDrive/animetag` (so each notebook finds the previous one's outputs and a run
+    survives a disconnect); else `<repo>/data`."""
+    import sys
+
     env = os.environ.get("ANIMETAG_HOME")
-    return Path(env) if env else repo_root() / "data"
+    if env:
+        return Path(env)
+    if "google.colab" in sys.modules and COLAB_WORKSPACE.parent.is_dir():
+        return COLAB_WORKSPACE
+    return repo_root() / "data"

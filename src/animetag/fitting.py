@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+from . import keras_metrics as _metric_classes  # noqa: F401  (registers the custom metrics for load_model)
 from . import losses  # noqa: F401  (registers the custom loss for load_model)
 from .augment import Augment
 from .config import TrainConfig

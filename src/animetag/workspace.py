@@ -24,6 +24,28 @@ class Workspace:
     figures: Path
 
 
+def params_from_env(**params):
+    """The notebook's form fields, each overridden by the environment variable
+    ANIMETAG_<NAME> where it is set (how `make demo`, nbmake and CI drive a notebook). A value
+    takes the type of the field's default: int, float, bool (1/true/yes/on), or text."""
+    out = {}
+    for name, default in params.items():
+        raw = os.environ.get(f"ANIMETAG_{name}")
+        if raw is None or not raw.strip():
+            out[name] = default
+        elif isinstance(default, bool):
+            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, (int, float)):
+            try:
+                out[name] = type(default)(raw)
+            except ValueError:
+                raise ValueError(f"ANIMETAG_{name}={raw!r} is not a{'n integer' if isinstance(default, int) else ' number'}"
+                                 ) from None
+        else:
+            out[name] = raw
+    return out
+
+
 def env(name: str, default: str) -> str:
     v = os.environ.get(name, "")
     return v if v.strip() else default

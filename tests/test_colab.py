@@ -1,0 +1,55 @@
+"""The Colab side: form fields overridden by the environment, the workspace on Drive, and
+the accelerator check of the full profile."""
+
+import sys
+import types
+
+import pytest
+
+from animetag.colab import NoAccelerator, require_accelerator
+from animetag.config import COLAB_WORKSPACE, data_home
+from animetag.workspace import params_from_env
+
+CPU = {"kind": "cpu", "name": "CPU", "count": 1, "compute_capability": None}
+GPU = {"kind": "gpu", "name": "Tesla T4", "count": 1, "compute_capability": (7, 5)}
+
+
+def test_form_fields_are_overridden_by_the_environment_with_their_types(monkeypatch):
+    fields = dict(PROFILE="sample", EPOCHS=0, LR=0.0, REBUILD=False, METADATA="")
+    for k in fields:
+        monkeypatch.delenv(f"ANIMETAG_{k}", raising=False)
+    assert params_from_env(**fields) == fields
+    monkeypatch.setenv("ANIMETAG_EPOCHS", "3")
+    monkeypatch.setenv("ANIMETAG_LR", "0.01")
+    monkeypatch.setenv("ANIMETAG_REBUILD", "1")
+    monkeypatch.setenv("ANIMETAG_PROFILE", "full")
+    monkeypatch.setenv("ANIMETAG_METADATA", "  ")  # blank: the field's value stays
+    got = params_from_env(**fields)
+    assert got == {"PROFILE": "full", "EPOCHS": 3, "LR": 0.01, "REBUILD": True, "METADATA": ""}
+    assert type(got["EPOCHS"]) is int and type(got["LR"]) is float
+    monkeypatch.setenv("ANIMETAG_EPOCHS", "three")
+    with pytest.raises(ValueError, match="ANIMETAG_EPOCHS='three' is not an integer"):
+        params_from_env(**fields)
+
+
+def test_the_full_profile_stops_on_a_cpu_unless_allowed():
+    assert require_accelerator("full", acc=GPU) == GPU
+    assert require_accelerator("sample", acc=CPU) == CPU  # made for a CPU
+    with pytest.raises(NoAccelerator, match="Change runtime type"):
+        require_accelerator("full", acc=CPU)
+    with pytest.warns(UserWarning, match="days"):
+        assert require_accelerator("full", allow_cpu=True, acc=CPU) == CPU
+
+
+def test_on_colab_the_workspace_defaults_to_drive(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANIMETAG_HOME", raising=False)
+    outside = data_home()
+    assert outside.name == "data"  # the repository's data folder
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr("animetag.config.COLAB_WORKSPACE", tmp_path / "MyDrive" / "animetag")
+    assert data_home() == outside  # Drive not mounted: nowhere to keep things
+    (tmp_path / "MyDrive").mkdir()
+    assert data_home() == tmp_path / "MyDrive" / "animetag"
+    monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path / "elsewhere"))
+    assert data_home() == tmp_path / "elsewhere"  # the variable (the WORKSPACE field) wins
+    assert str(COLAB_WORKSPACE) == "/content/drive/MyDrive/animetag"
