@@ -27,16 +27,24 @@
 # `ANIMETAG_IMAGES` at your Danbooru metadata and images (on Google Drive, say).
 
 # %%
+# Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
+# SOURCE: a Git URL (add @tag or @commit), a folder on Drive holding the project, or an
+# uploaded .zip or wheel (e.g. "/content/animetag.zip"). Nothing happens outside Colab.
+SOURCE = "git+https://github.com/animetag/animetag"  # @param {type:"string"}
 import sys
 
-if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+if "google.colab" in sys.modules:
+    import os
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "animetag @ git+https://github.com/animetag/animetag"], check=True)
-    from animetag.colab import mount_drive
+    from google.colab import drive
 
-    mount_drive()
+    drive.mount("/content/drive")
+    url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
+    spec = f"animetag[onnx] @ {url}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
 from animetag.colab import check_versions
 
@@ -116,11 +124,13 @@ pd.Series({k: v for k, v in counts.items() if not isinstance(v, dict)}, name="im
 # kept tags, missing or corrupt image files, images over the pixel limit.
 
 # %%
-left = pd.DataFrame(summary["left_out"])
 from IPython.display import display
 
+left = pd.DataFrame(summary["left_out"])
+if "id" in left:  # malformed records have no id, only their file and line
+    left["id"] = left["id"].astype("Int64").astype(str).replace("<NA>", "")
 display(left["reason"].value_counts().rename("records").to_frame())
-left.groupby("reason").head(2)
+left.groupby("reason").head(2).fillna("")
 
 # %% [markdown]
 # ## The outputs: ratings, general tags, characters
@@ -149,7 +159,8 @@ pos["val_share"] = pos["val"] / pos.sum(axis=1)
 pos["test_share"] = pos["test"] / pos[["train", "val", "test"]].sum(axis=1)
 print(f"{len(tags)} tags; tags with no validation positive: {(pos['val'] == 0).sum()}, "
       f"no test positive: {(pos['test'] == 0).sum()}")
-tags.merge(pos, left_on="name", right_index=True).head(15)
+shown = tags.merge(pos, left_on="name", right_index=True).assign(category=tags["category"].map(category_name))
+shown.round({"val_share": 3, "test_share": 3}).head(15)
 
 # %% [markdown]
 # ## What the model will see

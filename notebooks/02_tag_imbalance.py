@@ -24,16 +24,24 @@
 # **Needs:** a CPU runtime. Figures are also saved as PNG files.
 
 # %%
+# Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
+# SOURCE: a Git URL (add @tag or @commit), a folder on Drive holding the project, or an
+# uploaded .zip or wheel (e.g. "/content/animetag.zip"). Nothing happens outside Colab.
+SOURCE = "git+https://github.com/animetag/animetag"  # @param {type:"string"}
 import sys
 
-if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+if "google.colab" in sys.modules:
+    import os
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "animetag @ git+https://github.com/animetag/animetag"], check=True)
-    from animetag.colab import mount_drive
+    from google.colab import drive
 
-    mount_drive()
+    drive.mount("/content/drive")
+    url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
+    spec = f"animetag[onnx] @ {url}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>

@@ -35,16 +35,24 @@
 # runs 32 steps per call from the host.
 
 # %%
+# Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
+# SOURCE: a Git URL (add @tag or @commit), a folder on Drive holding the project, or an
+# uploaded .zip or wheel (e.g. "/content/animetag.zip"). Nothing happens outside Colab.
+SOURCE = "git+https://github.com/animetag/animetag"  # @param {type:"string"}
 import sys
 
-if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+if "google.colab" in sys.modules:
+    import os
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "animetag @ git+https://github.com/animetag/animetag"], check=True)
-    from animetag.colab import mount_drive
+    from google.colab import drive
 
-    mount_drive()
+    drive.mount("/content/drive")
+    url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
+    spec = f"animetag[onnx] @ {url}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
 from animetag.colab import check_versions
 
@@ -105,8 +113,10 @@ print("run:   ", ws.run)
 # of the shared features.
 
 # %%
+from IPython.display import display
+
 from animetag.config import train_config
-from animetag.model import build_model
+from animetag.model import build_model, stage_table
 from animetag.subset import read_subset
 from animetag.vocab import n_ratings
 
@@ -115,7 +125,7 @@ rows = read_subset(subset)[0]
 R = n_ratings(rows)  # the rating head: 4 outputs before the tags (0 for a subset without ratings)
 n_tags = len(rows) - R
 model = build_model(n_tags, cfg.image_size, cfg.model, n_ratings=R)
-model.summary(line_length=110)
+display(stage_table(model))  # model.summary() lists every layer
 full = build_model(100, 256, train_config("full").model)
 print(f"this profile ({PROFILE}): {model.count_params():,} parameters for {n_tags} tags and {R} ratings "
       f"at {cfg.image_size} px")
@@ -141,11 +151,20 @@ del full
 # several GPUs every replica gets its share; the few images left over differ each epoch.
 # Validation keeps every image: its last batch is padded with zero-weight blanks.
 
+# %% [markdown]
+# On Colab, TensorBoard shows the curves live while the next cell trains (the logs are in
+# the run folder's `logs/`, on Drive).
+
+# %%
+if "google.colab" in sys.modules:
+    get_ipython().run_line_magic("load_ext", "tensorboard")  # noqa: F821  (IPython's)
+    get_ipython().run_line_magic("tensorboard", f"--logdir '{ws.run / 'logs'}'")  # noqa: F821
+
 # %%
 from animetag.train import train
 
 result = train(subset, ws.run, profile=PROFILE, epochs=EPOCHS, batch_size=BATCH_SIZE, loss=LOSS, lr=LR)
-result
+{k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k != "prior_baseline_val"}
 
 # %% [markdown]
 # ## Curves

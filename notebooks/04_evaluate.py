@@ -26,16 +26,24 @@
 # **Needs:** a run folder with `model.keras` (notebook 03). A GPU helps but is not needed.
 
 # %%
+# Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
+# SOURCE: a Git URL (add @tag or @commit), a folder on Drive holding the project, or an
+# uploaded .zip or wheel (e.g. "/content/animetag.zip"). Nothing happens outside Colab.
+SOURCE = "git+https://github.com/animetag/animetag"  # @param {type:"string"}
 import sys
 
-if "google.colab" in sys.modules:  # install the package only; Colab already has TensorFlow
+if "google.colab" in sys.modules:
+    import os
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "animetag @ git+https://github.com/animetag/animetag"], check=True)
-    from animetag.colab import mount_drive
+    from google.colab import drive
 
-    mount_drive()
+    drive.mount("/content/drive")
+    url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
+    spec = f"animetag[onnx] @ {url}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
@@ -68,18 +76,21 @@ print("subset:", subset)
 print("run:   ", run)
 
 # %%
-from animetag.evaluate import comparison_table, evaluate
+from animetag.evaluate import comparison_table, evaluate, policy_table
 
 metrics = evaluate(subset, run, split=SPLIT, n_boot=BOOTSTRAP)
-summary = {k: v for k, v in metrics.items() if k not in ("comparison", "ci95_by_policy")}
-print(f"{metrics['n_images']} {SPLIT} images, {metrics['n_tags']} tags; 95% intervals "
-      f"({metrics['ci95_policy']}): F1-micro {metrics['ci95']['f1_micro']}, F1-macro {metrics['ci95']['f1_macro']}")
-summary
+ci = {k: "-".join(f"{v:.3f}" for v in metrics["ci95"][k]) for k in ("f1_micro", "f1_macro")}
+print(f"{metrics['n_images']} {SPLIT} images, {metrics['n_tags']} tags, mean average precision "
+      f"{metrics['map']:.3f}; 95% intervals with per-tag thresholds: F1-micro {ci['f1_micro']}, "
+      f"F1-macro {ci['f1_macro']} (all figures in {run / 'metrics.json'})")
+policy_table(metrics)
 
 # %% [markdown]
 # ## Beside the published numbers
 # Each published row is matched with this run's row under the same threshold policy; the
-# last columns say whether the comparison is like for like, and if not, why not.
+# last columns say whether the comparison is like for like, and if not, why not. Beside the
+# F1: test images, tags, parameters and model file size (the thesis: about 17M parameters,
+# 200 MB; Camie Tagger v1: 214M, 850 MB).
 
 # %%
 from animetag.reference import LOSS_SWEEP
@@ -99,10 +110,11 @@ comparison_table(metrics)
 # %%
 from IPython.display import display
 
-by_cat = pd.DataFrame({cat: {"tags": m["n_tags"], **{f"{p} {k}": m[p][k] for p in ("at_0.5", "per_tag_thresholds")
+by_cat = pd.DataFrame({cat: {"tags": m["n_tags"], **{f"{p} {k}": round(m[p][k], 3)
+                                                      for p in ("at_0.5", "per_tag_thresholds")
                                                       for k in ("f1_micro", "f1_macro")}}
-                       for cat, m in metrics["by_category"].items()}).T
-display(by_cat.round(3))
+                       for cat, m in metrics["by_category"].items()}).T.astype({"tags": int})
+display(by_cat)
 if "rating" in metrics:
     r = metrics["rating"]
     print(f"rating: accuracy {r['accuracy']:.3f} on {r['n_rated_images']} rated images "
@@ -147,7 +159,8 @@ save(f1_by_frequency(per_tag), ws.figures, "04_f1_by_frequency")
 
 # %%
 per_tag.sort_values(["f1", "ap"]).head(15)[
-    ["tag", "train_positives", f"{SPLIT}_positives", "precision", "recall", "f1", "ap", "threshold", "likely_cause"]]
+    ["tag", "train_positives", f"{SPLIT}_positives", "precision", "recall", "f1", "ap", "threshold", "likely_cause"]
+].round(3)
 
 # %% [markdown]
 # ## Precision-recall curves

@@ -236,3 +236,16 @@ def test_rating_probe_leaves_the_tag_gradients_as_without_a_rating_head(probe):
     g_tags = grads(lambda p: tags_only(y[:, 4:], p[:, 4:]))
     same = all(np.allclose(a, b, atol=1e-7) for a, b in zip(g_both, g_tags))
     assert same == probe
+
+
+def test_stage_table_accounts_for_every_parameter():
+    from animetag.model import stage_table
+
+    m = build_model(7, 32, train_config("sample").model, n_ratings=4)
+    t = stage_table(m)
+    params = [int(v.replace(",", "")) for v in t["params"]]
+    assert list(t.index) == ["stem", "stage1", "stage2", "stage3", "stage4",
+                             "heads (pool, dropout, rating, tags)", "total"]
+    assert sum(params[:-1]) == params[-1] == m.count_params()
+    assert t.loc["heads (pool, dropout, rating, tags)", "output"] == "11"  # 4 ratings + 7 tags
+    assert t.loc["stage4", "output"] == "1x1x192"

@@ -221,7 +221,12 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
     write_json_atomic(run / "thresholds.json", thresholds)
 
     kind = data_label(summary)
-    run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y)}, tags)
+    import keras
+
+    model_path = run / "model.keras"
+    params = int(keras.saving.load_model(model_path, compile=False).count_params())
+    run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y), "params": params,
+                                       "size_mb": round(model_path.stat().st_size / 1e6, 1)}, tags)
     metrics["comparison"] = comparison_rows(run_rows)
     write_json_atomic(run / "metrics.json", metrics)
     return metrics
@@ -265,7 +270,31 @@ def data_label(summary: dict[str, Any]) -> str:
 
 
 def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    cols = ["model", "f1_micro", "f1_macro", "data", "n_tags", "categories", "threshold",
-            "like_for_like", "why", "source"]
+    """The published rows beside this run's: F1 rounded to 3 places, test images, tags,
+    parameters and model size as whole numbers ('' where a source does not say)."""
+    cols = ["model", "f1_micro", "f1_macro", "data", "n_test_images", "n_tags", "categories", "threshold",
+            "params", "size_mb", "like_for_like", "why", "source"]
     df = pd.DataFrame(metrics["comparison"])
-    return df[[c for c in cols if c in df]]
+    df = df[[c for c in cols if c in df]].copy()
+    for c in ("f1_micro", "f1_macro"):
+        df[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    for c in ("n_test_images", "n_tags", "params"):
+        if c in df:
+            df[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    if "size_mb" in df:
+        df["size_mb"] = df["size_mb"].map(lambda v: "" if pd.isna(v) else f"{v:,.1f}")
+    for c in ("like_for_like", "why"):
+        if c in df:
+            df[c] = df[c].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+    return df
+
+
+def policy_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """F1 of the reported split under each threshold policy, with its threshold, rounded."""
+    rows = {"0.5 (the thesis's)": {"threshold": "0.5", **metrics["at_0.5"]},
+            "one global threshold": {"threshold": f"{metrics['global_threshold']['threshold']:.2f}",
+                                     **{k: metrics["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
+            "precision = recall": {"threshold": f"{metrics['precision_equals_recall']['threshold']:.2f}",
+                                   **{k: metrics["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
+            "per tag": {"threshold": "per tag", **metrics["per_tag_thresholds"]}}
+    return pd.DataFrame(rows).T.astype({"f1_micro": float, "f1_macro": float}).round(3)

@@ -128,3 +128,27 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def stage_table(model: keras.Model):
+    """One row per stage of the ResNet-SE (stem, each stage, the heads): its blocks, output
+    shape and parameters; a compact stand-in for `model.summary()`'s hundred-odd rows."""
+    import pandas as pd
+
+    rows: dict[str, dict] = {}
+    for layer in model.layers:
+        name = layer.name
+        stage = ("stem" if name.startswith("stem") or name == "rescale" else
+                 name.split("_")[0] if name.startswith("stage") else
+                 "input" if name == "image" else "heads (pool, dropout, rating, tags)")
+        r = rows.setdefault(stage, {"blocks": set(), "output": None, "params": 0})
+        if name.startswith("stage"):
+            r["blocks"].add(name.split("_")[1])
+        r["params"] += int(layer.count_params())
+        r["output"] = tuple(layer.output.shape[1:])  # the stage's last layer
+    rows.pop("input", None)
+    df = pd.DataFrame({k: {"blocks": len(v["blocks"]) or "", "output": "x".join(map(str, v["output"])),
+                           "params": v["params"]} for k, v in rows.items()}).T
+    df.loc["total"] = ["", "", int(model.count_params())]
+    df["params"] = df["params"].map(lambda v: f"{int(v):,}")
+    return df
