@@ -170,7 +170,13 @@ shown.round({"val_share": 3, "test_share": 3}).head(15)
 from animetag.plots import image_grid, save
 from animetag.shards import peek
 
+from animetag.vocab import n_ratings
+
 ids, images, labels = peek(ws.subset, "train", 8)
-names = tags["name"].tolist()
-captions = [f"{i}: " + ", ".join(names[j] for j in y.nonzero()[0][:6]) for i, y in zip(ids, labels)]
+names, R = tags["name"].tolist(), n_ratings(tags)
+captions = []
+for i, y in zip(ids, labels):
+    rating = [names[j] for j in y[:R].nonzero()[0]]
+    captions.append(f"post {i}" + (f" (rating: {rating[0]})" if rating else "") + "\n"
+                    + ", ".join(names[R + j] for j in y[R:].nonzero()[0][:8]))
 save(image_grid(list(images), captions, cols=4, title="training images and their tags"), ws.figures, "01_samples")

@@ -34,3 +34,13 @@ def test_confusions_find_the_tag_predicted_in_place_of_another():
     assert top["rate"] == pytest.approx(pred[only, 1].mean())
     assert top["rate_elsewhere"] == pytest.approx(0.0)
     assert (df["excess"].iloc[1:] < 0.05).all()  # nothing else is confused
+
+
+def test_captions_are_wrapped_to_fit_a_panel():
+    from animetag.plots import wrap_caption
+
+    text = "hit: " + ", ".join(f"tag_number_{i}" for i in range(30)) + "\nmissed: a, b"
+    out = wrap_caption(text, width=36, max_lines=7)
+    lines = out.split("\n")
+    assert len(lines) == 7 and all(len(line) <= 40 for line in lines) and lines[-1].endswith("...")
+    assert wrap_caption("hit: solo\nmissed: hat") == "hit: solo\nmissed: hat"  # short ones stay

@@ -119,18 +119,31 @@ def conditional_heatmap(P: np.ndarray, names: list[str], top: int = 30):
     return fig
 
 
+def wrap_caption(text: str, width: int = 36, max_lines: int = 7) -> str:
+    """A caption broken into lines that fit one panel, at most `max_lines` (then an ellipsis)."""
+    import textwrap
+
+    lines = [w for part in text.split("\n") for w in (textwrap.wrap(part, width) or [""])]
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [lines[max_lines - 1].rstrip(",") + " ..."]
+    return "\n".join(lines)
+
+
 def image_grid(images: list[np.ndarray], captions: list[str], cols: int = 4, title: str = ""):
+    """Images in a grid, each with its caption wrapped to the panel's width."""
     plt = _plt()
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), squeeze=False)
+    wrapped = [wrap_caption(c) for c in captions]
+    n_lines = max((c.count("\n") + 1 for c in wrapped), default=1)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, (3.4 + 0.16 * n_lines) * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, im, cap in zip(axes.ravel(), images, captions):
+    for ax, im, cap in zip(axes.ravel(), images, wrapped):
         ax.imshow(im)
-        ax.set_title(cap, fontsize=7, wrap=True)
+        ax.set_title(cap, fontsize=7, loc="left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
     return fig
 
 
