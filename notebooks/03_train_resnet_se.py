@@ -94,10 +94,10 @@ from animetag.colab import require_accelerator
 print(require_accelerator(PROFILE, ALLOW_CPU))
 
 # %%
-from animetag.workspace import ensure_subset, workspace
+from animetag.workspace import ensure_subset, local_subset, workspace
 
 ws = workspace(PROFILE)
-subset = ensure_subset(ws)
+subset = local_subset(ensure_subset(ws))  # on Colab, a subset on Drive is read from a local copy
 print("subset:", subset)
 print("run:   ", ws.run)
 

@@ -68,10 +68,10 @@ if WORKSPACE:
 # %%
 import pandas as pd
 
-from animetag.workspace import ensure_run, ensure_subset, workspace
+from animetag.workspace import ensure_run, ensure_subset, local_subset, workspace
 
 ws = workspace(PROFILE)
-subset, run = ensure_subset(ws), ensure_run(ws)
+subset, run = local_subset(ensure_subset(ws)), ensure_run(ws)  # on Colab, shards on Drive read locally
 print("subset:", subset)
 print("run:   ", run)
 

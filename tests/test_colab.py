@@ -53,3 +53,27 @@ def test_on_colab_the_workspace_defaults_to_drive(monkeypatch, tmp_path):
     monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path / "elsewhere"))
     assert data_home() == tmp_path / "elsewhere"  # the variable (the WORKSPACE field) wins
     assert str(COLAB_WORKSPACE) == "/content/drive/MyDrive/animetag"
+
+
+def test_a_subset_on_drive_is_copied_to_the_local_disk_once(tmp_path, monkeypatch):
+    import shutil
+
+    from animetag.workspace import local_subset
+
+    drive, local = tmp_path / "drive", tmp_path / "local"
+    subset = drive / "MyDrive" / "animetag" / "subsets" / "full"
+    (subset / "shards").mkdir(parents=True)
+    (subset / "shards" / "train-00000.tfrecord").write_bytes(b"x" * 100)
+    (subset / "subset.json").write_text('{"n": 1}')
+    copies = []
+    real = shutil.copytree
+    monkeypatch.setattr(shutil, "copytree",
+                        lambda a, b, *args, **k: (copies.append(a) if a == subset else None) or real(a, b, *args, **k))
+    got = local_subset(subset, drive, local)
+    assert got == local / "full" and (got / "shards" / "train-00000.tfrecord").read_bytes() == b"x" * 100
+    assert local_subset(subset, drive, local) == got and len(copies) == 1  # once per session
+    (subset / "subset.json").write_text('{"n": 2}')  # rebuilt on Drive: copied again
+    assert local_subset(subset, drive, local) == got and len(copies) == 2
+    assert (got / "subset.json").read_text() == '{"n": 2}' and not (local / "full.partial").exists()
+    elsewhere = tmp_path / "data" / "subsets" / "sample"
+    assert local_subset(elsewhere, drive, local) == elsewhere  # not on Drive: read in place

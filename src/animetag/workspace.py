@@ -113,3 +113,29 @@ def ensure_run(ws: Workspace) -> Path:
     epochs = int(env("ANIMETAG_EPOCHS", "0")) or None
     train(ensure_subset(ws), ws.run, profile="sample", epochs=epochs)
     return ws.run
+
+
+def local_subset(subset: Path, drive: Path = Path("/content/drive"),
+                 local: Path = Path("/content/animetag-local")) -> Path:
+    """A subset on Google Drive, copied once per Colab session to the machine's own disk
+    (`local`), where training reads its shards many times over at disk speed instead of
+    Drive's; any other subset as it is. The copy is made again when the subset on Drive has
+    changed (another subset.json), and is written under a temporary name first."""
+    import shutil
+
+    subset = Path(subset)
+    try:
+        subset.resolve().relative_to(drive.resolve())
+    except ValueError:
+        return subset
+    dest = local / subset.name
+    wanted = (subset / "subset.json").read_bytes()
+    if (dest / "subset.json").exists() and (dest / "subset.json").read_bytes() == wanted:
+        return dest
+    tmp = local / f"{subset.name}.partial"
+    for old in (tmp, dest):
+        if old.exists():
+            shutil.rmtree(old)
+    shutil.copytree(subset, tmp)
+    tmp.rename(dest)
+    return dest
