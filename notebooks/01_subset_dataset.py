@@ -71,15 +71,37 @@ TOP_K_CHARACTER = -1  # @param {type:"integer"}
 MAX_IMAGES = 25000  # @param {type:"integer"}
 IMAGE_SIZE = 0  # @param {type:"integer"}
 REBUILD = False  # @param {type:"boolean"}
+# On Colab, a public Danbooru mirror on the Hugging Face Hub instead (e.g. HF_DATASET
+# "owner/name"): its metadata files matching HF_METADATA and its first HF_ARCHIVES image
+# archives matching HF_TARS are downloaded to the workspace and read in place.
+HF_DATASET = ""  # @param {type:"string"}
+HF_ARCHIVES = 2  # @param {type:"integer"}
+HF_TARS = "*.tar"  # @param {type:"string"}
+HF_METADATA = "*.parquet"  # @param {type:"string"}
 
 from animetag.workspace import params_from_env
 
 globals().update(params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, IMAGES=IMAGES, TOP_K=TOP_K,
     TOP_K_CHARACTER=TOP_K_CHARACTER, MAX_IMAGES=MAX_IMAGES, IMAGE_SIZE=IMAGE_SIZE,
-    REBUILD=REBUILD))
+    REBUILD=REBUILD, HF_DATASET=HF_DATASET, HF_ARCHIVES=HF_ARCHIVES, HF_TARS=HF_TARS,
+    HF_METADATA=HF_METADATA))
 if WORKSPACE:
     os.environ["ANIMETAG_HOME"] = WORKSPACE
+
+# %%
+import sys
+
+if HF_DATASET and "google.colab" in sys.modules:  # the Hub download, on Colab only
+    from pathlib import Path
+
+    from animetag.config import data_home
+    from animetag.mirror import fetch_mirror
+
+    mirror = data_home() / "mirrors" / HF_DATASET.replace("/", "__")
+    meta, tars = fetch_mirror(HF_DATASET, mirror, HF_ARCHIVES, archives=HF_TARS, metadata=HF_METADATA)
+    METADATA, IMAGES = " ".join(map(str, meta)), str(mirror)
+    print(f"{len(meta)} metadata files and {len(tars)} image archives in {mirror}")
 
 # %%
 from animetag.workspace import ensure_metadata, ensure_subset, workspace
