@@ -150,7 +150,7 @@ save(plot_tpi(tags_per_image(Y)), ws.figures, "02_tags_per_image")
 
 # %% [markdown]
 # ## Co-occurrence and the pseudo-hierarchy
-# P(b | a): how often tag b is present when tag a is. Rows that are nearly 1 in some
+# P(b | a): how often tag b is present when tag a is (diagonal masked). Rows that are nearly 1 in some
 # column are near-implications (`very_long_hair` -> `long_hair`, a character -> its
 # hair colour): a model is asked to learn the same thing twice, and a post tagged with
 # only one of the pair teaches it the wrong thing.
@@ -160,7 +160,7 @@ from animetag.analysis import conditional_matrix, near_implications
 from animetag.plots import conditional_heatmap
 
 save(conditional_heatmap(conditional_matrix(Y), names, top=HEATMAP_TAGS), ws.figures, "02_cooccurrence")
-near_implications(Y, names, min_p=IMPLICATION_P).head(20)
+near_implications(Y, names, min_p=IMPLICATION_P).head(20).round(3)
 
 # %% [markdown]
 # P(b | a) is dominated by the commonest tags: `solo` is on most images, so every row

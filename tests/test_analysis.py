@@ -44,3 +44,18 @@ def test_captions_are_wrapped_to_fit_a_panel():
     lines = out.split("\n")
     assert len(lines) == 7 and all(len(line) <= 40 for line in lines) and lines[-1].endswith("...")
     assert wrap_caption("hit: solo\nmissed: hat") == "hit: solo\nmissed: hat"  # short ones stay
+
+
+def test_near_implications_keep_real_ones_and_drop_a_tag_that_is_everywhere():
+    from animetag.analysis import near_implications
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    solo = rng.uniform(size=n) < 0.95
+    very_long = rng.uniform(size=n) < 0.1
+    long_hair = very_long | (rng.uniform(size=n) < 0.3)  # very_long_hair -> long_hair
+    Y = np.stack([solo, very_long, long_hair], 1).astype(np.uint8)
+    df = near_implications(Y, ["solo", "very_long_hair", "long_hair"], min_p=0.9)
+    pairs = set(zip(df["tag"], df["implies"]))
+    assert ("very_long_hair", "long_hair") in pairs
+    assert not any(b == "solo" for _, b in pairs)  # P(solo | anything) is high, its lift about 1

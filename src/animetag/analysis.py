@@ -58,14 +58,18 @@ def conditional_matrix(Y: np.ndarray) -> np.ndarray:
         return np.where(n[:, None] > 0, co / n[:, None], 0.0)
 
 
-def near_implications(Y: np.ndarray, names: list[str], min_p: float = 0.9, min_count: int = 5) -> pd.DataFrame:
-    """Pairs a -> b with P(b|a) >= min_p (a seen at least min_count times): the pseudo-hierarchy."""
+def near_implications(Y: np.ndarray, names: list[str], min_p: float = 0.9, min_count: int = 5,
+                      min_lift: float = 1.2) -> pd.DataFrame:
+    """Pairs a -> b with P(b|a) >= min_p (a seen at least min_count times): the pseudo-hierarchy.
+    A b on most images (`solo`) follows every a without being implied by it: pairs whose lift
+    is below `min_lift` are left out."""
     P = conditional_matrix(Y)
+    lift = lift_matrix(Y)
     n = Y.sum(0)
-    rows = [(names[a], names[b], P[a, b], int(n[a]), int(n[b]))
+    rows = [(names[a], names[b], P[a, b], lift[a, b], int(n[a]), int(n[b]))
             for a in range(len(names)) for b in range(len(names))
-            if a != b and n[a] >= min_count and P[a, b] >= min_p]
-    df = pd.DataFrame(rows, columns=["tag", "implies", "p", "count_tag", "count_implied"])
+            if a != b and n[a] >= min_count and P[a, b] >= min_p and lift[a, b] >= min_lift]
+    df = pd.DataFrame(rows, columns=["tag", "implies", "p", "lift", "count_tag", "count_implied"])
     return df.sort_values(["p", "count_tag"], ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -109,7 +109,9 @@ def conditional_heatmap(P: np.ndarray, names: list[str], top: int = 30):
     plt = _plt()
     k = min(top, len(names))
     fig, ax = plt.subplots(figsize=(0.28 * k + 2.5, 0.28 * k + 2))
-    im = ax.imshow(P[:k, :k], vmin=0, vmax=1, cmap="viridis")
+    shown = np.array(P[:k, :k], dtype=float)
+    np.fill_diagonal(shown, np.nan)  # P(a|a) = 1 says nothing
+    im = ax.imshow(shown, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(k), names[:k], rotation=90, fontsize=7)
     ax.set_yticks(range(k), names[:k], fontsize=7)
     ax.set_xlabel("tag b")
