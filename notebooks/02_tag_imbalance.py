@@ -150,10 +150,11 @@ save(plot_tpi(tags_per_image(Y)), ws.figures, "02_tags_per_image")
 
 # %% [markdown]
 # ## Co-occurrence and the pseudo-hierarchy
-# P(b | a): how often tag b is present when tag a is (diagonal masked). Rows that are nearly 1 in some
-# column are near-implications (`very_long_hair` -> `long_hair`, a character -> its
-# hair colour): a model is asked to learn the same thing twice, and a post tagged with
-# only one of the pair teaches it the wrong thing.
+# P(b | a): how often tag b is present when tag a is (diagonal masked). Rows that are
+# nearly 1 in some column are near-implications (`very_long_hair` -> `long_hair`, a
+# character -> its hair colour): a model is asked to learn the same thing twice, and a post
+# tagged with only one of the pair teaches it the wrong thing. The table leaves out tags
+# that follow everything (`solo`: lift near 1).
 
 # %%
 from animetag.analysis import conditional_matrix, near_implications
