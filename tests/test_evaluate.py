@@ -177,3 +177,15 @@ def test_comparison_sets_published_general_rows_beside_this_runs_general_tags():
     only_all = comparison_rows(rows[:1])
     thesis = next(r for r in only_all if r["model"].startswith("thesis"))
     assert not thesis["like_for_like"] and "categories" in thesis["why"]
+
+
+def test_an_unknown_threshold_policy_is_an_error_not_a_guess():
+    from animetag.reference import comparison_rows
+
+    row = {"model": "this run @mcut", "data": "Danbooru", "n_tags": 100, "categories": "general (top-100)",
+           "threshold": "MCut (per image)", "f1_micro": 0.5, "f1_macro": 0.2}
+    with pytest.raises(ValueError, match="threshold policy 'MCut"):
+        comparison_rows([row])
+    per_tag = dict(row, model="this run @per-tag", threshold="per tag (tuned on val)")
+    rows = comparison_rows([per_tag])  # a known policy that no published row uses
+    assert all(r.get("compare_with") is None for r in rows if r.get("source") != "this run")

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from .plugins import BACKBONES, LOSSES
+
 
 def _csv(s: str) -> list[str]:
     return [x for x in s.replace(",", " ").split() if x]
@@ -44,10 +46,14 @@ def cmd_subset(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from .config import deep_merge, parse_sets
     from .train import train
 
-    result = train(a.data, a.run, profile=a.profile, epochs=a.epochs, batch_size=a.batch_size,
-                   image_size=a.image_size, loss=a.loss, lr=a.lr, precision=a.precision, xla=a.xla)
+    settings = deep_merge(dict(epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size, loss=a.loss,
+                               lr=a.lr, precision=a.precision, xla=a.xla,
+                               model={"backbone": a.backbone} if a.backbone else None),
+                          parse_sets(a.set or []))
+    result = train(a.data, a.run, profile=a.profile, **settings)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -155,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--image-size", type=int)
-    s.add_argument("--loss", choices=["focal", "bce", "asl"])
+    s.add_argument("--backbone", choices=BACKBONES.names(),
+                   help="; ".join(f"{k}: {v}" for k, v in BACKBONES.describe().items()))
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any setting of config.json's train section, e.g. --set model.dropout=0.2 "
+                        "--set augment.flip=false --set model.weights=imagenet (repeatable)")
+    s.add_argument("--loss", choices=LOSSES.names(), help="; ".join(f"{k}: {v}" for k, v in LOSSES.describe().items()))
     s.add_argument("--lr", type=float)
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
     s.add_argument("--xla", choices=["auto", "on", "off"], help="XLA compilation (auto: on a GPU or TPU)")

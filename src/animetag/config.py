@@ -66,8 +66,11 @@ class SubsetConfig:
 
 @dataclass
 class ModelConfig:
-    """The ResNet-SE layout: stem, four stages of basic residual blocks, each with SE."""
+    """The backbone (a name in `plugins.BACKBONES`) and, for the ResNet ones, their layout:
+    stem, four stages of basic residual blocks, each with SE in `resnet_se`."""
 
+    backbone: str = "resnet_se"
+    weights: str = ""  # "imagenet": pretrained weights for a keras.applications backbone (downloads)
     stem_width: int = 64
     widths: tuple[int, ...] = (64, 128, 256, 512)
     depths: tuple[int, ...] = (2, 2, 3, 3)
@@ -79,6 +82,11 @@ class ModelConfig:
         self.depths = tuple(self.depths)
         if len(self.widths) != len(self.depths):
             raise ValueError("model.widths and model.depths must have the same length")
+        from .plugins import BACKBONES
+
+        BACKBONES.check(self.backbone)
+        if self.weights not in ("", "imagenet"):
+            raise ValueError(f"model.weights: {self.weights!r} is not '' or 'imagenet'")
 
 
 @dataclass
@@ -121,12 +129,17 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = ModelConfig(**self.model)
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
-        if self.loss not in ("focal", "bce", "asl"):
-            raise ValueError(f"loss: {self.loss!r} is not one of focal, bce, asl")
+        for name, cls in (("model", ModelConfig), ("augment", AugmentConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+                if unknown:
+                    raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: "
+                                     f"{[f.name for f in dataclasses.fields(cls)]}")
+                setattr(self, name, cls(**value))
+        from .plugins import LOSSES
+
+        LOSSES.check(self.loss)
         if self.precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
             raise ValueError(f"precision: {self.precision!r} is not recognised")
         if self.xla not in ("auto", "on", "off"):
@@ -172,15 +185,47 @@ SUBSET_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` applied; nested settings merge key by key (None values are ignored)."""
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            continue
+        if dataclasses.is_dataclass(v):
+            v = dataclasses.asdict(v)
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`--set` pairs (`model.dropout=0.2`, `augment.flip=false`, `model.widths=[32,64]`) as
+    nested settings; a value is read as JSON where it parses, else as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dropout=0.2")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
 def train_config(profile: str = "full", **overrides: Any) -> TrainConfig:
-    """The profile's settings with `overrides` applied (None values are ignored)."""
+    """The profile's settings with `overrides` merged in, nested ones key by key:
+    `train_config("sample", model={"dropout": 0.2})` is the sample model with another dropout."""
     if profile not in PROFILES:
         raise ValueError(f"profile: {profile!r} is not one of {sorted(PROFILES)}")
-    d = dict(PROFILES[profile])
-    d["profile"] = profile
-    for k, v in overrides.items():
-        if v is not None:
-            d[k] = v
+    d = deep_merge({**PROFILES[profile], "profile": profile}, overrides)
     return TrainConfig.from_dict(d)
 
 

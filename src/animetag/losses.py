@@ -72,19 +72,13 @@ class WithRating(keras.losses.Loss):
 
 
 def make_loss(cfg: TrainConfig, n_ratings: int = 0) -> keras.losses.Loss:
-    """The loss a run's settings ask for, with the rating head's term when the model has one.
-
-    focal: Keras' BinaryFocalCrossentropy with alpha balancing,
-    FL = -alpha_t (1 - p_t)^gamma log(p_t) (Lin et al., arXiv 1708.02002).
-    """
+    """The loss a run's settings ask for (a name in `plugins.LOSSES`), with the rating head's
+    term when the model has one."""
     loss = _tag_loss(cfg)
     return WithRating(loss, n_ratings, cfg.rating_loss_weight) if n_ratings else loss
 
 
 def _tag_loss(cfg: TrainConfig) -> keras.losses.Loss:
-    if cfg.loss == "focal":
-        return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=cfg.focal_alpha,
-                                                    gamma=cfg.focal_gamma, name="focal_loss")
-    if cfg.loss == "bce":
-        return keras.losses.BinaryCrossentropy(name="bce")
-    return AsymmetricLoss(cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip)
+    from .plugins import LOSSES
+
+    return LOSSES.get(cfg.loss)(cfg)

@@ -29,16 +29,31 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = 
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sync: bool = False):
-    """A basic residual block (two 3x3 convolutions) with SE before the addition."""
+def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sync: bool = False,
+                      se: bool = True):
+    """A basic residual block (two 3x3 convolutions) with SE before the addition (`se`)."""
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", relu=False, sync=sync)
     y = _conv_bn(x, filters, 3, stride, f"{name}_a", sync=sync)
     y = _conv_bn(y, filters, 3, 1, f"{name}_b", relu=False, sync=sync)
-    y = se_block(y, se_ratio, f"{name}_se")
+    if se:
+        y = se_block(y, se_ratio, f"{name}_se")
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet_features(inputs, cfg: ModelConfig, sync: bool = False, se: bool = True):
+    """The thesis's ResNet body on raw 0-255 pixels: rescale, stem (7x7 convolution, batch
+    norm, ReLU, max pooling), then the stages of basic residual blocks, with SE or without."""
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = _conv_bn(x, cfg.stem_width, 7, 2, "stem", sync=sync)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for i, (width, depth) in enumerate(zip(cfg.widths, cfg.depths)):
+        for j in range(depth):
+            stride = 2 if (i > 0 and j == 0) else 1
+            x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}", sync, se)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="animetag")
@@ -58,8 +73,9 @@ EMBEDDING = "pool"  # the pooled features, the export's second output
 def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = None,
                 name: str = "resnet_se", synchronized_bn: bool = False, n_ratings: int = 0,
                 rating_probe: bool = False) -> keras.Model:
-    """ResNet-SE: raw 0-255 RGB in, rescaled inside; scores out, computed in float32, one per
-    row of tags.csv.
+    """The tagger: raw 0-255 RGB in, the backbone `cfg.backbone` (the thesis ResNet-SE unless
+    another is named; see `plugins.BACKBONES`), global average pooling, dropout, and the
+    scores out, computed in float32, one per row of tags.csv.
 
     With `n_ratings` (4), the scores are the rating head's softmax (one rating per image)
     followed by the `n_tags` sigmoid tag scores, the WD taggers' output order; without, the
@@ -69,16 +85,11 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
     `synchronized_bn`: batch statistics over the global batch of all replicas. Needed with
     several replicas: otherwise each replica keeps its own moving statistics, validation runs
     each replica with its own, and the saved model holds only the first replica's."""
+    from .plugins import BACKBONES
+
     cfg = cfg or ModelConfig()
-    sync = synchronized_bn
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv_bn(x, cfg.stem_width, 7, 2, "stem", sync=sync)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    for i, (width, depth) in enumerate(zip(cfg.widths, cfg.depths)):
-        for j in range(depth):
-            stride = 2 if (i > 0 and j == 0) else 1
-            x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}", sync)
+    x = BACKBONES.get(cfg.backbone)(inputs, cfg, synchronized_bn)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING)(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
@@ -118,11 +129,11 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     def clone(layer):
         if isinstance(layer, StopGradient):  # inference needs no gradient: a stock layer instead
             return layers.Identity(name=layer.name)
-        config = {**layer.get_config(), "dtype": policy}
+        config = layer.get_config()
+        if isinstance(layer, layers.Layer):  # not the bare operations some applications use (ops.add)
+            config["dtype"] = "float32" if layer.name in HEADS else policy  # the scores stay float32
         if "synchronized" in config:  # a training-time setting (several replicas)
             config["synchronized"] = False
-        if layer.name in HEADS:  # the scores stay float32 under mixed precision
-            config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

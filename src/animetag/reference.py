@@ -43,13 +43,20 @@ LOSS_SWEEP = ("SmilingWolf's sweep on Danbooru2021: summed BCE F1 0.6701, focal 
               "(alpha 0.25, gamma 2) F1 0.6618: plain BCE slightly ahead.")
 
 
+# Threshold policies as the comparison groups them: a row's threshold text starts with one of these.
+POLICY_KINDS = {"0.5": "0.5", "p=r": "P=R", "global": "tuned global", "balanced": "tuned global",
+                "micro-optimal": "tuned global", "model card": "tuned global", "per tag": "per tag"}
+
+
 def _policy_kind(threshold: str) -> str:
-    t = threshold.lower()
-    if t.startswith("0.5"):
-        return "0.5"
-    if t.startswith("p=r"):
-        return "P=R"
-    return "tuned global"
+    """The policy a threshold text names; an unknown one is an error, never a guess (a
+    like-for-like verdict on a guess would be wrong without a word)."""
+    t = threshold.lower().replace("'s", "")
+    for prefix, kind in POLICY_KINDS.items():
+        if t.startswith(prefix):
+            return kind
+    raise ValueError(f"threshold policy {threshold!r}: not one of {sorted(set(POLICY_KINDS.values()))} "
+                     f"(texts starting {sorted(POLICY_KINDS)})")
 
 
 def _category_set(text: str) -> frozenset[str]:

@@ -28,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .colab import accelerator
-from .config import diff, to_dict, train_config, write_json_atomic
+from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
 from .fitting import compile_model, core_of, lr_schedule, training_model  # noqa: F401  (registers what checkpoints hold)
 from .metrics import prior_baseline
 from .model import build_model, float32_copy
@@ -184,6 +184,15 @@ def _read_state(run: Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded settings as this version writes them: settings added since take their
+    defaults (which is what the run used), so an older run still resumes."""
+    try:
+        return to_dict(TrainConfig.from_dict(recorded))
+    except (TypeError, ValueError):
+        return recorded
+
+
 def data_signature(subset_dir: Path) -> dict[str, Any]:
     """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
     rating rows among them) in order, the image size, and which image lies in which split."""
@@ -238,7 +247,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
     extended_from = None
     if old is not None:
-        changes = (diff(old.get("train", {}), record["train"], "train.")
+        changes = (diff(_as_now(old.get("train", {})), record["train"], "train.")
                    + [f"data.{c}" for c in data_differences(old.get("data", {}), sig)])
         # more (or fewer) epochs extend the run; any other change makes it another run
         others = [c for c in changes if not c.startswith("train.epochs:")]
