@@ -51,9 +51,10 @@ def _cache_key(model_path: Path, signature: dict[str, Any]) -> str:
 
 
 def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
-                  signature: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  signature: dict[str, Any] | None = None, model=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, scores) of a split, cached in the run folder as scores_<split>.npz; the
-    cache is used only for the same model.keras and the same data (tag list and split)."""
+    cache is used only for the same model.keras and the same data (tag list and split).
+    `model`: run/model.keras already loaded (else it is loaded when the cache cannot serve)."""
     cache = run / f"scores_{split}.npz"
     model_path = run / "model.keras"
     if not model_path.exists():
@@ -72,7 +73,7 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
     from . import losses  # noqa: F401  (registers the custom loss)
     from .pipeline import make_dataset
 
-    model = keras.saving.load_model(model_path, compile=False)
+    model = model or keras.saving.load_model(model_path, compile=False)
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
     for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
@@ -86,6 +87,23 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
     return ids_a, ys_a, ss_a
 
 
+# The threshold policies every report uses, in order: the key in metrics.json, the short name
+# of this run's comparison row, the label of the policy table, and the threshold (a number or
+# one per tag) from the tuned thresholds `th`.
+POLICIES = (
+    ("at_0.5", "0.5", "0.5 (the thesis's)", lambda th: 0.5),
+    ("global_threshold", "global", "one global threshold", lambda th: th["global"]),
+    ("precision_equals_recall", "P=R", "precision = recall", lambda th: th["precision_equals_recall"]),
+    ("per_tag_thresholds", "per-tag", "per tag", lambda th: th["per_tag"]),
+)
+F1 = ("f1_micro", "f1_macro")
+
+
+def policy_f1(y: np.ndarray, s: np.ndarray, th: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """F1-micro and F1-macro of (y, s) under each policy."""
+    return {key: f1_at(y, s, threshold(th)) for key, _, _, threshold in POLICIES}
+
+
 def tune_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> dict[str, Any]:
     """All thresholds, from validation data alone."""
     g = tune_global_threshold(y_val, s_val)
@@ -96,19 +114,16 @@ def tune_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> dict[str, Any]:
 def evaluate_scores(y_val, s_val, y, s, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics on (y, s) with thresholds tuned on (y_val, s_val) only; returns (metrics, thresholds)."""
     th = tune_thresholds(y_val, s_val)
-    at05 = f1_at(y, s, 0.5)
-    glob = f1_at(y, s, th["global"])
-    pr_eq = f1_at(y, s, th["precision_equals_recall"])
-    per = f1_at(y, s, th["per_tag"])
+    f1 = policy_f1(y, s, th)
     rep = per_tag_report(y, s, th["per_tag"])
-    ci = {name: bootstrap_f1_ci(y, s >= t, n_boot=n_boot, seed=seed)
-          for name, t in (("at_0.5", 0.5), ("global_threshold", th["global"]), ("per_tag_thresholds", th["per_tag"]))}
+    ci = {key: bootstrap_f1_ci(y, s >= threshold(th), n_boot=n_boot, seed=seed)
+          for key, _, _, threshold in POLICIES if key != "precision_equals_recall"}
     metrics = {
         "n_images": int(len(y)), "n_tags": int(y.shape[1]),
-        "at_0.5": at05,
-        "global_threshold": {"threshold": th["global"], **glob},
-        "precision_equals_recall": {"threshold": th["precision_equals_recall"], **pr_eq},
-        "per_tag_thresholds": per,
+        "at_0.5": f1["at_0.5"],
+        "global_threshold": {"threshold": th["global"], **f1["global_threshold"]},
+        "precision_equals_recall": {"threshold": th["precision_equals_recall"], **f1["precision_equals_recall"]},
+        "per_tag_thresholds": f1["per_tag_thresholds"],
         "map": float(np.nanmean(rep["ap"])),
         "ci95": ci["per_tag_thresholds"], "ci95_policy": "per_tag_thresholds", "ci95_by_policy": ci,
         "thresholds_tuned_on": "val",
@@ -143,12 +158,8 @@ def by_category(tags: pd.DataFrame, y: np.ndarray, s: np.ndarray, th: dict[str, 
     out = {}
     for cat in dict.fromkeys(cats):
         j = cats == cat
-        per = np.asarray(th["per_tag"])[j]
-        out[str(cat)] = {"n_tags": int(j.sum()),
-                         "at_0.5": f1_at(y[:, j], s[:, j], 0.5),
-                         "global_threshold": f1_at(y[:, j], s[:, j], th["global"]),
-                         "precision_equals_recall": f1_at(y[:, j], s[:, j], th["precision_equals_recall"]),
-                         "per_tag_thresholds": f1_at(y[:, j], s[:, j], per)}
+        per_cat = {**th, "per_tag": np.asarray(th["per_tag"])[j]}
+        out[str(cat)] = {"n_tags": int(j.sum()), **policy_f1(y[:, j], s[:, j], per_cat)}
     return out
 
 
@@ -192,8 +203,16 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
     all_rows, manifest, summary = read_subset(data)
     n_rat = n_ratings(all_rows)
     tags = all_rows.iloc[n_rat:].reset_index(drop=True)
-    _, y_val_all, s_val_all = predict_split(data, run, "val", signature=signature)
-    ids, y_all, s_all = predict_split(data, run, split, signature=signature)
+    import keras
+
+    from . import losses  # noqa: F401  (registers the custom loss)
+
+    model_path = run / "model.keras"
+    if not model_path.exists():
+        raise FileNotFoundError(f"no model.keras in {run}: train first (notebook 03 or `animetag train`)")
+    model = keras.saving.load_model(model_path, compile=False)  # once, for both splits and its size
+    _, y_val_all, s_val_all = predict_split(data, run, "val", signature=signature, model=model)
+    ids, y_all, s_all = predict_split(data, run, split, signature=signature, model=model)
     # the rating head is judged as a 4-way choice; every metric below is over the tag rows
     y_val, s_val, y, s = y_val_all[:, n_rat:], s_val_all[:, n_rat:], y_all[:, n_rat:], s_all[:, n_rat:]
     metrics, th = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
@@ -221,10 +240,7 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
     write_json_atomic(run / "thresholds.json", thresholds)
 
     kind = data_label(summary)
-    import keras
-
-    model_path = run / "model.keras"
-    params = int(keras.saving.load_model(model_path, compile=False).count_params())
+    params = int(model.count_params())
     run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y), "params": params,
                                        "size_mb": round(model_path.stat().st_size / 1e6, 1)}, tags)
     metrics["comparison"] = comparison_rows(run_rows)
@@ -235,18 +251,15 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
 def _run_rows(metrics: dict[str, Any], th: dict[str, Any], base: dict[str, Any], tags: pd.DataFrame) -> list[dict]:
     """This run's rows for the comparison: over all its tags, and, where the subset keeps
     several categories, over its general tags alone (what the thesis and Camie's row measure)."""
+    def text(short: str, threshold) -> str:
+        if short in ("0.5", "per-tag"):
+            return "0.5" if short == "0.5" else "per tag (tuned on val)"
+        return f"{short} ({threshold:.2f}, tuned on val)"
+
     def rows(name: str, m: dict[str, Any], n_tags: int, cats: str) -> list[dict]:
         b = {**base, "n_tags": n_tags, "categories": cats}
-        return [
-            {"model": f"this run{name} @0.5", **b, "threshold": "0.5", **m["at_0.5"]},
-            {"model": f"this run{name} @global", **b, "threshold": f"global ({th['global']:.2f}, tuned on val)",
-             **{k: m["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
-            {"model": f"this run{name} @P=R", **b,
-             "threshold": f"P=R ({th['precision_equals_recall']:.2f}, tuned on val)",
-             **{k: m["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
-            {"model": f"this run{name} @per-tag", **b, "threshold": "per tag (tuned on val)",
-             **m["per_tag_thresholds"]},
-        ]
+        return [{"model": f"this run{name} @{short}", **b, "threshold": text(short, threshold(th)),
+                 **{k: m[key][k] for k in F1}} for key, short, _, threshold in POLICIES]
 
     cats = metrics["by_category"]
     names = " + ".join(cats)
@@ -291,10 +304,7 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def policy_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """F1 of the reported split under each threshold policy, with its threshold, rounded."""
-    rows = {"0.5 (the thesis's)": {"threshold": "0.5", **metrics["at_0.5"]},
-            "one global threshold": {"threshold": f"{metrics['global_threshold']['threshold']:.2f}",
-                                     **{k: metrics["global_threshold"][k] for k in ("f1_micro", "f1_macro")}},
-            "precision = recall": {"threshold": f"{metrics['precision_equals_recall']['threshold']:.2f}",
-                                   **{k: metrics["precision_equals_recall"][k] for k in ("f1_micro", "f1_macro")}},
-            "per tag": {"threshold": "per tag", **metrics["per_tag_thresholds"]}}
+    rows = {label: {"threshold": "per tag" if short == "per-tag" else
+                    "0.5" if short == "0.5" else f"{metrics[key]['threshold']:.2f}",
+                    **{k: metrics[key][k] for k in F1}} for key, short, label, _ in POLICIES}
     return pd.DataFrame(rows).T.astype({"f1_micro": float, "f1_macro": float}).round(3)

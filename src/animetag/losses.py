@@ -74,11 +74,7 @@ class WithRating(keras.losses.Loss):
 def make_loss(cfg: TrainConfig, n_ratings: int = 0) -> keras.losses.Loss:
     """The loss a run's settings ask for (a name in `plugins.LOSSES`), with the rating head's
     term when the model has one."""
-    loss = _tag_loss(cfg)
-    return WithRating(loss, n_ratings, cfg.rating_loss_weight) if n_ratings else loss
-
-
-def _tag_loss(cfg: TrainConfig) -> keras.losses.Loss:
     from .plugins import LOSSES
 
-    return LOSSES.get(cfg.loss)(cfg)
+    loss = LOSSES.get(cfg.loss)(cfg)
+    return WithRating(loss, n_ratings, cfg.rating_loss_weight) if n_ratings else loss

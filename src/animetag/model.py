@@ -146,12 +146,13 @@ def stage_table(model: keras.Model):
     shape and parameters; a compact stand-in for `model.summary()`'s hundred-odd rows."""
     import pandas as pd
 
+    heads = "heads (pool, dropout, rating, tags)"
     rows: dict[str, dict] = {}
     for layer in model.layers:
         name = layer.name
         stage = ("stem" if name.startswith("stem") or name == "rescale" else
                  name.split("_")[0] if name.startswith("stage") else
-                 "input" if name == "image" else "heads (pool, dropout, rating, tags)")
+                 "input" if name == "image" else heads)
         r = rows.setdefault(stage, {"blocks": set(), "output": None, "params": 0})
         if name.startswith("stage"):
             r["blocks"].add(name.split("_")[1])

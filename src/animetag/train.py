@@ -246,6 +246,8 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     cfg_path = run / "config.json"
     old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
     extended_from = None
+    state = _read_state(run)
+    done_before = int(state.get("epochs_done", 0))
     if old is not None:
         changes = (diff(_as_now(old.get("train", {})), record["train"], "train.")
                    + [f"data.{c}" for c in data_differences(old.get("data", {}), sig)])
@@ -256,7 +258,6 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                                   "or the original settings, to resume (only the number of epochs may "
                                   "change). Differences (was -> now):\n  " + "\n  ".join(others))
         if len(others) < len(changes):
-            done_before = int(_read_state(run).get("epochs_done", 0))
             if cfg.epochs < done_before:
                 raise SettingsChanged(f"{run} has trained {done_before} epochs already; ask for at least "
                                       f"that many (epochs {cfg.epochs})")
@@ -278,7 +279,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         old["train"]["epochs"] = cfg.epochs
         old.setdefault("extended", []).append({
             "from_epochs": extended_from, "to_epochs": cfg.epochs,
-            "at_epoch": int(_read_state(run).get("epochs_done", 0)), "runtime": record["runtime"]})
+            "at_epoch": done_before, "runtime": record["runtime"]})
         write_json_atomic(cfg_path, old)
 
     keras.utils.set_random_seed(cfg.seed)
@@ -291,8 +292,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     ds_val = make_dataset(data, "val", cfg.batch_size, cfg.image_size, cache=cfg.cache, pad_to_batch=True,
                           reserved_cache_bytes=decoded_bytes(n_train, cfg.image_size) if train_cached else 0)
 
-    state = _read_state(run)
-    done = int(state.get("epochs_done", 0))
+    done = done_before
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     t0 = time.time()
