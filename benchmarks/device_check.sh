@@ -11,6 +11,12 @@
 # Any error stops it with a non-zero exit.
 #
 #   bash benchmarks/device_check.sh [work-folder]      (default: build/device-check)
+#
+# On a GPU machine with Keras and JAX but no TensorFlow and no package index, run
+#   DEVICE_CHECK_BACKEND=jax bash benchmarks/device_check.sh
+# for the accelerator's side alone (benchmarks/step_rate.py under Keras' JAX backend): the
+# training step in float32 against mixed bfloat16, with and without the on-device
+# augmentation, then every registered backbone and loss beside the thesis model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,6 +28,19 @@ step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "GPU"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+if [ "${DEVICE_CHECK_BACKEND:-tensorflow}" = jax ]; then
+    export KERAS_BACKEND=jax
+    SIZE=${DEVICE_CHECK_SIZE:-256}
+    STEPS=${DEVICE_CHECK_STEPS:-30}
+    "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
+    step "training step at $SIZE px: float32 against mixed bfloat16, augmentation off and on"
+    "$PY" benchmarks/step_rate.py --image-size "$SIZE" --steps "$STEPS"
+    step "what each backbone and loss costs at $SIZE px, mixed bfloat16"
+    "$PY" benchmarks/step_rate.py --compare plugins --image-size "$SIZE" --steps "$STEPS"
+    echo "device_check (jax): all steps passed in $(( $(date +%s) - start )) s"
+    exit 0
+fi
 
 step "install what is missing"
 if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices('GPU') else 1)" 2>/dev/null; then

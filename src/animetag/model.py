@@ -7,6 +7,8 @@ and nothing else.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -101,16 +103,23 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
 
 
 def flops_per_image(model: keras.Model) -> int:
-    """Multiply-adds x 2 of the convolutions and dense layers for one forward pass."""
+    """Multiply-adds x 2 of the convolutions (depthwise ones too) and dense layers for one
+    forward pass. A Dense layer on a feature map (ConvNeXt's pointwise layers) counts once per
+    position."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            k = layer.kernel.shape
-            h, w = layer.output.shape[1:3]
-            total += 2 * k[0] * k[1] * k[2] * k[3] * h * w
+        if isinstance(layer, keras.Model):  # a nested model (none in ours; keras.applications inline)
+            total += flops_per_image(layer)
+            continue
+        weights = [w for w in layer.weights if w.path.endswith(("kernel", "depthwise_kernel"))]
+        if not weights:
+            continue
+        k = weights[0].shape
+        positions = int(math.prod(d for d in layer.output.shape[1:-1]))  # 1 for a vector
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):  # (h, w, in, out or multiplier)
+            total += 2 * k[0] * k[1] * k[2] * k[3] * positions
         elif isinstance(layer, layers.Dense):
-            k = layer.kernel.shape
-            total += 2 * k[0] * k[1]
+            total += 2 * k[0] * k[1] * positions
     return int(total)
 
 
