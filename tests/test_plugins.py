@@ -92,3 +92,13 @@ def test_the_cli_passes_set_and_backbone_into_config_json(tmp_path, subset_dir):
     assert saved["augment"]["flip"] is False and saved["model"]["stem_width"] == 24
     m = keras.saving.load_model(run / "model.keras")
     assert not any("_se_" in layer.name for layer in m.layers)  # no SE blocks in the ablation
+
+
+@pytest.mark.parametrize("name, published_gmacs", [("convnext_tiny", 4.47), ("efficientnetv2_b0", 0.72)])
+def test_flops_count_what_the_backbone_papers_publish(name, published_gmacs):
+    """At 224 px: ConvNeXt-Tiny 4.5 GMACs (its pointwise layers are Dense layers on the feature
+    map, counted once per position), EfficientNetV2-B0 0.72 GMACs (depthwise convolutions)."""
+    from animetag.model import flops_per_image
+
+    m = build_model(100, 224, train_config("full", model={"backbone": name}).model)
+    assert flops_per_image(m) / 2e9 == pytest.approx(published_gmacs, rel=0.03)

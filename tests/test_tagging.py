@@ -66,6 +66,34 @@ def test_tuned_thresholds_are_the_default(run, tmp_path):
     assert [n for n, _ in t.choose(scores, TagChoice(threshold=0.65))[0]] == ["long_hair", "^_^"]
 
 
+def test_each_threshold_policy_tags_with_its_own_threshold(run, tmp_path, capsys):
+    import shutil
+
+    from animetag.cli import main
+
+    r2 = tmp_path / "run"
+    shutil.copytree(run, r2)
+    scores = np.array([[0.9, 0.2, 0.6, 0.7, 0.55, 0.1]])
+    with pytest.raises(FileNotFoundError, match="animetag evaluate"):  # no thresholds.json yet
+        Tagger(r2).choose(scores, TagChoice(policy="global"))
+    assert [n for n, _ in Tagger(r2).choose(scores)[0]] == ["long_hair", "^_^", "solo", "blue_eyes"]  # 0.5
+    per = dict(zip(NAMES, [0.95, 0.1, 0.95, 0.95, 0.95, 0.95]))
+    (r2 / "thresholds.json").write_text(json.dumps({"global": 0.65, "precision_equals_recall": 0.58,
+                                                    "per_tag": per}))
+    t = Tagger(r2)
+    chosen = {p: [n for n, _ in t.choose(scores, TagChoice(policy=p))[0]] for p in ("0.5", "global", "P=R", "per-tag")}
+    assert chosen == {"0.5": ["long_hair", "^_^", "solo", "blue_eyes"], "global": ["long_hair", "^_^"],
+                      "P=R": ["long_hair", "^_^", "solo"], "per-tag": ["hatsune_miku"]}
+    with pytest.raises(ValueError, match=r"'best' is not one of \['0.5', 'global', 'P=R', 'per-tag'\]"):
+        t.choose(scores, TagChoice(policy="best"))
+    # the CLI offers the same names
+    with pytest.raises(SystemExit):
+        main(["tag", "--run", str(r2), "--policy", "best", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "argument --policy: invalid choice: 'best'" in err
+    assert err.split("choose from")[1].replace("'", "").strip(" )\n") == "0.5, global, P=R, per-tag"
+
+
 def test_captions_follow_the_scores_and_skip_corrupt_files(run, images):
     t = Tagger(run, batch_size=2)
     files = [images / "a.png", images / "b.jpg", images / "sub/c.webp", images / "sub/d.png"]

@@ -22,18 +22,17 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from .augment import Augment
 from .colab import accelerator
 from .config import train_config
 from .fitting import compile_model, training_model
+from .folders import SubsetFolder
 from .model import build_model, flops_per_image
 from .pipeline import make_dataset, n_tags_of, split_size
 from .reference import PEAK_TFLOPS
 from .train import choose_precision
-from .vocab import n_ratings
 
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
 UTILISATION = (0.20, 0.35)
@@ -85,7 +84,7 @@ def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: 
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
-        n_rat = n_ratings(pd.read_csv(data / "tags.csv", keep_default_na=False))
+        n_rat = SubsetFolder.of(data).n_ratings
         core = build_model(n_tags - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
         model = training_model(core, cfg)
         compile_model(model, cfg, n_tags - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
@@ -123,7 +122,7 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
 
     steps: batches pulled to time the pipeline; fit_steps: training steps per timed round
     (default 50 on an accelerator, 3 on a CPU, where a 256 px step is slow)."""
-    data = Path(data)
+    data = SubsetFolder.of(data)  # read once, passed on
     cfg = train_config(profile, batch_size=batch_size, image_size=image_size)
     n_tags = n_tags_of(data)
     batch = cfg.batch_size

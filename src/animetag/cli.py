@@ -8,6 +8,7 @@ import os
 import sys
 
 from .plugins import BACKBONES, LOSSES
+from .policies import names as policy_names
 
 
 def _csv(s: str) -> list[str]:
@@ -71,12 +72,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_tag(a: argparse.Namespace) -> int:
     from .tagging import TagChoice, Tagger, tag_paths
 
-    if a.threshold is not None and a.thresholds == "tuned":
-        raise ValueError("give either --threshold T or --thresholds tuned, not both")
+    policy = "per-tag" if a.thresholds == "tuned" else a.policy
+    if a.threshold is not None and policy:
+        raise ValueError("give either --threshold T or --policy NAME, not both")
     tagger = Tagger(a.run, batch_size=a.batch_size)
-    if a.thresholds == "tuned" and tagger.thresholds is None:
-        raise FileNotFoundError(f"no thresholds.json in {a.run}: run `animetag evaluate` first")
-    choice = TagChoice(threshold=a.threshold, max_tags=a.max_tags,
+    choice = TagChoice(threshold=a.threshold, policy=policy, max_tags=a.max_tags,
                        categories=tuple(_csv(a.categories)) if a.categories else (),
                        exclude_tags=tuple(a.exclude_tags or ()), underscores_to_spaces=a.underscores_to_spaces,
                        rating=a.rating)
@@ -187,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the outputs (default: captions beside the images)")
     s.add_argument("--format", default="txt", choices=["txt", "csv", "json"])
     s.add_argument("--threshold", type=float, help="one global threshold")
-    s.add_argument("--thresholds", choices=["tuned"], help="the tuned per-tag thresholds (the default when present)")
+    s.add_argument("--policy", choices=policy_names(),
+                   help="the threshold policy (tuned on val by `animetag evaluate`); default: per-tag when "
+                        "the run has been evaluated, else 0.5")
+    s.add_argument("--thresholds", choices=["tuned"], help=argparse.SUPPRESS)  # older spelling of --policy per-tag
     s.add_argument("--max-tags", type=int)
     s.add_argument("--categories", help="comma separated, e.g. general,character")
     s.add_argument("--exclude-tags", nargs="*")

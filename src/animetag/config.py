@@ -254,16 +254,6 @@ def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The repository root (the folder holding pyproject.toml), else the working directory."""
     p = Path(start or Path.cwd()).resolve()

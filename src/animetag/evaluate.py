@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import RATING_NAMES, write_json_atomic
+from .config import RATING_NAMES
+from .folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
 from .metrics import (
     bootstrap_f1_ci,
     f1_at,
@@ -20,24 +21,22 @@ from .metrics import (
     tune_global_threshold,
     tune_per_tag_thresholds,
 )
+from .policies import POLICIES
 from .reference import comparison_rows
-from .subset import label_matrix, read_subset
-from .vocab import category_name, n_ratings, rating_labels
+from .subset import label_matrix
+from .vocab import category_name, rating_labels
 
 
 class DataMismatch(ValueError):
     """A run asked to be evaluated on data other than the subset it was trained on."""
 
 
-def check_run_data(data: Path, run: Path) -> dict[str, Any]:
+def check_run_data(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike | RunFolder) -> dict[str, Any]:
     """The subset's signature, after checking that it is the one `run` was trained on."""
-    import json
-
     from .train import data_differences, data_signature
 
     now = data_signature(data)
-    cfg_path = run / "config.json"
-    recorded = json.loads(cfg_path.read_text()).get("data", {}) if cfg_path.exists() else {}
+    recorded = (RunFolder.of(run).config or {}).get("data", {})
     changes = data_differences(recorded, now)
     if changes:
         raise DataMismatch(f"{run} was trained on other data than {data}; evaluate it on the subset it was "
@@ -50,15 +49,16 @@ def _cache_key(model_path: Path, signature: dict[str, Any]) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{signature.get('tags_sha1')}:{signature.get('split_sha1')}"
 
 
-def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
-                  signature: dict[str, Any] | None = None, model=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_split(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike | RunFolder, split: str,
+                  batch_size: int = 64, signature: dict[str, Any] | None = None,
+                  model=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, scores) of a split, cached in the run folder as scores_<split>.npz; the
     cache is used only for the same model.keras and the same data (tag list and split).
-    `model`: run/model.keras already loaded (else it is loaded when the cache cannot serve)."""
+    `model`: the model to use (else the run's model.keras, loaded once per RunFolder when the
+    cache cannot serve)."""
+    data, run = SubsetFolder.of(data), RunFolder.of(run)
     cache = run / f"scores_{split}.npz"
-    model_path = run / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(f"no model.keras in {run}: train first (notebook 03 or `animetag train`)")
+    model_path = run.require_model()
     if signature is None:
         from .train import data_signature
 
@@ -70,10 +70,9 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
             return z["ids"], z["labels"], z["scores"]
     import keras
 
-    from . import losses  # noqa: F401  (registers the custom loss)
     from .pipeline import make_dataset
 
-    model = model or keras.saving.load_model(model_path, compile=False)
+    model = model or run.model
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
     for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
@@ -81,27 +80,17 @@ def predict_split(data: Path, run: Path, split: str, batch_size: int = 64,
         ys.append(y.numpy().astype(np.uint8))
         ids.append(pid.numpy())
     ids_a, ys_a, ss_a = np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
-    os.replace(tmp, cache)
+    with atomic_path(cache) as tmp:
+        np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
     return ids_a, ys_a, ss_a
 
 
-# The threshold policies every report uses, in order: the key in metrics.json, the short name
-# of this run's comparison row, the label of the policy table, and the threshold (a number or
-# one per tag) from the tuned thresholds `th`.
-POLICIES = (
-    ("at_0.5", "0.5", "0.5 (the thesis's)", lambda th: 0.5),
-    ("global_threshold", "global", "one global threshold", lambda th: th["global"]),
-    ("precision_equals_recall", "P=R", "precision = recall", lambda th: th["precision_equals_recall"]),
-    ("per_tag_thresholds", "per-tag", "per tag", lambda th: th["per_tag"]),
-)
 F1 = ("f1_micro", "f1_macro")
 
 
 def policy_f1(y: np.ndarray, s: np.ndarray, th: dict[str, Any]) -> dict[str, dict[str, float]]:
     """F1-micro and F1-macro of (y, s) under each policy."""
-    return {key: f1_at(y, s, threshold(th)) for key, _, _, threshold in POLICIES}
+    return {p.key: f1_at(y, s, p.threshold(th)) for p in POLICIES}
 
 
 def tune_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> dict[str, Any]:
@@ -116,8 +105,8 @@ def evaluate_scores(y_val, s_val, y, s, n_boot: int = 1000, seed: int = 0) -> tu
     th = tune_thresholds(y_val, s_val)
     f1 = policy_f1(y, s, th)
     rep = per_tag_report(y, s, th["per_tag"])
-    ci = {key: bootstrap_f1_ci(y, s >= threshold(th), n_boot=n_boot, seed=seed)
-          for key, _, _, threshold in POLICIES if key != "precision_equals_recall"}
+    ci = {p.key: bootstrap_f1_ci(y, s >= p.threshold(th), n_boot=n_boot, seed=seed)
+          for p in POLICIES if p.key != "precision_equals_recall"}
     metrics = {
         "n_images": int(len(y)), "n_tags": int(y.shape[1]),
         "at_0.5": f1["at_0.5"],
@@ -193,24 +182,17 @@ def evaluate(data: str | os.PathLike, run: str | os.PathLike, split: str = "test
     from .train import run_lock
 
     with folder_lock(run_lock(run), "animetag evaluate"):
-        return _evaluate(Path(data), Path(run), split, n_boot, data_kind)
+        return _evaluate(SubsetFolder.of(data), RunFolder.of(run), split, n_boot, data_kind)
 
 
-def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | None) -> dict[str, Any]:
+def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_kind: str | None) -> dict[str, Any]:
     if split == "val":
         raise ValueError("thresholds are tuned on 'val', so 'val' cannot be the reported split; use 'test'")
     signature = check_run_data(data, run)
-    all_rows, manifest, summary = read_subset(data)
-    n_rat = n_ratings(all_rows)
+    all_rows, manifest, summary = data.read()
+    n_rat = data.n_ratings
     tags = all_rows.iloc[n_rat:].reset_index(drop=True)
-    import keras
-
-    from . import losses  # noqa: F401  (registers the custom loss)
-
-    model_path = run / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(f"no model.keras in {run}: train first (notebook 03 or `animetag train`)")
-    model = keras.saving.load_model(model_path, compile=False)  # once, for both splits and its size
+    model = run.model  # loaded once, for both splits and its size
     _, y_val_all, s_val_all = predict_split(data, run, "val", signature=signature, model=model)
     ids, y_all, s_all = predict_split(data, run, split, signature=signature, model=model)
     # the rating head is judged as a 4-way choice; every metric below is over the tag rows
@@ -231,35 +213,29 @@ def _evaluate(data: Path, run: Path, split: str, n_boot: int, data_kind: str | N
         "threshold": th["per_tag"], "f1_at_0.5": per_tag_report(y, s, np.full(y.shape[1], 0.5))["f1"],
     })
     per_tag["likely_cause"] = likely_cause(per_tag, Y_train)
-    per_tag.to_csv(run / "per_tag.csv.tmp", index=False)
-    os.replace(run / "per_tag.csv.tmp", run / "per_tag.csv")
+    write_csv_atomic(run / run.PER_TAG, per_tag)
 
     thresholds = {"tuned_on": "val", "global": th["global"],
                   "precision_equals_recall": th["precision_equals_recall"],
                   "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
-    write_json_atomic(run / "thresholds.json", thresholds)
+    write_json_atomic(run / run.THRESHOLDS, thresholds)
 
     kind = data_label(summary)
     params = int(model.count_params())
     run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y), "params": params,
-                                       "size_mb": round(model_path.stat().st_size / 1e6, 1)}, tags)
+                                       "size_mb": round(run.model_path.stat().st_size / 1e6, 1)}, tags)
     metrics["comparison"] = comparison_rows(run_rows)
-    write_json_atomic(run / "metrics.json", metrics)
+    write_json_atomic(run / run.METRICS, metrics)
     return metrics
 
 
 def _run_rows(metrics: dict[str, Any], th: dict[str, Any], base: dict[str, Any], tags: pd.DataFrame) -> list[dict]:
     """This run's rows for the comparison: over all its tags, and, where the subset keeps
     several categories, over its general tags alone (what the thesis and Camie's row measure)."""
-    def text(short: str, threshold) -> str:
-        if short in ("0.5", "per-tag"):
-            return "0.5" if short == "0.5" else "per tag (tuned on val)"
-        return f"{short} ({threshold:.2f}, tuned on val)"
-
     def rows(name: str, m: dict[str, Any], n_tags: int, cats: str) -> list[dict]:
         b = {**base, "n_tags": n_tags, "categories": cats}
-        return [{"model": f"this run{name} @{short}", **b, "threshold": text(short, threshold(th)),
-                 **{k: m[key][k] for k in F1}} for key, short, _, threshold in POLICIES]
+        return [{"model": f"this run{name} @{p.name}", **b, "threshold": p.describe(th),
+                 **{k: m[p.key][k] for k in F1}} for p in POLICIES]
 
     cats = metrics["by_category"]
     names = " + ".join(cats)
@@ -304,7 +280,7 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def policy_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """F1 of the reported split under each threshold policy, with its threshold, rounded."""
-    rows = {label: {"threshold": "per tag" if short == "per-tag" else
-                    "0.5" if short == "0.5" else f"{metrics[key]['threshold']:.2f}",
-                    **{k: metrics[key][k] for k in F1}} for key, short, label, _ in POLICIES}
+    rows = {p.label: {"threshold": "per tag" if p.tuned == "per_tag" else
+                      "0.5" if p.tuned is None else f"{metrics[p.key]['threshold']:.2f}",
+                      **{k: metrics[p.key][k] for k in F1}} for p in POLICIES}
     return pd.DataFrame(rows).T.astype({"f1_micro": float, "f1_macro": float}).round(3)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import write_json_atomic
+from .folders import RunFolder, write_json_atomic
 from .model import EMBEDDING, float32_copy
 from .vocab import category_name, n_ratings
 
@@ -149,11 +149,12 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     # float32 throughout, also for a model.keras saved in mixed precision by an older version
-    base = float32_copy(keras.saving.load_model(run / "model.keras", compile=False))
+    run = RunFolder.of(run)
+    base = float32_copy(run.model)
     size = int(base.input_shape[1])
     embedding = base.get_layer(EMBEDDING).output
     two = keras.Model(base.inputs, [base.outputs[0], embedding], name=base.name)
-    rows = pd.read_csv(run / "tags.csv", keep_default_na=False)
+    rows = run.tags
     if not (rows["category"] == CHARACTER).any():
         two, rows = _with_placeholder_character(two), pd.concat([rows, PLACEHOLDER], ignore_index=True)
     model = _with_channel_order(two, channel_order)
@@ -161,15 +162,14 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     model_file = "model.onnx" if fmt == "onnx" else "saved_model"
     model.export(str(tmp / model_file), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
     n_rat = n_ratings(rows)
-    th_path = run / "thresholds.json"
-    thresholds = json.loads(th_path.read_text()) if th_path.exists() else None
+    thresholds = run.thresholds()
     table = rows[["tag_id", "name", "category", "count"]].copy()
     if thresholds:
         per, g = thresholds.get("per_tag", {}), thresholds.get("global")
         table["threshold"] = [None if i < n_rat or c == -1 else per.get(n, g)
                               for i, (n, c) in enumerate(zip(table["name"], table["tag_id"]))]
         table.to_csv(tmp / "selected_tags.csv", index=False, float_format="%.4g")
-        shutil.copyfile(th_path, tmp / "thresholds.json")
+        shutil.copyfile(run / run.THRESHOLDS, tmp / run.THRESHOLDS)
     else:
         table.to_csv(tmp / "selected_tags.csv", index=False)
     n_embed = int(embedding.shape[-1])
@@ -185,7 +185,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
             "(which flip RGB to BGR) feed it correctly" if channel_order == "bgr" else
             ": feed images as decoded, without the BGR flip WD tools apply")
     (tmp / "README.md").write_text(README.format(
-        name=run.name, fmt=fmt, model_file=model_file, size=size, order=channel_order.upper(),
+        name=run.path.name, fmt=fmt, model_file=model_file, size=size, order=channel_order.upper(),
         order_step=("flipped to BGR channel order and fed as float32" if channel_order == "bgr"
                     else "fed in RGB channel order as float32"),
         n_rows=len(rows), n_embed=n_embed, outputs_text=_outputs_text(n_rat, rows),

@@ -13,9 +13,9 @@ import math
 import os
 from pathlib import Path
 
-import pandas as pd
 import tensorflow as tf
 
+from .folders import SubsetFolder
 from .shards import list_shards, parse_example
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -23,13 +23,13 @@ AUTOTUNE = tf.data.AUTOTUNE
 CACHE_SHARE = 0.5
 
 
-def n_tags_of(subset_dir: str | Path) -> int:
-    return len(pd.read_csv(Path(subset_dir) / "tags.csv", keep_default_na=False))
+def n_tags_of(subset_dir: str | Path | SubsetFolder) -> int:
+    """The subset's output rows (ratings and tags)."""
+    return SubsetFolder.of(subset_dir).n_outputs
 
 
-def split_size(subset_dir: str | Path, split: str) -> int:
-    m = pd.read_csv(Path(subset_dir) / "manifest.csv", usecols=["split"], keep_default_na=False)
-    return int((m["split"] == split).sum())
+def split_size(subset_dir: str | Path | SubsetFolder, split: str) -> int:
+    return SubsetFolder.of(subset_dir).split_size(split)
 
 
 def _memory_bytes() -> int:
@@ -93,9 +93,10 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     """
     if batch_size < 1:
         raise ValueError(f"batch size: {batch_size} must be at least 1")
-    files = list_shards(subset_dir, split)
-    n_tags = n_tags_of(subset_dir)
-    n = split_size(subset_dir, split)
+    subset = SubsetFolder.of(subset_dir)  # a SubsetFolder passed in is not read again
+    files = list_shards(subset, split)
+    n_tags = subset.n_outputs
+    n = subset.split_size(split)
     if training:
         require_whole_batch(n, batch_size, subset_dir, split)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -104,7 +105,7 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=not training)
 
-    stored = _shard_size(subset_dir)
+    stored = subset.image_size
     size = image_size or stored
 
     def decode(serialized):
@@ -145,10 +146,3 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     if not repeat:  # a known length gives Keras its progress bar and epoch boundary
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(AUTOTUNE)
-
-
-def _shard_size(subset_dir: str | Path) -> int:
-    import json
-
-    with open(Path(subset_dir) / "subset.json", encoding="utf-8") as f:
-        return int(json.load(f)["settings"]["image_size"])

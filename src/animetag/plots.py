@@ -188,8 +188,10 @@ def history(hist: pd.DataFrame, baseline: dict[str, float] | None = None):
 def threshold_policies(metrics: dict):
     """F1-micro and F1-macro at 0.5 against the tuned thresholds."""
     plt = _plt()
-    names = ["at_0.5", "global_threshold", "precision_equals_recall", "per_tag_thresholds"]
-    labels = ["0.5", "global (val)", "P=R (val)", "per tag (val)"]
+    from .policies import POLICIES
+
+    names = [p.key for p in POLICIES]
+    labels = [p.name if p.tuned is None else f"{p.name} (val)" for p in POLICIES]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(names))
     for key, off in (("f1_micro", -0.2), ("f1_macro", 0.2)):
@@ -289,5 +291,30 @@ def f1_by_frequency(per_tag: pd.DataFrame, f1_col: str = "f1"):
     ax.set_ylabel(f"per-tag {f1_col}")
     ax.set_ylim(0, 1)
     ax.set_title("Per-tag F1, most frequent tag first (orange: characters)")
+    fig.tight_layout()
+    return fig
+
+
+def ablation(df: pd.DataFrame, policy_label: str = ""):
+    """Each variant's F1-micro and F1-macro with their 95% bootstrap intervals (left), and
+    what it costs (right): training images per second, parameters and model size."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.55 * len(df) + 1.8), sharey=True,
+                                 gridspec_kw={"width_ratios": [3, 2]})
+    y = np.arange(len(df))[::-1]
+    for key, off, colour in (("f1_micro", 0.15, "C0"), ("f1_macro", -0.15, "C1")):
+        lo = df[key] - df[f"{key}_lo"]
+        hi = df[f"{key}_hi"] - df[key]
+        a1.errorbar(df[key], y + off, xerr=[lo, hi], fmt="o", color=colour, capsize=3, label=key)
+        a1.axvline(df[key].iloc[0], color=colour, lw=0.6, ls=":")
+    a1.set_yticks(y, df["variant"])
+    a1.set_xlabel(f"F1 on the test split{' (' + policy_label + ')' if policy_label else ''}, 95% bootstrap CI")
+    a1.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    speed = df["train_img_s"].astype(float).fillna(0.0)
+    a2.barh(y, speed, color="C2", height=0.5)
+    for yi, v, (_, r) in zip(y, speed, df.iterrows()):
+        a2.text(v, yi, f" {r['params'] / 1e6:.2f}M params, {r['model_mb']:.0f} MB", va="center", fontsize=7)
+    a2.set_xlim(0, max(speed.max(), 1e-9) * 1.9)
+    a2.set_xlabel("training images / s (whole run)")
     fig.tight_layout()
     return fig

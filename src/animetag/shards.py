@@ -45,9 +45,12 @@ class ShardWriter:
 
 
 def list_shards(subset_dir: str | Path, split: str) -> list[str]:
-    files = sorted(str(p) for p in (Path(subset_dir) / "shards").glob(f"{split}-*.tfrecord"))
+    from .folders import SubsetFolder
+
+    shard_dir = Path(subset_dir) / SubsetFolder.SHARDS
+    files = sorted(str(p) for p in shard_dir.glob(f"{split}-*.tfrecord"))
     if not files:
-        raise FileNotFoundError(f"no '{split}' shards in {Path(subset_dir) / 'shards'}: is it a built subset?")
+        raise FileNotFoundError(f"no '{split}' shards in {shard_dir}: is it a built subset?")
     return files
 
 
@@ -69,10 +72,11 @@ def parse_example(serialized, n_tags: int):
 def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
     """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy arrays."""
     import numpy as np
-    import pandas as pd
     import tensorflow as tf
 
-    n_tags = len(pd.read_csv(Path(subset_dir) / "tags.csv", keep_default_na=False))
+    from .folders import SubsetFolder
+
+    n_tags = SubsetFolder.of(subset_dir).n_outputs
     ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)
     ids, images, labels = [], [], []
     for ser in ds:

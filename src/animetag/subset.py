@@ -22,6 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ import numpy as np
 import pandas as pd
 
 from .archives import Member, TarIndex, archives_under
-from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict, write_json_atomic
+from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
 from .danbooru import flat_tags_warning, load_posts, read_tag_table, resolve_image, tag_list
+from .folders import SubsetFolder, atomic_path, write_json_atomic
 from .images import prepare_for_shard
 from .shards import SPLITS, ShardWriter
 from .vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
@@ -220,7 +222,44 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     (partial / "decoded").mkdir(parents=True, exist_ok=True)
     sig_file.write_text(sig)
 
-    # 1. metadata -> filters -> vocabulary
+    eligible = _eligible_posts(paths, cfg)
+    decoded = _decode_selection(eligible, images_root, partial, cfg, progress)
+    summary = _write_subset(eligible, decoded, partial, cfg, paths, images_root)
+    summary["seconds"]["total"] = round(time.time() - t0, 2)
+    shutil.rmtree(partial / "decoded")
+    sig_file.unlink()
+    write_json_atomic(partial / SubsetFolder.SUMMARY, summary)  # written last: marks the folder whole
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return summary
+
+
+@dataclass
+class _Eligible:
+    """Phase 1's outcome: the posts that pass the filters, their output rows, what was left out."""
+
+    posts: pd.DataFrame
+    vocab_df: pd.DataFrame
+    labels: list[list[int]]  # per post: indices into vocab_df (its rating row first, if any)
+    left_out: list[dict[str, Any]]
+    counts: dict[str, Any]
+    rating_info: dict[str, Any]
+    warnings: list[str]
+
+
+@dataclass
+class _Decoded:
+    """Phase 2's outcome: the selected posts whose image decoded, in selection order."""
+
+    kept: list[int]  # row indices into posts
+    file_of: dict[int, str]  # row index -> image source relative to the images root
+    chunk_files: list[Path]  # the decoded JPEGs, in chunks
+    archives: dict[str, int]
+
+
+def _eligible_posts(paths: list[Path], cfg: SubsetConfig) -> _Eligible:
+    """1. metadata -> filters -> vocabulary."""
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
     posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table)
     warnings_list = [w for w in (flat_tags_warning(report),) if w]
@@ -268,11 +307,18 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     drop(few, reason, f"fewer than {cfg.min_tags} of the top-{cfg.top_k} tags")
     counts["eligible"] = len(posts)
 
+    return _Eligible(posts, vocab_df, labels, left_out, counts, rating_info, warnings_list)
+
+
+def _decode_selection(e: _Eligible, images_root: Path, partial: Path, cfg: SubsetConfig,
+                      progress: bool) -> _Decoded:
+    """2. an unbiased selection, decoded in parallel until max_images are usable; each chunk
+    is kept in `partial` so an interrupted build resumes."""
+    posts, left_out = e.posts, e.left_out
     # images inside tar archives (a mirror's layout) are found by id or md5 where no file is
     archives = archives_under(images_root)
     index = TarIndex.scan(archives) if archives else None
 
-    # 2. unbiased selection, decoding in parallel until max_images are usable
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(posts))
     workers = cfg.workers or os.cpu_count() or 1
@@ -320,10 +366,8 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
                 jobs.sort(key=lambda j: (j[1].archive, j[1].offset) if isinstance(j[1], Member) else ("", 0))
                 done = {res[0]: res for res in pool.map(prepare_for_shard, jobs, chunksize=16)}
                 results += [done[r] for r in found if r in done]
-                tmp = cf.with_suffix(".tmp")
-                with open(tmp, "wb") as f:
+                with atomic_path(cf) as tmp, open(tmp, "wb") as f:
                     pickle.dump((results, rel_paths, fingerprint), f, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, cf)
             chunk_files.append(cf)
             file_of.update(rel_paths)
             for r, jpeg, why, detail in results:
@@ -333,9 +377,17 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
                     kept.append(r)
             bar.update(len([x for x in results if x[1] is not None]))
     bar.close()
-    counts["not_selected"] = int(len(order) - pos)
+    e.counts["not_selected"] = int(len(order) - pos)
+    return _Decoded(kept, file_of, chunk_files,
+                    {"count": len(archives), "images_indexed": len(index) if index else 0})
 
-    # 3. split, shards, tables
+
+def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, paths: list[Path],
+                  images_root: Path) -> dict[str, Any]:
+    """3. split, shards, tables; returns the summary (subset.json is the caller's to write)."""
+    posts, vocab_df, labels, left_out, counts = e.posts, e.vocab_df, e.labels, e.left_out, e.counts
+    kept, file_of = d.kept, d.file_of
+    n_rat = n_ratings(vocab_df)
     lab_of = {int(r): labels[r] for r in range(len(labels))}
     Y = np.zeros((len(kept), len(vocab_df)), dtype=np.uint8)
     for i, r in enumerate(kept):
@@ -350,14 +402,14 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
         raise ValueError(f"the {' and '.join(empty)} split of {len(kept)} images came out empty; "
                          "use more images (--max-images) or larger val/test fractions")
     split_of = dict(zip(kept, split))
-    shard_dir = partial / "shards"
+    shard_dir = partial / SubsetFolder.SHARDS
     if shard_dir.exists():
         shutil.rmtree(shard_dir)
     shard_dir.mkdir()
     n_split = Counter(split.tolist())
     writers = {s: ShardWriter(shard_dir, s, n_split[s], cfg.images_per_shard) for s in SPLITS if n_split[s]}
     t_write = time.time()
-    for cf in chunk_files:
+    for cf in d.chunk_files:
         with open(cf, "rb") as f:
             for r, jpeg, _, _ in pickle.load(f)[0]:
                 if jpeg is not None and r in split_of:
@@ -365,50 +417,37 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     for w in writers.values():
         w.close()
     names = vocab_df["name"].tolist()
-    with open(partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+    with open(partial / SubsetFolder.MANIFEST, "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
         wr.writerow(["id", "md5", "split", "file", "rating", "tags"])
         for r in kept:
             p = posts.loc[r]
             wr.writerow([int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"],
                          " ".join(names[i] for i in lab_of[r] if i >= n_rat)])
-    vocab_df.to_csv(partial / "tags.csv", index=False)
+    vocab_df.to_csv(partial / SubsetFolder.TAGS, index=False)
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
                    "left_out": dict(Counter(x["reason"] for x in left_out))})
     summary = {
         "settings": to_dict(cfg),
         "metadata": [str(p) for p in paths], "images_root": str(images_root),
-        "archives": {"count": len(archives), "images_indexed": len(index) if index else 0},
+        "archives": d.archives,
         "counts": counts,
-        "warnings": warnings_list,
-        "n_tags": len(vocab),
+        "warnings": e.warnings,
+        "n_tags": len(vocab_df) - n_rat,
         "n_ratings": n_rat,
-        "ratings": {**rating_info, "kept": dict(Counter(posts.loc[kept, "rating"].replace("", "none")))},
+        "ratings": {**e.rating_info, "kept": dict(Counter(posts.loc[kept, "rating"].replace("", "none")))},
         "positives_per_split": {"tags": names, **per_split_pos},
-        "seconds": {"total": round(time.time() - t0, 2), "write_shards": round(time.time() - t_write, 2)},
+        "seconds": {"total": None, "write_shards": round(time.time() - t_write, 2)},
         "left_out": left_out,
     }
-    shutil.rmtree(partial / "decoded")
-    sig_file.unlink()
-    write_json_atomic(partial / "subset.json", summary)  # written last: marks the folder whole
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
     return summary
 
 
 def read_subset(subset_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(tags, manifest, summary) of a built subset; a clear error if it is not one."""
-    d = Path(subset_dir)
-    if not (d / "subset.json").exists():
-        hint = " (an interrupted build: run it again)" if d.with_name(d.name + ".partial").exists() else ""
-        raise FileNotFoundError(f"{d} is not a built subset: no subset.json{hint}")
-    tags = pd.read_csv(d / "tags.csv", keep_default_na=False)
-    manifest = pd.read_csv(d / "manifest.csv", keep_default_na=False, dtype={"md5": str, "tags": str})
-    with open(d / "subset.json", encoding="utf-8") as f:
-        summary = json.load(f)
-    return tags, manifest, summary
+    """(tags, manifest, summary) of a built subset; a clear error if it is not one. Given a
+    `SubsetFolder`, what it has read already."""
+    return SubsetFolder.of(subset_dir).read()
 
 
 def label_matrix(manifest: pd.DataFrame, tags: pd.DataFrame) -> np.ndarray:

@@ -4,7 +4,6 @@ categories, include/exclude lists), and write captions or one CSV/JSON for a fol
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from .config import write_json_atomic
+from .folders import RunFolder, atomic_path, write_json_atomic
 from .images import ImageError, load_array
 from .vocab import category_name, n_ratings
 
@@ -26,7 +24,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 class TagChoice:
     """How tags are chosen from scores."""
 
-    threshold: float | None = None  # one global threshold; None: tuned thresholds when present, else 0.5
+    threshold: float | None = None  # one threshold for every tag (overrides `policy`)
+    policy: str | None = None  # a name in policies.POLICIES; None: per-tag when the run has tuned thresholds, else 0.5
     max_tags: int | None = None
     categories: tuple[str, ...] = ()  # empty: every category the model predicts
     exclude_tags: tuple[str, ...] = ()
@@ -41,23 +40,17 @@ class Tagger:
     head (one rating per image: the highest), then the tags (each against its threshold)."""
 
     def __init__(self, run: str | os.PathLike, batch_size: int = 32):
-        import keras
-
-        from . import losses  # noqa: F401  (registers the custom loss)
-
-        self.run = Path(run)
-        if not (self.run / "model.keras").exists():
-            raise FileNotFoundError(f"no model.keras in {self.run}")
-        self.model = keras.saving.load_model(self.run / "model.keras", compile=False)
+        folder = RunFolder.of(run)
+        self.run = folder.path
+        self.model = folder.model
         self.size = int(self.model.input_shape[1])
-        rows = pd.read_csv(self.run / "tags.csv", keep_default_na=False)
+        rows = folder.tags
         self.n_ratings = n_ratings(rows)
         self.rating_names = rows["name"].iloc[: self.n_ratings].tolist()
         self.tags = rows.iloc[self.n_ratings:].reset_index(drop=True)
         self.names = self.tags["name"].tolist()
         self.categories = [category_name(c) for c in self.tags["category"]]
-        th = self.run / "thresholds.json"
-        self.thresholds = json.loads(th.read_text()) if th.exists() else None
+        self.thresholds = folder.thresholds()
         self.batch_size = batch_size
 
     def preprocess(self, items: Sequence[str | os.PathLike | np.ndarray]) -> np.ndarray:
@@ -106,13 +99,13 @@ class Tagger:
         return [(self.rating_names[b], float(row[b])) for b, row in zip(best, r)]
 
     def threshold_vector(self, choice: TagChoice) -> np.ndarray:
+        """One threshold per tag: the fixed one if given, else the policy's (see `policies`)."""
+        from . import policies
+
         if choice.threshold is not None:
             return np.full(len(self.names), float(choice.threshold))
-        if self.thresholds:
-            per = self.thresholds.get("per_tag", {})
-            g = float(self.thresholds.get("global", 0.5))
-            return np.array([float(per.get(n, g)) for n in self.names])
-        return np.full(len(self.names), 0.5)
+        name = choice.policy or (policies.DEFAULT_TAGGING if self.thresholds else "0.5")
+        return policies.get(name).for_tags(self.thresholds, self.names)
 
     def choose(self, scores: np.ndarray, choice: TagChoice | None = None) -> list[list[tuple[str, float]]]:
         """Per image, the chosen (tag, score) pairs, highest score first (`scores`: every
@@ -177,9 +170,8 @@ class TagReport:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -290,13 +282,11 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
         if fmt == "json":
             write_json_atomic(table_path, {"images": rows, "errors": report.errors})
         else:
-            tmp = table_path.with_name(table_path.name + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            with atomic_path(table_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["file", "rating", "rating_score", "tags", "scores"])
                 for r in rows:
                     w.writerow([r["file"], r["rating"], "" if r["rating_score"] is None else f"{r['rating_score']:.4f}",
                                 ", ".join(r["tags"]), " ".join(f"{s:.4f}" for s in r["scores"])])
-            os.replace(tmp, table_path)
         report.outputs.append(str(table_path))
     return report

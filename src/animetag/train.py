@@ -14,7 +14,6 @@ remainder (reshuffled each epoch), and validation pads its last batch with zero-
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -28,13 +27,13 @@ import pandas as pd
 import tensorflow as tf
 
 from .colab import accelerator
-from .config import TrainConfig, diff, to_dict, train_config, write_json_atomic
+from .config import TrainConfig, diff, to_dict, train_config
 from .fitting import compile_model, core_of, lr_schedule, training_model  # noqa: F401  (registers what checkpoints hold)
+from .folders import RunFolder, SubsetFolder, atomic_path, write_json_atomic
 from .metrics import prior_baseline
 from .model import build_model, float32_copy
 from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
-from .subset import label_matrix, read_subset
-from .vocab import n_ratings
+from .subset import label_matrix
 
 
 class SettingsChanged(ValueError):
@@ -102,9 +101,8 @@ def choose_xla(setting: str, acc: dict[str, Any], replicas: int = 1) -> bool:
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def save_inference_model(model: keras.Model, path: Path) -> None:
@@ -155,10 +153,10 @@ class _NaNGuard(keras.callbacks.Callback):
 class _Checkpoints(keras.callbacks.Callback):
     """Keeps model.keras (best validation F1-macro) and the last epoch with optimizer state."""
 
-    def __init__(self, run: Path, best: float, monitor: str = "val_f1_macro"):
+    def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro"):
         super().__init__()
         self.run, self.best, self.monitor = run, best, monitor
-        (run / "checkpoints").mkdir(exist_ok=True)
+        run.file(run.CHECKPOINT).parent.mkdir(exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -170,18 +168,13 @@ class _Checkpoints(keras.callbacks.Callback):
         best_epoch = None
         if math.isfinite(value) and value > self.best:
             self.best, best_epoch = value, epoch + 1
-            save_inference_model(self.model, self.run / "model.keras")
-        _save_atomic(self.model, self.run / "checkpoints" / "last.keras")
-        state = _read_state(self.run)
+            save_inference_model(self.model, self.run.model_path)
+        _save_atomic(self.model, self.run.file(self.run.CHECKPOINT))
+        state = self.run.state
         state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
         if best_epoch:
             state["best_epoch"] = best_epoch
-        write_json_atomic(self.run / "checkpoints" / "state.json", state)
-
-
-def _read_state(run: Path) -> dict[str, Any]:
-    p = run / "checkpoints" / "state.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+        write_json_atomic(self.run.file(self.run.STATE), state)
 
 
 def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -193,15 +186,16 @@ def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
         return recorded
 
 
-def data_signature(subset_dir: Path) -> dict[str, Any]:
+def data_signature(subset_dir: str | os.PathLike | SubsetFolder) -> dict[str, Any]:
     """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
     rating rows among them) in order, the image size, and which image lies in which split."""
-    tags, manifest, summary = read_subset(subset_dir)
+    subset = SubsetFolder.of(subset_dir)
+    tags, manifest = subset.tags, subset.manifest
     names = "\n".join(tags["name"]).encode()
     splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
-    return {"n_tags": len(tags), "n_ratings": n_ratings(tags), "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
-            "image_size": int(summary["settings"]["image_size"]),
-            "split_sizes": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")},
+    return {"n_tags": len(tags), "n_ratings": subset.n_ratings, "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
+            "image_size": subset.image_size,
+            "split_sizes": {s: subset.split_size(s) for s in ("train", "val", "test")},
             "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
 
 
@@ -233,7 +227,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
 
 
 def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -> dict[str, Any]:
-    data, run = Path(data), Path(run)
+    data, run = SubsetFolder.of(data), RunFolder.of(run)  # each file of the subset is read once
     cfg = train_config(profile, **overrides)
     sig = data_signature(data)
     n_train, n_val = sig["split_sizes"]["train"], sig["split_sizes"]["val"]
@@ -241,12 +235,12 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     if n_val < 1:
         raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
                          "or a larger val_fraction")
-    run.mkdir(parents=True, exist_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
     record = {"train": to_dict(cfg), "data": sig}
-    cfg_path = run / "config.json"
-    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+    cfg_path = run.file(run.CONFIG)
+    old = run.config
     extended_from = None
-    state = _read_state(run)
+    state = run.state
     done_before = int(state.get("epochs_done", 0))
     if old is not None:
         changes = (diff(_as_now(old.get("train", {})), record["train"], "train.")
@@ -274,7 +268,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                          "tensorflow": tf.__version__, "keras": keras.__version__}
     if old is None:
         write_json_atomic(cfg_path, record)
-        shutil.copyfile(data / "tags.csv", run / "tags.csv")  # the run is usable on its own
+        shutil.copyfile(data / data.TAGS, run / run.TAGS)  # the run is usable on its own
     elif extended_from is not None:  # config.json stays the one record of the run
         old["train"]["epochs"] = cfg.epochs
         old.setdefault("extended", []).append({
@@ -298,8 +292,8 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     t0 = time.time()
     try:
         with strategy.scope():
-            if done and (run / "checkpoints" / "last.keras").exists():
-                model = keras.saving.load_model(run / "checkpoints" / "last.keras")
+            if done and run.file(run.CHECKPOINT).exists():
+                model = keras.saving.load_model(run.file(run.CHECKPOINT))
                 if extended_from is not None:
                     # the cosine schedule is laid out again over the new number of epochs, from the
                     # step reached: as if the run had been planned that long (the rate rises again
@@ -313,12 +307,12 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                                    rating_probe=not cfg.rating_joint)
                 model = training_model(core, cfg)
                 compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
-        hist_path = run / "history.csv"
+        hist_path = run.file(run.HISTORY)
         if hist_path.exists():  # drop rows of epochs that will be run again
             h = pd.read_csv(hist_path)
             h[h["epoch"] < done].to_csv(hist_path, index=False)
         cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
-               keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False),
+               keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False),
                keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
                _Checkpoints(run, float(state.get("best", -1.0))), *(callbacks or [])]
         if done < cfg.epochs:
@@ -327,16 +321,14 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    state = _read_state(run)
-    hist = pd.read_csv(run / "history.csv")
+    state = run.state
+    hist = pd.read_csv(hist_path)
     best = hist.loc[hist["val_f1_macro"].idxmax()]
-    _, manifest, _ = read_subset(data)
-    tags = pd.read_csv(data / "tags.csv", keep_default_na=False)
-    Y = label_matrix(manifest, tags)[:, n_ratings(tags):]  # tags only
-    split = manifest["split"].to_numpy()
+    Y = label_matrix(data.manifest, data.tags)[:, data.n_ratings:]  # tags only
+    split = data.manifest["split"].to_numpy()
     base = prior_baseline(Y[split == "train"], Y[split == "val"])
     return {
-        "run": str(run), "model": str(run / "model.keras"), "epochs_done": state.get("epochs_done", 0),
+        "run": str(run), "model": str(run.model_path), "epochs_done": state.get("epochs_done", 0),
         "resumed_from_epoch": done, "seconds": round(time.time() - t0, 1),
         "params": int(model.count_params()), "precision": precision, "xla": jit,
         "best_epoch": int(best["epoch"]) + 1,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import data_home, subset_config
+from .folders import RunFolder, SubsetFolder
 
 
 @dataclass
@@ -87,27 +88,30 @@ def ensure_metadata(ws: Workspace) -> list[Path]:
     return ws.metadata
 
 
-def ensure_subset(ws: Workspace, **overrides) -> Path:
-    """The subset folder, built first if it is missing (`sample`), else a clear error (`full`)."""
-    if (ws.subset / "subset.json").exists():
-        return ws.subset
+def ensure_subset(ws: Workspace, out: Path | None = None, **overrides) -> Path:
+    """The subset folder (`out`, else the workspace's), built first if it is missing and the
+    metadata is known (always on `sample`), else a clear error. `overrides`: subset settings
+    over the profile's, for a subset built here."""
+    out = Path(out or ws.subset)
+    if (out / SubsetFolder.SUMMARY).exists():
+        return out
     if ws.profile != "sample" and not ws.metadata:
-        raise FileNotFoundError(f"no built subset at {ws.subset}: run notebook 01 (or `animetag subset`) first")
+        raise FileNotFoundError(f"no built subset at {out}: run notebook 01 (or `animetag subset`) first")
     from .subset import build_subset
 
     ensure_metadata(ws)
     if ws.images_root is None:
         raise FileNotFoundError("ANIMETAG_IMAGES is not set: where are the images?")
-    build_subset(ws.metadata, ws.images_root, ws.subset, subset_config(ws.profile, **overrides), overwrite=True)
-    return ws.subset
+    build_subset(ws.metadata, ws.images_root, out, subset_config(ws.profile, **overrides), overwrite=True)
+    return out
 
 
 def ensure_run(ws: Workspace) -> Path:
     """The trained run folder, trained first on the sample if it is missing (`sample`)."""
-    if (ws.run / "model.keras").exists():
+    if (ws.run / RunFolder.MODEL).exists():
         return ws.run
     if ws.profile != "sample":
-        raise FileNotFoundError(f"no model.keras in {ws.run}: train first (notebook 03 or `animetag train`)")
+        RunFolder(ws.run).require_model()  # the error that says what to do
     from .train import train
 
     epochs = int(env("ANIMETAG_EPOCHS", "0")) or None
@@ -129,8 +133,9 @@ def local_subset(subset: Path, drive: Path = Path("/content/drive"),
     except ValueError:
         return subset
     dest = local / subset.name
-    wanted = (subset / "subset.json").read_bytes()
-    if (dest / "subset.json").exists() and (dest / "subset.json").read_bytes() == wanted:
+    summary = SubsetFolder.SUMMARY
+    wanted = (subset / summary).read_bytes()
+    if (dest / summary).exists() and (dest / summary).read_bytes() == wanted:
         return dest
     tmp = local / f"{subset.name}.partial"
     for old in (tmp, dest):

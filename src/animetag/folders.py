@@ -1,0 +1,202 @@
+"""The two folders a study passes along, as objects that know their file names and read each
+file once: a built subset (`SubsetFolder`) and a training run (`RunFolder`). Both are
+`os.PathLike`, so they go wherever a path goes; a function given one reuses what it has read.
+
+And one way to write a file atomically (`atomic_path`): whatever writes it writes a temporary
+sibling, renamed over the target only when complete, so a reader never meets half a file and
+an interrupted write leaves the old one whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` (same extension, so writers that go by it still work)
+    for the caller to write a file or folder to; renamed over `path` on success, removed on
+    failure."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """JSON, indented, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """A table as CSV (no index), written atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_tags_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """tags.csv as written (a tag named "null" or "nan" stays a string)."""
+    import pandas as pd
+
+    return pd.read_csv(path, keep_default_na=False)
+
+
+class _Folder(os.PathLike):
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, folder: str | os.PathLike):
+        """`folder` itself if it is one already (with what it has read), else a new one."""
+        return folder if isinstance(folder, cls) else cls(folder)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class SubsetFolder(_Folder):
+    """A built subset: subset.json (the summary, written last), tags.csv (the output rows),
+    manifest.csv (one row per image, with its split) and the shards."""
+
+    SUMMARY = "subset.json"
+    TAGS = "tags.csv"
+    MANIFEST = "manifest.csv"
+    SHARDS = "shards"
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        p = self.path / self.SUMMARY
+        if not p.exists():
+            partial = self.path.with_name(self.path.name + ".partial").exists()
+            hint = " (an interrupted build: run it again)" if partial else ""
+            raise FileNotFoundError(f"{self.path} is not a built subset: no {self.SUMMARY}{hint}")
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    @cached_property
+    def tags(self) -> pd.DataFrame:
+        self.summary  # noqa: B018  (a clear error for a folder that is not a subset)
+        return read_tags_csv(self.path / self.TAGS)
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        import pandas as pd
+
+        self.summary  # noqa: B018
+        return pd.read_csv(self.path / self.MANIFEST, keep_default_na=False, dtype={"md5": str, "tags": str})
+
+    @property
+    def image_size(self) -> int:
+        """The size the shards hold."""
+        return int(self.summary["settings"]["image_size"])
+
+    @property
+    def n_outputs(self) -> int:
+        """Rows of tags.csv: the model's outputs (ratings first, if any, then tags)."""
+        return len(self.tags)
+
+    @property
+    def n_ratings(self) -> int:
+        from .vocab import n_ratings
+
+        return n_ratings(self.tags)
+
+    def split_size(self, split: str) -> int:
+        return int((self.manifest["split"] == split).sum())
+
+    def read(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """(tags, manifest, summary)."""
+        return self.tags, self.manifest, self.summary
+
+
+class RunFolder(_Folder):
+    """A training run: config.json (the one record of its settings and data), tags.csv (its
+    outputs), model.keras (the best epoch, float32, loadable with Keras alone), the
+    checkpoints, history.csv, and after evaluation thresholds.json, metrics.json and
+    per_tag.csv."""
+
+    CONFIG = "config.json"
+    TAGS = "tags.csv"
+    MODEL = "model.keras"
+    HISTORY = "history.csv"
+    THRESHOLDS = "thresholds.json"
+    METRICS = "metrics.json"
+    PER_TAG = "per_tag.csv"
+    CHECKPOINT = "checkpoints/last.keras"
+    STATE = "checkpoints/state.json"
+    LOGS = "logs"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.MODEL
+
+    def require_model(self) -> Path:
+        if not self.model_path.exists():
+            raise FileNotFoundError(f"no {self.MODEL} in {self.path}: train first (notebook 03 or `animetag train`)")
+        return self.model_path
+
+    @cached_property
+    def model(self):
+        """model.keras, loaded once (uncompiled: for inference)."""
+        import keras
+
+        from . import losses  # noqa: F401  (registers the custom layers and losses of older runs)
+
+        return keras.saving.load_model(self.require_model(), compile=False)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """config.json, or None before the run has started (read each time: training updates it)."""
+        p = self.path / self.CONFIG
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The checkpoint state (epochs done, the best value): read each time, it changes per epoch."""
+        p = self.path / self.STATE
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+    @cached_property
+    def tags(self) -> pd.DataFrame:
+        return read_tags_csv(self.path / self.TAGS)
+
+    def thresholds(self) -> dict[str, Any] | None:
+        """thresholds.json (tuned on validation by `evaluate`), or None before evaluation."""
+        p = self.path / self.THRESHOLDS
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    def metrics(self) -> dict[str, Any]:
+        p = self.path / self.METRICS
+        if not p.exists():
+            raise FileNotFoundError(f"no {self.METRICS} in {self.path}: evaluate the run first")
+        return json.loads(p.read_text(encoding="utf-8"))

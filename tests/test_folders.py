@@ -1,0 +1,67 @@
+"""The run and subset folders as objects, the one atomic-write helper, the policy table."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from animetag.folders import RunFolder, SubsetFolder, atomic_path, write_json_atomic
+from animetag.policies import POLICIES
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json_atomic(target, {"f1": 0.5})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp, open(tmp, "w") as f:
+        f.write('{"f1": 0.')  # half written, then the job dies
+        raise RuntimeError("interrupted")
+    assert json.loads(target.read_text()) == {"f1": 0.5}
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json"]
+    # the temporary keeps the extension, for writers that go by it (Keras, numpy)
+    with atomic_path(tmp_path / "model.keras") as tmp:
+        assert tmp.suffix == ".keras" and tmp.parent == tmp_path
+        tmp.write_text("x")
+    assert (tmp_path / "model.keras").read_text() == "x"
+
+
+def test_a_folder_that_is_not_a_subset_says_so(tmp_path):
+    (tmp_path / "o.partial").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"o is not a built subset: no subset.json \(an interrupted build"):
+        SubsetFolder(tmp_path / "o").tags  # noqa: B018
+    with pytest.raises(FileNotFoundError, match="no model.keras in .*: train first"):
+        RunFolder(tmp_path / "run").model  # noqa: B018
+
+
+def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, monkeypatch):
+    from animetag.pipeline import n_tags_of, split_size
+    from animetag.subset import read_subset
+    from animetag.train import data_signature
+
+    reads = []
+    real = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(os.path.basename(path)) or real(path, *a, **k))
+    folder = SubsetFolder(subset_dir)
+    sig = data_signature(folder)
+    sizes = {s: split_size(folder, s) for s in ("train", "val", "test")}
+    tags, manifest, summary = read_subset(folder)
+    assert n_tags_of(folder) == sig["n_tags"] == len(tags)
+    assert sorted(reads) == ["manifest.csv", "tags.csv"]  # once each, whatever asked
+    assert sizes == sig["split_sizes"] and sum(sizes.values()) == len(manifest)
+    assert sig["image_size"] == summary["settings"]["image_size"]
+    # the same answers from a plain path (read afresh)
+    assert data_signature(subset_dir) == sig and os.fspath(folder) == str(subset_dir)
+
+
+def test_the_policy_table_is_the_one_every_report_uses():
+    from animetag.evaluate import policy_table
+    from animetag.reference import _policy_kind
+
+    metrics = {p.key: {"threshold": 0.3, "f1_micro": 0.1 * i, "f1_macro": 0.05 * i} for i, p in enumerate(POLICIES)}
+    table = policy_table(metrics)
+    assert list(table.index) == [p.label for p in POLICIES]
+    assert table["f1_micro"].tolist() == pytest.approx([0.1 * i for i in range(len(POLICIES))])
+    tuned = {"global": 0.34, "precision_equals_recall": 0.29, "per_tag": [0.2, 0.4]}
+    # each run row's threshold text is sorted into the policy's own group for the comparison
+    assert [_policy_kind(p.describe(tuned)) for p in POLICIES] == [p.kind for p in POLICIES]
+    assert len({p.key for p in POLICIES}) == len({p.name for p in POLICIES}) == len(POLICIES)
