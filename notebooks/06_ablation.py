@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · The ablation study the thesis planned
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/animetag/animetag/blob/main/notebooks/06_ablation.ipynb)
+#
+# The thesis ends with its plan: other architectures, other losses, more tags. This
+# notebook trains the variants a researcher compares first, on **one subset with one
+# budget** (the same epochs, images and seed), and scores each on the same test images
+# under **one threshold policy** (tuned on validation), with 95% bootstrap intervals:
+#
+# | variant | what it asks |
+# | --- | --- |
+# | ResNet-SE, focal | the thesis model: the reference row |
+# | ResNet without SE | what do the Squeeze-and-Excitation blocks add? |
+# | ResNet-SE, BCE / ASL | is focal loss the right loss? (a published sweep on Danbooru found plain BCE slightly ahead) |
+# | a keras.applications backbone | does an ImageNet-pretrained network (ConvNeXt-Tiny, EfficientNetV2-B0) beat training from scratch? |
+# | ResNet-SE, more tags | does learning more tags help or hurt the top ones? (scored on the same top tags) |
+#
+# Beside the F1: parameters, model size and training images per second. Each variant is
+# a run folder of its own (notebooks 04 and 05 read it); running the notebook again trains
+# only what is missing, and a variant interrupted mid-training resumes.
+#
+# **Needs:** a GPU runtime for the `full` profile: six trainings of the thesis setting, a
+# few hours on a T4 at 10 epochs each. The `sample` profile runs it all on a CPU in
+# minutes, on synthetic images: its table shows the study works, not which variant wins.
+
+# %%
+# Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
+# SOURCE: a Git URL (add @tag or @commit), a folder on Drive holding the project, or an
+# uploaded .zip or wheel (e.g. "/content/animetag.zip"). Nothing happens outside Colab.
+SOURCE = "git+https://github.com/animetag/animetag"  # @param {type:"string"}
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
+    spec = f"animetag[onnx] @ {url}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
+
+from animetag.colab import check_versions
+
+print(check_versions())
+
+# %% tags=["parameters"]
+# Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
+# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# EPOCHS: the one budget of every variant (0: 10 on full, the profile's on sample).
+# BACKBONE: the keras.applications backbone; PRETRAINED: start it from ImageNet weights
+# (downloaded; the sample profile always trains it from scratch). MORE_TAGS: the top-K
+# general tags of the "more tags" variant (0: leave it out). POLICY: the threshold policy
+# every variant is scored under. ALLOW_CPU: the full profile without a GPU anyway.
+import os
+
+PROFILE = "sample"  # @param ["sample", "full"]
+WORKSPACE = ""  # @param {type:"string"}
+EPOCHS = 0  # @param {type:"integer"}
+BACKBONE = "efficientnetv2_b0"  # @param ["efficientnetv2_b0", "convnext_tiny"]
+PRETRAINED = True  # @param {type:"boolean"}
+MORE_TAGS = 200  # @param {type:"integer"}
+POLICY = "global"  # @param ["global", "per-tag", "0.5"]
+BOOTSTRAP = 1000  # @param {type:"integer"}
+ALLOW_CPU = False  # @param {type:"boolean"}
+
+from animetag.workspace import params_from_env
+
+globals().update(params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BACKBONE=BACKBONE, PRETRAINED=PRETRAINED,
+    MORE_TAGS=MORE_TAGS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU))
+if WORKSPACE:
+    os.environ["ANIMETAG_HOME"] = WORKSPACE
+
+# %%
+from animetag.colab import require_accelerator
+
+print(require_accelerator(PROFILE, ALLOW_CPU))
+
+# %% [markdown]
+# ## The subsets
+# The base subset is notebook 01's. The "more tags" variant needs a second one: the same
+# metadata, images, size and seed with `MORE_TAGS` general tags; it is built here once
+# (on the full profile that decodes the images again: several minutes).
+
+# %%
+from animetag.config import train_config
+from animetag.folders import SubsetFolder
+from animetag.workspace import ensure_subset, local_subset, workspace
+
+ws = workspace(PROFILE)
+base = SubsetFolder(local_subset(ensure_subset(ws)))
+settings = base.summary["settings"]
+subsets = {"base": base.path}
+if MORE_TAGS and MORE_TAGS <= settings["top_k"]:
+    print(f"MORE_TAGS={MORE_TAGS} is not more than the base subset's {settings['top_k']}: the variant is left out")
+    MORE_TAGS = 0
+if MORE_TAGS:
+    more = ws.subset.with_name(f"{ws.subset.name}-top{MORE_TAGS}")
+    subsets["more_tags"] = local_subset(ensure_subset(ws, out=more, **{**settings, "top_k": MORE_TAGS}))
+EPOCHS = EPOCHS or (10 if PROFILE == "full" else train_config(PROFILE).epochs)
+out = ws.home / "ablation" / PROFILE
+for name, path in subsets.items():
+    s = SubsetFolder(path)
+    print(f"{name:>9}: {s.n_outputs - s.n_ratings} tags, {s.split_size('train')} training and "
+          f"{s.split_size('test')} test images  ({path})")
+print(f"every variant: {EPOCHS} epochs, scored under the {POLICY!r} threshold policy; runs in {out}")
+
+# %% [markdown]
+# ## Train and evaluate every variant
+# Each line says whether a variant is trained or read back. A variant trained before with
+# the same settings on the same subset is not trained again; change a setting (or `EPOCHS`)
+# and that variant alone is trained afresh.
+
+# %%
+from animetag.ablation import ablation_table, best_by, run_ablation, thesis_variants
+
+weights = "imagenet" if PRETRAINED and PROFILE == "full" else ""
+if PRETRAINED and not weights:
+    print(f"{BACKBONE} trains from scratch on the sample profile (no download in tests)")
+variants = thesis_variants(BACKBONE, weights, more_tags=bool(MORE_TAGS))
+results = run_ablation(variants, subsets, out, PROFILE, EPOCHS, policy=POLICY, n_boot=BOOTSTRAP)
+results.to_csv(out / "ablation.csv", index=False)
+ablation_table(results)
+
+# %% [markdown]
+# ## The study in one figure
+# Left: F1-micro and F1-macro with their 95% intervals; the dotted lines are the thesis
+# model's. Two variants whose intervals overlap are not told apart by this test split.
+# Right: what each costs to train (parameters against images per second over the whole
+# run, compilation and validation included) and its model size.
+
+# %%
+from animetag.plots import ablation, save
+from animetag.policies import get
+
+save(ablation(results, get(POLICY).label), ws.figures, "06_ablation")
+for key in ("f1_micro", "f1_macro"):
+    print(best_by(results, key))
+if PROFILE == "sample":
+    print("(the sample's images are synthetic: these rows show the study runs, not which variant is better)")
+
+# %% [markdown]
+# ## Where to go from here
+# - Every row's run folder holds `metrics.json` with every policy and per category, and
+#   `per_tag.csv`: open one in notebook 04 (`ANIMETAG_RUN=<its folder>`).
+# - Another backbone or loss is one registered function (README, "Adding a backbone or a
+#   loss"); add a `Variant` with its name to compare it here:
+#   `Variant("ConvNeXt-Tiny, BCE", {"model": {"backbone": "convnext_tiny", "weights": "imagenet"}, "loss": "bce"})`.
+# - For what each backbone costs on a GPU without training, `benchmarks/step_rate.py
+#   --compare plugins` times every registered backbone and loss beside the thesis model.

@@ -1,0 +1,171 @@
+"""The ablation study the thesis planned: variants of the thesis model trained on one subset
+with one budget (epochs), each evaluated under one threshold policy on the same test images,
+with bootstrap intervals, its parameters, model size and training speed.
+
+Every variant is a full run folder (`out/<slug>/`, usable by notebooks 04 and 05), and
+`out/ablation.json` records each finished variant's settings and row: run again, a variant
+whose settings are unchanged is not trained again, one interrupted mid-training resumes from
+its last epoch, and one whose settings changed is trained afresh.
+
+A variant trained on more tags (a second subset, same metadata and seed) is scored on the
+base subset's tags, so that its F1 compares with the others'; its test images are its own
+subset's (the row says so).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import policies
+from .config import deep_merge, to_dict, train_config
+from .folders import RunFolder, SubsetFolder, write_json_atomic
+
+RECORD = "ablation.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the row's label
+    changes: dict[str, Any] = field(default_factory=dict)  # training settings over the profile's
+    subset: str = "base"  # which subset it trains on: "base" or "more_tags"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+def thesis_variants(backbone: str = "efficientnetv2_b0", weights: str = "imagenet",
+                    more_tags: bool = True) -> list[Variant]:
+    """What a researcher compares first: the thesis model; SE off; BCE and ASL for focal loss;
+    a keras.applications backbone (pretrained with `weights`); more tags."""
+    label = backbone + (" (imagenet)" if weights else " (from scratch)")
+    out = [Variant("ResNet-SE, focal (thesis)"),
+           Variant("ResNet without SE, focal", {"model": {"backbone": "resnet"}}),
+           Variant("ResNet-SE, BCE", {"loss": "bce"}),
+           Variant("ResNet-SE, ASL", {"loss": "asl"}),
+           Variant(f"{label}, focal", {"model": {"backbone": backbone, "weights": weights}})]
+    if more_tags:
+        out.append(Variant("ResNet-SE, focal, more tags", subset="more_tags"))
+    return out
+
+
+def _scores_on(run: RunFolder, subset: SubsetFolder, names: list[str], split: str):
+    """(labels, scores) of `split` over the tags `names`, in that order."""
+    from .evaluate import predict_split
+
+    _, y, s = predict_split(subset, run, split)
+    col = {n: i for i, n in enumerate(run.tags["name"])}
+    idx = [col[n] for n in names]
+    return y[:, idx], s[:, idx]
+
+
+def _row(variant: Variant, run: RunFolder, subset: SubsetFolder, base_tags: list[str], trained: dict[str, Any],
+         policy: policies.ThresholdPolicy, n_boot: int) -> dict[str, Any]:
+    from .evaluate import evaluate, evaluate_scores
+
+    full = evaluate(subset, run, split="test", n_boot=n_boot)  # the run's own metrics.json
+    y_val, s_val = _scores_on(run, subset, base_tags, "val")
+    y, s = _scores_on(run, subset, base_tags, "test")
+    m, _ = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)  # thresholds tuned on val, as always
+    ci = m["ci95_by_policy"][policy.key]
+    cfg = run.config["train"]
+    epochs = trained["epochs_done"] - trained["resumed_from_epoch"]
+    return {
+        "variant": variant.name, "backbone": cfg["model"]["backbone"], "loss": cfg["loss"],
+        "trained_tags": int(len(run.tags) - subset.n_ratings), "scored_tags": len(base_tags),
+        "f1_micro": m[policy.key]["f1_micro"], "f1_micro_lo": ci["f1_micro"][0], "f1_micro_hi": ci["f1_micro"][1],
+        "f1_macro": m[policy.key]["f1_macro"], "f1_macro_lo": ci["f1_macro"][0], "f1_macro_hi": ci["f1_macro"][1],
+        "f1_micro_all_its_tags": full[policy.key]["f1_micro"], "f1_macro_all_its_tags": full[policy.key]["f1_macro"],
+        "test_images": int(len(y)), "same_test_images": variant.subset == "base",
+        "params": int(trained["params"]), "model_mb": round(run.model_path.stat().st_size / 1e6, 1),
+        "train_img_s": round(subset.split_size("train") * epochs / trained["seconds"], 1) if epochs else None,
+        "epochs": int(trained["epochs_done"]), "seconds": trained["seconds"], "run": str(run),
+    }
+
+
+def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: str | Path, profile: str,
+                 epochs: int, policy: str = "global", n_boot: int = 1000,
+                 image_size: int | None = None, verbose: int | str = 0) -> pd.DataFrame:
+    """Train and evaluate each variant (those already done are read back); one row each.
+
+    `subsets`: the subset folder of each `Variant.subset` name ("base" is required); `epochs`:
+    the one budget every variant gets; `policy`: a name in `policies.POLICIES` that has
+    bootstrap intervals (0.5, global, per-tag)."""
+    from .train import train
+
+    out = Path(out)
+    pol = policies.get(policy)
+    if pol.key == "precision_equals_recall":
+        raise ValueError("policy: 'P=R' has no bootstrap intervals; use 0.5, global or per-tag")
+    folders = {k: SubsetFolder(v) for k, v in subsets.items()}
+    base = folders["base"]
+    base_tags = base.tags["name"].iloc[base.n_ratings:].tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / RECORD
+    done = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+    rows = []
+    for v in variants:
+        if v.subset not in folders:
+            raise ValueError(f"variant {v.name!r}: no subset named {v.subset!r} (given: {sorted(folders)})")
+        subset = folders[v.subset]
+        overrides = deep_merge({"epochs": epochs, **({"image_size": image_size} if image_size else {})}, v.changes)
+        settings = {"train": to_dict(train_config(profile, **overrides)), "subset": str(subset),
+                    "subset_signature": _signature(subset), "policy": pol.key, "n_boot": n_boot}
+        run = RunFolder(out / v.slug)
+        old = done.get(v.name)
+        if old and old.get("settings") == settings and run.model_path.exists():
+            rows.append(old["row"])
+            print(f"{v.name}: done before, read back from {record_path}")
+            continue
+        if old and old.get("settings", {}).get("train") != settings["train"] and run.path.exists():
+            shutil.rmtree(run.path)  # other settings: another run (train() would refuse to mix them)
+        print(f"{v.name}: training {epochs} epochs in {run}")
+        trained = train(subset, run, profile=profile, verbose=verbose, **overrides)
+        row = _row(v, run, subset, base_tags, trained, pol, n_boot)
+        rows.append(row)
+        done[v.name] = {"settings": settings, "row": row}
+        write_json_atomic(record_path, done)  # after each variant: an interrupted study resumes
+    return pd.DataFrame(rows)
+
+
+def _signature(subset: SubsetFolder) -> dict[str, Any]:
+    from .train import data_signature
+
+    return data_signature(subset)
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows for reading: F1 with its 95% interval, parameters (millions), model size,
+    training speed, and a note where the test images differ."""
+    def ci(r, k):
+        return f"{r[k]:.3f} ({r[k + '_lo']:.3f}-{r[k + '_hi']:.3f})"
+
+    t = pd.DataFrame({
+        "F1-micro (95% CI)": [ci(r, "f1_micro") for _, r in df.iterrows()],
+        "F1-macro (95% CI)": [ci(r, "f1_macro") for _, r in df.iterrows()],
+        "tags trained / scored": [f"{a} / {b}" for a, b in zip(df["trained_tags"], df["scored_tags"])],
+        "params (M)": (df["params"] / 1e6).round(2),
+        "model.keras (MB)": df["model_mb"],
+        "train img/s": df["train_img_s"],
+        "note": ["" if same else "its own subset's test images" for same in df["same_test_images"]],
+    })
+    t.index = df["variant"]
+    return t
+
+
+def best_by(df: pd.DataFrame, key: str = "f1_macro") -> str:
+    """The variant with the highest `key`, and whether its interval clears the thesis model's."""
+    i = int(np.argmax(df[key].to_numpy()))
+    best, base = df.iloc[i], df.iloc[0]
+    clear = best[f"{key}_lo"] > base[f"{key}_hi"]
+    return (f"highest {key}: {best['variant']} ({best[key]:.3f}); "
+            + ("its interval lies above the thesis model's" if clear and i else
+               "the thesis model itself" if i == 0 else "its interval overlaps the thesis model's"))

@@ -1,0 +1,58 @@
+"""The ablation study: one budget, one policy, intervals, costs, and no variant trained twice."""
+
+import json
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from animetag import ablation  # noqa: E402
+from animetag.ablation import Variant, ablation_table, run_ablation  # noqa: E402
+
+
+def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subset_dir, tmp_path, monkeypatch):
+    import animetag.train
+
+    calls = []
+    real_train = animetag.train.train
+
+    def counting_train(*a, **k):
+        calls.append(k)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(animetag.train, "train", counting_train)
+    variants = [Variant("thesis"), Variant("no SE", {"model": {"backbone": "resnet"}}),
+                Variant("more tags", subset="more")]
+    kw = dict(subsets={"base": subset_dir, "more": subset_dir}, out=tmp_path / "ab", profile="sample",
+              epochs=1, image_size=32, policy="global", n_boot=50)
+    df = run_ablation(variants, **kw)
+    assert len(calls) == 3 and all(c["epochs"] == 1 and c["image_size"] == 32 for c in calls)
+    assert df["variant"].tolist() == ["thesis", "no SE", "more tags"]
+    assert df.loc[1, "params"] < df.loc[0, "params"]  # the SE blocks' weights are gone
+    assert (df["backbone"].tolist(), df["loss"].tolist()) == (["resnet_se", "resnet", "resnet_se"], ["focal"] * 3)
+    for k in ("f1_micro", "f1_macro"):
+        assert ((df[f"{k}_lo"] <= df[k]) & (df[k] <= df[f"{k}_hi"])).all()
+    # each row is the run's own evaluation under the policy (all tags of the base subset here)
+    for _, r in df.iterrows():
+        m = json.loads((tmp_path / "ab" / Variant(r["variant"]).slug / "metrics.json").read_text())
+        assert r["f1_macro"] == pytest.approx(m["global_threshold"]["f1_macro"])
+        assert r["train_img_s"] > 0 and r["model_mb"] > 0
+    assert ablation_table(df)["note"].tolist() == ["", "", "its own subset's test images"]
+
+    # run again: every row is read back, nothing is trained
+    again = run_ablation(variants, **kw)
+    assert len(calls) == 3 and again.equals(df)
+    # another budget for one variant retrains that one alone, afresh
+    variants[1] = Variant("no SE", {"model": {"backbone": "resnet"}, "epochs": 2})
+    third = run_ablation(variants, **kw)
+    assert len(calls) == 4 and calls[-1]["epochs"] == 2 and third.loc[1, "epochs"] == 2
+    assert third.drop(index=1).equals(df.drop(index=1))
+
+
+def test_a_policy_without_intervals_or_an_unknown_subset_is_refused(subset_dir, tmp_path):
+    with pytest.raises(ValueError, match="'P=R' has no bootstrap intervals"):
+        run_ablation([Variant("x")], {"base": subset_dir}, tmp_path, "sample", 1, policy="P=R")
+    with pytest.raises(ValueError, match=r"variant 'x': no subset named 'more' \(given: \['base'\]\)"):
+        run_ablation([Variant("x", subset="more")], {"base": subset_dir}, tmp_path, "sample", 1)
+    assert ablation.thesis_variants(more_tags=False)[-1].changes == {
+        "model": {"backbone": "efficientnetv2_b0", "weights": "imagenet"}}
