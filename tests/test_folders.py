@@ -65,3 +65,27 @@ def test_the_policy_table_is_the_one_every_report_uses():
     # each run row's threshold text is sorted into the policy's own group for the comparison
     assert [_policy_kind(p.describe(tuned)) for p in POLICIES] == [p.kind for p in POLICIES]
     assert len({p.key for p in POLICIES}) == len({p.name for p in POLICIES}) == len(POLICIES)
+
+
+def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    from pathlib import Path
+
+    from animetag.train import train
+
+    reads = []
+    real_csv, real_text = pd.read_csv, Path.read_text
+
+    def csv(path, *a, **k):
+        reads.append(Path(path))
+        return real_csv(path, *a, **k)
+
+    def text(self, *a, **k):
+        reads.append(self)
+        return real_text(self, *a, **k)
+
+    monkeypatch.setattr(pd, "read_csv", csv)
+    monkeypatch.setattr(Path, "read_text", text)
+    train(subset_dir, tmp_path / "run", profile="sample", image_size=16, epochs=1, batch_size=16, verbose=0)
+    of_subset = sorted(p.name for p in reads if p.parent == subset_dir)
+    assert of_subset == ["manifest.csv", "subset.json", "tags.csv"]

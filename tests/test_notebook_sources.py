@@ -53,3 +53,24 @@ def test_the_demo_runner_flags_tensorflow_log_lines_and_path_reprs():
     nb.cells = [clean, noisy]
     found = mod.unwanted_output(nb)
     assert len(found) == 2 and all(f.startswith("cell 1:") for f in found)
+
+
+def test_form_choices_of_plugins_and_policies_are_registered_names():
+    """A Colab form's dropdown is a literal list: each must offer names the registries know,
+    so a user never picks one that fails."""
+    import ast
+    import re
+
+    from animetag import policies
+    from animetag.plugins import BACKBONES, LOSSES
+
+    known = {"LOSS": set(LOSSES.names()), "BACKBONE": set(BACKBONES.names()), "POLICY": set(policies.names())}
+    seen = set()
+    for py in NB:
+        for name, choices in re.findall(r'^(LOSS|BACKBONE|POLICY) = .*# @param (\[.*\])', py.read_text(), re.M):
+            assert set(ast.literal_eval(choices)) <= known[name], (py.name, name, choices)
+            seen.add(name)
+    assert seen == set(known)
+    # notebook 03 offers every registered loss
+    text = (ROOT / "notebooks" / "03_train_resnet_se.py").read_text()
+    assert set(ast.literal_eval(re.search(r"^LOSS = .*# @param (\[.*\])", text, re.M).group(1))) == known["LOSS"]
