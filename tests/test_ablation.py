@@ -38,6 +38,11 @@ def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subs
         assert r["f1_macro"] == pytest.approx(m["global_threshold"]["f1_macro"])
         assert r["train_img_s"] > 0 and r["model_mb"] > 0
     assert ablation_table(df)["note"].tolist() == ["", "", "its own subset's test images"]
+    # each variant beside the first on the same test images (paired); the other subset's is not paired
+    assert df.loc[0, ["delta_f1_micro", "delta_f1_micro_lo", "delta_f1_micro_hi"]].tolist() == [0.0, 0.0, 0.0]
+    assert df.loc[1, "delta_f1_macro"] == pytest.approx(df.loc[1, "f1_macro"] - df.loc[0, "f1_macro"])
+    assert df.loc[1, "delta_f1_macro_lo"] <= df.loc[1, "delta_f1_macro"] <= df.loc[1, "delta_f1_macro_hi"]
+    assert df.loc[2, ["delta_f1_micro", "delta_f1_macro"]].isna().all()
 
     # run again: every row is read back, nothing is trained
     again = run_ablation(variants, **kw)

@@ -203,3 +203,23 @@ def test_an_unknown_threshold_policy_is_an_error_not_a_guess():
     per_tag = dict(row, model="this run @per-tag", threshold="per tag (tuned on val)")
     rows = comparison_rows([per_tag])  # a known policy that no published row uses
     assert all(r.get("compare_with") is None for r in rows if r.get("source") != "this run")
+
+
+def test_paired_bootstrap_difference_is_exact_and_narrower_than_two_intervals():
+    from sklearn.metrics import f1_score
+
+    from animetag.metrics import bootstrap_f1_ci, paired_bootstrap_diff
+
+    rng = np.random.default_rng(3)
+    y = rng.uniform(size=(400, 12)) < 0.25
+    hard = rng.uniform(size=y.shape) < 0.15  # mistakes both models make
+    a = np.where(hard | (rng.uniform(size=y.shape) < 0.015), ~y, y)
+    b = np.where(hard, ~y, y)  # b fixes a's own mistakes only
+    d = paired_bootstrap_diff(y, a, b, n_boot=500)
+    for avg in ("micro", "macro"):
+        want = f1_score(y, b, average=avg, zero_division=0) - f1_score(y, a, average=avg, zero_division=0)
+        point, lo, hi = d[f"f1_{avg}"]
+        assert point == pytest.approx(want) and lo < point < hi and lo > 0  # told apart
+        ca, cb = bootstrap_f1_ci(y, a, n_boot=500)[f"f1_{avg}"], bootstrap_f1_ci(y, b, n_boot=500)[f"f1_{avg}"]
+        assert cb[0] < ca[1]  # the two separate intervals overlap: they could not tell
+    assert paired_bootstrap_diff(y, a, a, n_boot=50) == {"f1_micro": [0.0, 0.0, 0.0], "f1_macro": [0.0, 0.0, 0.0]}

@@ -133,7 +133,41 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
         rows.append(row)
         done[v.name] = {"settings": settings, "row": row}
         write_json_atomic(record_path, done)  # after each variant: an interrupted study resumes
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    return _paired_differences(df, variants, folders, base_tags, pol, n_boot)
+
+
+def _predictions(run: RunFolder, subset: SubsetFolder, names: list[str], policy: policies.ThresholdPolicy):
+    """(test labels, test predictions) over `names` under `policy`, thresholds tuned on val."""
+    from .evaluate import tune_thresholds
+
+    y_val, s_val = _scores_on(run, subset, names, "val")
+    y, s = _scores_on(run, subset, names, "test")
+    return y, s >= np.asarray(policy.threshold(tune_thresholds(y_val, s_val)))
+
+
+def _paired_differences(df: pd.DataFrame, variants: list[Variant], folders: dict[str, SubsetFolder],
+                        base_tags: list[str], policy: policies.ThresholdPolicy, n_boot: int) -> pd.DataFrame:
+    """Each variant's F1 minus the first row's, on the same test images, with a paired
+    bootstrap interval (from the saved scores; none for a variant on another subset)."""
+    from .metrics import paired_bootstrap_diff
+
+    first = variants[0]
+    if first.subset != "base":
+        return df
+    y, ref = _predictions(RunFolder(df.loc[0, "run"]), folders["base"], base_tags, policy)
+    for i, v in enumerate(variants):
+        for k in ("f1_micro", "f1_macro"):
+            for suffix in ("", "_lo", "_hi"):
+                df.loc[i, f"delta_{k}{suffix}"] = np.nan
+        if v.subset != "base":
+            continue
+        yi, pred = _predictions(RunFolder(df.loc[i, "run"]), folders["base"], base_tags, policy)
+        assert np.array_equal(yi, y)  # the same images in the same order
+        d = paired_bootstrap_diff(y, ref, pred, n_boot=n_boot)
+        for k in ("f1_micro", "f1_macro"):
+            df.loc[i, [f"delta_{k}", f"delta_{k}_lo", f"delta_{k}_hi"]] = d[k]
+    return df
 
 
 def _signature(subset: SubsetFolder) -> dict[str, Any]:
@@ -154,6 +188,10 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
         "tags trained / scored": [f"{a} / {b}" for a, b in zip(df["trained_tags"], df["scored_tags"])],
         "params (M)": (df["params"] / 1e6).round(2),
         "model.keras (MB)": df["model_mb"],
+        "ΔF1-macro vs first row (paired 95% CI)": [
+            "" if pd.isna(r.get("delta_f1_macro")) or i == 0 else
+            f"{r['delta_f1_macro']:+.3f} ({r['delta_f1_macro_lo']:+.3f} to {r['delta_f1_macro_hi']:+.3f})"
+            for i, (_, r) in enumerate(df.iterrows())],
         "train img/s": df["train_img_s"],
         "note": ["" if same else "its own subset's test images" for same in df["same_test_images"]],
     })
@@ -162,10 +200,15 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_by(df: pd.DataFrame, key: str = "f1_macro") -> str:
-    """The variant with the highest `key`, and whether its interval clears the thesis model's."""
+    """The variant with the highest `key`, and whether the paired bootstrap tells it apart
+    from the first row (the thesis model) on the same test images."""
     i = int(np.argmax(df[key].to_numpy()))
-    best, base = df.iloc[i], df.iloc[0]
-    clear = best[f"{key}_lo"] > base[f"{key}_hi"]
-    return (f"highest {key}: {best['variant']} ({best[key]:.3f}); "
-            + ("its interval lies above the thesis model's" if clear and i else
-               "the thesis model itself" if i == 0 else "its interval overlaps the thesis model's"))
+    best = df.iloc[i]
+    head = f"highest {key}: {best['variant']} ({best[key]:.3f})"
+    if i == 0:
+        return head + ", the first row itself"
+    lo, hi = best.get(f"delta_{key}_lo", np.nan), best.get(f"delta_{key}_hi", np.nan)
+    if pd.isna(lo):
+        return head + "; on other test images, so not paired with the first row"
+    verdict = "above the first row's" if lo > 0 else "not told apart from the first row's"
+    return head + f"; {best[f'delta_{key}']:+.3f} (paired 95% CI {lo:+.3f} to {hi:+.3f}): {verdict}"

@@ -144,3 +144,25 @@ def bootstrap_f1_ci(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 1000, 
         out["f1_macro"] += macro.tolist()
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in out.items()}
+
+
+def paired_bootstrap_diff(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int = 1000,
+                          seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """F1(b) - F1(a) for two predictions of the same images, with a percentile interval from
+    one bootstrap that resamples the images of both together: [difference, low, high] for
+    F1-micro and F1-macro. Narrower than comparing two separate intervals, since what both
+    find hard or easy cancels out."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    a0, b0 = f1_from_counts(*confusion(y_true, pred_a)), f1_from_counts(*confusion(y_true, pred_b))
+    point = {"f1_micro": b0[0] - a0[0], "f1_macro": b0[1] - a0[1]}
+    out = {"f1_micro": [], "f1_macro": []}
+    for start in range(0, n_boot, 200):
+        k = min(200, n_boot - start)
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=k)
+        a = f1_from_counts(*confusion(y_true, pred_a, w))
+        b = f1_from_counts(*confusion(y_true, pred_b, w))
+        out["f1_micro"] += (b[0] - a[0]).tolist()
+        out["f1_macro"] += (b[1] - a[1]).tolist()
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: [float(point[k]), float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in out.items()}
