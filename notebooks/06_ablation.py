@@ -98,11 +98,14 @@ print(require_accelerator(PROFILE, ALLOW_CPU))
 
 # %% [markdown]
 # ## The subsets
-# The base subset is notebook 01's. The "more tags" variant needs a second one: the same
-# metadata, images, size and seed with `MORE_TAGS` general tags; it is built here once
-# (on the full profile that decodes the images again: several minutes).
+# The base subset is notebook 01's. The "more tags" variant needs a second one: built here
+# once from the metadata and images the base subset's `subset.json` records, with its
+# settings (size, seed, image count) and `MORE_TAGS` general tags. On the full profile
+# that decodes the images again (several minutes), and the metadata and images must still
+# be where notebook 01 read them.
 
 # %%
+from animetag.ablation import more_tags_subset
 from animetag.config import train_config
 from animetag.folders import SubsetFolder
 from animetag.workspace import ensure_subset, local_subset, workspace
@@ -116,7 +119,7 @@ if MORE_TAGS and MORE_TAGS <= settings["top_k"]:
     MORE_TAGS = 0
 if MORE_TAGS:
     more = ws.subset.with_name(f"{ws.subset.name}-top{MORE_TAGS}")
-    subsets["more_tags"] = local_subset(ensure_subset(ws, out=more, **{**settings, "top_k": MORE_TAGS}))
+    subsets["more_tags"] = local_subset(more_tags_subset(ws.subset, more, MORE_TAGS, PROFILE))
 EPOCHS = EPOCHS or (10 if PROFILE == "full" else train_config(PROFILE).epochs)
 out = ws.home / "ablation" / PROFILE
 for name, path in subsets.items():

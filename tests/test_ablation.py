@@ -61,3 +61,27 @@ def test_a_policy_without_intervals_or_an_unknown_subset_is_refused(subset_dir, 
         run_ablation([Variant("x", subset="more")], {"base": subset_dir}, tmp_path, "sample", 1)
     assert ablation.thesis_variants(more_tags=False)[-1].changes == {
         "model": {"backbone": "efficientnetv2_b0", "weights": "imagenet"}}
+
+
+def test_the_more_tags_twin_is_built_from_what_the_base_subset_records(subset_dir, tmp_path):
+    import shutil
+
+    from animetag.folders import SubsetFolder
+
+    base = SubsetFolder(subset_dir)
+    twin = SubsetFolder(ablation.more_tags_subset(subset_dir, tmp_path / "more", 60, "sample"))
+    general = [n for n, c in zip(base.tags["name"], base.tags["category"]) if c == 0]
+    twin_general = [n for n, c in zip(twin.tags["name"], twin.tags["category"]) if c == 0]
+    assert len(general) == 40 and len(twin_general) > 40 and set(general) <= set(twin_general)
+    same = ("image_size", "seed", "max_images", "val_fraction", "test_fraction", "top_k_character")
+    assert {k: twin.summary["settings"][k] for k in same} == {k: base.summary["settings"][k] for k in same}
+    assert twin.summary["metadata"] == base.summary["metadata"]
+    with pytest.raises(ValueError, match="top_k 40 is not more than the base subset's 40"):
+        ablation.more_tags_subset(subset_dir, tmp_path / "x", 40, "sample")
+    moved = tmp_path / "moved"
+    shutil.copytree(subset_dir, moved)
+    summary = json.loads((moved / "subset.json").read_text())
+    summary["metadata"] = [str(tmp_path / "gone" / "posts.json")]
+    (moved / "subset.json").write_text(json.dumps(summary))
+    with pytest.raises(FileNotFoundError, match=r"built from .*gone/posts.json, which is not here now.*MORE_TAGS=0"):
+        ablation.more_tags_subset(moved, tmp_path / "y", 60, "sample")

@@ -57,6 +57,29 @@ def thesis_variants(backbone: str = "efficientnetv2_b0", weights: str = "imagene
     return out
 
 
+def more_tags_subset(base: str | Path, out: str | Path, top_k: int, profile: str) -> Path:
+    """The base subset's twin with `top_k` general tags: built (once) from the metadata and
+    images its subset.json records, with its settings (size, seed, image count) but `top_k`."""
+    from .config import subset_config
+    from .subset import build_subset
+
+    base, out = SubsetFolder.of(base), Path(out)
+    if (out / SubsetFolder.SUMMARY).exists():
+        return out
+    summary = base.summary
+    settings = summary["settings"]
+    if top_k <= settings["top_k"]:
+        raise ValueError(f"more tags: top_k {top_k} is not more than the base subset's {settings['top_k']}")
+    metadata = [Path(p) for p in summary["metadata"]]
+    missing = [str(p) for p in [*metadata, Path(summary["images_root"])] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"the base subset {base} was built from {', '.join(missing)}, which is not here "
+                                "now: mount or copy it back, or leave the more-tags variant out (MORE_TAGS=0)")
+    build_subset(metadata, summary["images_root"], out, subset_config(profile, **{**settings, "top_k": top_k}),
+                 overwrite=True)
+    return out
+
+
 def _scores_on(run: RunFolder, subset: SubsetFolder, names: list[str], split: str):
     """(labels, scores) of `split` over the tags `names`, in that order."""
     from .evaluate import predict_split
