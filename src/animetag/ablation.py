@@ -95,9 +95,12 @@ def _row(variant: Variant, run: RunFolder, subset: SubsetFolder, base_tags: list
     from .evaluate import evaluate, evaluate_scores
 
     full = evaluate(subset, run, split="test", n_boot=n_boot)  # the run's own metrics.json
-    y_val, s_val = _scores_on(run, subset, base_tags, "val")
-    y, s = _scores_on(run, subset, base_tags, "test")
-    m, _ = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)  # thresholds tuned on val, as always
+    if run.tags["name"].iloc[subset.n_ratings:].tolist() == base_tags:
+        m = full  # scored on the tags it was trained on: its own evaluation is the row's
+    else:  # the base tags alone, thresholds tuned on val as always
+        y_val, s_val = _scores_on(run, subset, base_tags, "val")
+        y, s = _scores_on(run, subset, base_tags, "test")
+        m, _ = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
     ci = m["ci95_by_policy"][policy.key]
     cfg = run.config["train"]
     epochs = trained["epochs_done"] - trained["resumed_from_epoch"]
@@ -107,7 +110,7 @@ def _row(variant: Variant, run: RunFolder, subset: SubsetFolder, base_tags: list
         "f1_micro": m[policy.key]["f1_micro"], "f1_micro_lo": ci["f1_micro"][0], "f1_micro_hi": ci["f1_micro"][1],
         "f1_macro": m[policy.key]["f1_macro"], "f1_macro_lo": ci["f1_macro"][0], "f1_macro_hi": ci["f1_macro"][1],
         "f1_micro_all_its_tags": full[policy.key]["f1_micro"], "f1_macro_all_its_tags": full[policy.key]["f1_macro"],
-        "test_images": int(len(y)), "same_test_images": variant.subset == "base",
+        "test_images": int(m["n_images"]), "same_test_images": variant.subset == "base",
         "params": int(trained["params"]), "model_mb": round(run.model_path.stat().st_size / 1e6, 1),
         "train_img_s": round(subset.split_size("train") * epochs / trained["seconds"], 1) if epochs else None,
         "epochs": int(trained["epochs_done"]), "seconds": trained["seconds"], "run": str(run),
@@ -122,7 +125,7 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
     `subsets`: the subset folder of each `Variant.subset` name ("base" is required); `epochs`:
     the one budget every variant gets; `policy`: a name in `policies.POLICIES` that has
     bootstrap intervals (0.5, global, per-tag)."""
-    from .train import train
+    from .train import data_signature, train
 
     out = Path(out)
     pol = policies.get(policy)
@@ -141,7 +144,7 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
         subset = folders[v.subset]
         overrides = deep_merge({"epochs": epochs, **({"image_size": image_size} if image_size else {})}, v.changes)
         settings = {"train": to_dict(train_config(profile, **overrides)), "subset": str(subset),
-                    "subset_signature": _signature(subset), "policy": pol.key, "n_boot": n_boot}
+                    "subset_signature": data_signature(subset), "policy": pol.key, "n_boot": n_boot}
         run = RunFolder(out / v.slug)
         old = done.get(v.name)
         if old and old.get("settings") == settings and run.model_path.exists():
@@ -175,9 +178,21 @@ def _paired_differences(df: pd.DataFrame, variants: list[Variant], folders: dict
     bootstrap interval (from the saved scores; none for a variant on another subset)."""
     from .metrics import paired_bootstrap_diff
 
-    first = variants[0]
-    if first.subset != "base":
+    for k in ("f1_micro", "f1_macro"):
+        for suffix in ("", "_lo", "_hi"):
+            df[f"delta_{k}{suffix}"] = np.nan
+    if variants[0].subset != "base":
         return df
+    y, ref = _predictions(RunFolder(df.loc[0, "run"]), folders["base"], base_tags, policy)
+    for i, v in enumerate(variants):
+        if v.subset != "base":
+            continue
+        yi, pred = (y, ref) if i == 0 else _predictions(RunFolder(df.loc[i, "run"]), folders["base"], base_tags, policy)
+        assert np.array_equal(yi, y)  # the same images in the same order
+        d = paired_bootstrap_diff(y, ref, pred, n_boot=n_boot)
+        for k in ("f1_micro", "f1_macro"):
+            df.loc[i, [f"delta_{k}", f"delta_{k}_lo", f"delta_{k}_hi"]] = d[k]
+    return df
     y, ref = _predictions(RunFolder(df.loc[0, "run"]), folders["base"], base_tags, policy)
     for i, v in enumerate(variants):
         for k in ("f1_micro", "f1_macro"):
@@ -191,12 +206,6 @@ def _paired_differences(df: pd.DataFrame, variants: list[Variant], folders: dict
         for k in ("f1_micro", "f1_macro"):
             df.loc[i, [f"delta_{k}", f"delta_{k}_lo", f"delta_{k}_hi"]] = d[k]
     return df
-
-
-def _signature(subset: SubsetFolder) -> dict[str, Any]:
-    from .train import data_signature
-
-    return data_signature(subset)
 
 
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import policies
 from .folders import RunFolder, write_json_atomic
 from .model import EMBEDDING, float32_copy
 from .vocab import category_name, n_ratings
@@ -164,10 +165,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     n_rat = n_ratings(rows)
     thresholds = run.thresholds()
     table = rows[["tag_id", "name", "category", "count"]].copy()
-    if thresholds:
-        per, g = thresholds.get("per_tag", {}), thresholds.get("global")
-        table["threshold"] = [None if i < n_rat or c == -1 else per.get(n, g)
-                              for i, (n, c) in enumerate(zip(table["name"], table["tag_id"]))]
+    if thresholds:  # the tagger's default policy, none for the rating rows and the placeholder
+        tuned = policies.get(policies.DEFAULT_TAGGING).for_tags(thresholds, table["name"].tolist())
+        table["threshold"] = [None if i < n_rat or c == -1 else float(t)
+                              for i, (t, c) in enumerate(zip(tuned, table["tag_id"]))]
         table.to_csv(tmp / "selected_tags.csv", index=False, float_format="%.4g")
         shutil.copyfile(run / run.THRESHOLDS, tmp / run.THRESHOLDS)
     else:

@@ -153,9 +153,6 @@ class RunFolder(_Folder):
     STATE = "checkpoints/state.json"
     LOGS = "logs"
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def model_path(self) -> Path:
         return self.path / self.MODEL

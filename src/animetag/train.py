@@ -156,7 +156,7 @@ class _Checkpoints(keras.callbacks.Callback):
     def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro"):
         super().__init__()
         self.run, self.best, self.monitor = run, best, monitor
-        run.file(run.CHECKPOINT).parent.mkdir(exist_ok=True)
+        (run / run.CHECKPOINT).parent.mkdir(exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -169,12 +169,12 @@ class _Checkpoints(keras.callbacks.Callback):
         if math.isfinite(value) and value > self.best:
             self.best, best_epoch = value, epoch + 1
             save_inference_model(self.model, self.run.model_path)
-        _save_atomic(self.model, self.run.file(self.run.CHECKPOINT))
+        _save_atomic(self.model, self.run / self.run.CHECKPOINT)
         state = self.run.state
         state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
         if best_epoch:
             state["best_epoch"] = best_epoch
-        write_json_atomic(self.run.file(self.run.STATE), state)
+        write_json_atomic(self.run / self.run.STATE, state)
 
 
 def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +237,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                          "or a larger val_fraction")
     run.path.mkdir(parents=True, exist_ok=True)
     record = {"train": to_dict(cfg), "data": sig}
-    cfg_path = run.file(run.CONFIG)
+    cfg_path = run / run.CONFIG
     old = run.config
     extended_from = None
     state = run.state
@@ -292,8 +292,8 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     t0 = time.time()
     try:
         with strategy.scope():
-            if done and run.file(run.CHECKPOINT).exists():
-                model = keras.saving.load_model(run.file(run.CHECKPOINT))
+            if done and (run / run.CHECKPOINT).exists():
+                model = keras.saving.load_model(run / run.CHECKPOINT)
                 if extended_from is not None:
                     # the cosine schedule is laid out again over the new number of epochs, from the
                     # step reached: as if the run had been planned that long (the rate rises again
@@ -307,7 +307,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                                    rating_probe=not cfg.rating_joint)
                 model = training_model(core, cfg)
                 compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
-        hist_path = run.file(run.HISTORY)
+        hist_path = run / run.HISTORY
         if hist_path.exists():  # drop rows of epochs that will be run again
             h = pd.read_csv(hist_path)
             h[h["epoch"] < done].to_csv(hist_path, index=False)

@@ -88,22 +88,19 @@ def ensure_metadata(ws: Workspace) -> list[Path]:
     return ws.metadata
 
 
-def ensure_subset(ws: Workspace, out: Path | None = None, **overrides) -> Path:
-    """The subset folder (`out`, else the workspace's), built first if it is missing and the
-    metadata is known (always on `sample`), else a clear error. `overrides`: subset settings
-    over the profile's, for a subset built here."""
-    out = Path(out or ws.subset)
-    if (out / SubsetFolder.SUMMARY).exists():
-        return out
+def ensure_subset(ws: Workspace, **overrides) -> Path:
+    """The subset folder, built first if it is missing (`sample`), else a clear error (`full`)."""
+    if (ws.subset / SubsetFolder.SUMMARY).exists():
+        return ws.subset
     if ws.profile != "sample" and not ws.metadata:
-        raise FileNotFoundError(f"no built subset at {out}: run notebook 01 (or `animetag subset`) first")
+        raise FileNotFoundError(f"no built subset at {ws.subset}: run notebook 01 (or `animetag subset`) first")
     from .subset import build_subset
 
     ensure_metadata(ws)
     if ws.images_root is None:
         raise FileNotFoundError("ANIMETAG_IMAGES is not set: where are the images?")
-    build_subset(ws.metadata, ws.images_root, out, subset_config(ws.profile, **overrides), overwrite=True)
-    return out
+    build_subset(ws.metadata, ws.images_root, ws.subset, subset_config(ws.profile, **overrides), overwrite=True)
+    return ws.subset
 
 
 def ensure_run(ws: Workspace) -> Path:
