@@ -5,9 +5,14 @@ Shapes read by the same loader:
   `tag_string_general`, `tag_string_character`, ... fields;
 - the older Danbooru2017-2020 dump shape, `"tags": [{"id", "name", "category"}]`, numbers
   as strings;
-- CSV and Parquet tables with the API columns (Hugging Face mirrors).
+- CSV and Parquet tables with the API columns (Hugging Face mirrors), `md5` and `file_ext`
+  also nested in a `media_asset` struct (p1atdev/danbooru-2024), or one list-valued column
+  per category, `general`, `character`, ... (isek-ai/danbooru-tags-2024).
 Files may be gzip-compressed. Records are read one at a time and only the kept columns are
-stored, so memory grows with the posts and columns kept, never with the file.
+stored, so memory grows with the posts and columns kept, never with the file. Given the
+images that are here (`present.ImageIndex`), only the records with an image are kept:
+Parquet batches are filtered in Arrow, JSON lines without a present id or md5 are not even
+parsed.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .config import CATEGORIES, CATEGORY_NAMES
+
+if TYPE_CHECKING:
+    from .present import ImageIndex
 
 COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted")
 TAG_COLUMNS = tuple(f"tags_{c}" for c in CATEGORIES)
@@ -44,6 +53,14 @@ class LoadReport:
     malformed: list[dict[str, Any]] = field(default_factory=list)
     uncategorised: int = 0  # records with only a flat `tag_string` (no categories)
     truncated: bool = False  # a compressed file broke off
+    absent: int = 0  # records whose image is not here (when the images present were given)
+    absent_examples: list[int] = field(default_factory=list)  # the first few of their ids
+
+    def add_absent(self, n: int, ids: Iterable[int | None] = ()) -> None:
+        self.absent += n
+        room = 20 - len(self.absent_examples)
+        if room > 0:
+            self.absent_examples += [int(i) for i in ids if i is not None][:room]
 
     def add_malformed(self, source: str, line: int, reason: str) -> None:
         self.malformed.append({"source": source, "line": line, "reason": reason})
@@ -110,21 +127,24 @@ def _refuse_single_object(path: Path, head: str) -> None:
 
 
 def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
-                     columns: Iterable[str] | None = None) -> Iterator[tuple[int, Any]]:
+                     columns: Iterable[str] | None = None,
+                     present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
     """Yield (line number, raw record) from any supported file; malformed ones go to report.
     A compressed file that breaks off keeps the records before the break, and the break is
-    reported as a malformed record at its line."""
+    reported as a malformed record at its line. With `present`, JSON lines and Parquet rows
+    that cannot have an image here are skipped before they are parsed (and counted in
+    `report.absent`); the caller checks the rest with `present.has`."""
     path = Path(path)
     report = report if report is not None else LoadReport()
     fmt = _format_of(path)
     if fmt == "jsonl":
-        it = _iter_jsonl(path, report)
+        it = _iter_jsonl(path, report, present)
     elif fmt == "json_array":
         it = _iter_json_array(path, report)
     elif fmt == "csv":
         it = _iter_csv(path)
     else:
-        it = _iter_parquet(path, columns)
+        it = _iter_parquet(path, columns, report, present)
     line = 0
     try:
         for line, rec in it:
@@ -135,12 +155,17 @@ def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
         report.truncated = True
 
 
-def _iter_jsonl(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
+def _iter_jsonl(path: Path, report: LoadReport, present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
+            if present is not None:
+                maybe, first_id = present.maybe_in_line(line)
+                if not maybe:
+                    report.add_absent(1, (first_id,))
+                    continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
@@ -227,17 +252,30 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
             yield reader.line_num, row
 
 
-def _iter_parquet(path: Path, columns: Iterable[str] | None) -> Iterator[tuple[int, Any]]:
+def _iter_parquet(path: Path, columns: Iterable[str] | None, report: LoadReport,
+                  present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
+    """Rows of the wanted columns, a batch at a time; with `present`, each batch is filtered
+    in Arrow first, so only the rows with an image here become Python objects."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     names = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in names] if columns else None
+    if cols and "media_asset" in cols and {"md5", "file_ext"} <= names:
+        cols.remove("media_asset")  # a large struct, read only where the flat columns are missing
     row = 0
-    for batch in pf.iter_batches(batch_size=8192, columns=cols):
-        for rec in batch.to_pylist():
-            row += 1
-            yield row, rec
+    for batch in pf.iter_batches(batch_size=65536, columns=cols):
+        rows = np.arange(row + 1, row + 1 + batch.num_rows)
+        row += batch.num_rows
+        mask = present.arrow_mask(batch) if present is not None else None
+        if mask is not None:
+            keep = mask.to_numpy(zero_copy_only=False)
+            n_absent = int((~keep).sum())
+            if n_absent:
+                report.add_absent(n_absent, pc.filter(batch.column("id"), pc.invert(mask))[:20].to_pylist())
+                batch, rows = batch.filter(mask), rows[keep]
+        yield from zip(rows.tolist(), batch.to_pylist())
 
 
 # -- normalisation ---------------------------------------------------------------------
@@ -272,11 +310,22 @@ def to_bool(v: Any) -> bool:
 
 
 def _tag_str(v: Any) -> str:
+    """Tags as one space-separated string. In a list each element is one tag, so a space
+    inside it is Danbooru's underscore (`long hair` -> `long_hair`)."""
     if _blank(v):
         return ""
-    if isinstance(v, (list, tuple)):
-        return " ".join(str(t) for t in v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return " ".join("_".join(str(t).split()) for t in v if not _blank(t))
     return " ".join(str(v).split())
+
+
+def _field(rec: dict[str, Any], name: str) -> Any:
+    """A record's field, or the same field of its `media_asset` (where some mirrors keep
+    `md5`, `file_ext` and the image size)."""
+    v = rec.get(name)
+    if _blank(v) and isinstance(rec.get("media_asset"), dict):
+        return rec["media_asset"].get(name)
+    return v
 
 
 def read_tag_table(path: str | os.PathLike) -> dict[str, int]:
@@ -319,13 +368,14 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
     pid = to_int(rec.get("id"))
     if pid is None:
         raise MalformedRecord("no id")
+    md5, ext = _field(rec, "md5"), _field(rec, "file_ext")
     out: dict[str, Any] = {
         "id": pid,
-        "md5": "" if _blank(rec.get("md5")) else str(rec["md5"]).strip().lower(),
-        "file_ext": "" if _blank(rec.get("file_ext")) else str(rec["file_ext"]).strip().lower().lstrip("."),
+        "md5": "" if _blank(md5) else str(md5).strip().lower(),
+        "file_ext": "" if _blank(ext) else str(ext).strip().lower().lstrip("."),
         "rating": "" if _blank(rec.get("rating")) else str(rec["rating"]).strip().lower()[:1],
-        "image_width": to_int(rec.get("image_width"), 0),
-        "image_height": to_int(rec.get("image_height"), 0),
+        "image_width": to_int(_field(rec, "image_width"), 0),
+        "image_height": to_int(_field(rec, "image_height"), 0),
         "is_deleted": to_bool(rec.get("is_deleted")),
         "file": "" if _blank(rec.get("file")) else str(rec["file"]),
     }
@@ -344,9 +394,11 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
         out["_uncategorised"] = False
         return out
     has_cat = any(f"tag_string_{c}" in rec for c in CATEGORIES)
-    for c in keep:
-        out[f"tags_{c}"] = _tag_str(rec.get(f"tag_string_{c}"))
+    lists = not has_cat and any(isinstance(rec.get(c), (list, tuple, np.ndarray)) for c in CATEGORIES)
+    for c in keep:  # tag_string_<category>, or a list per category (isek-ai/danbooru-tags-2024)
+        out[f"tags_{c}"] = _tag_str(rec.get(c) if lists else rec.get(f"tag_string_{c}"))
     out["_uncategorised"] = False
+    has_cat = has_cat or lists
     if not has_cat:
         flat = _tag_str(rec.get("tag_string") if "tag_string" in rec else tags)
         if flat and tag_table is not None:
@@ -365,12 +417,15 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
 def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
                categories: Iterable[str] = CATEGORIES,
                report: LoadReport | None = None,
-               tag_table: dict[str, int] | None = None) -> tuple[pd.DataFrame, LoadReport]:
+               tag_table: dict[str, int] | None = None,
+               present: ImageIndex | None = None) -> tuple[pd.DataFrame, LoadReport]:
     """Read metadata files into one table with the tag columns of `categories`.
 
     Malformed records are skipped and listed in the report with file and line number.
     Flat tag strings are categorised with `tag_table` (see `read_tag_table`); without one,
     the report counts them (`uncategorised`) and `flat_tags_warning` says what that means.
+    With `present` (the images that are here), a record whose image is not here is only
+    counted (`report.absent`), never kept: the table holds the posts a subset can use.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -392,16 +447,20 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
             for v in cols.values():
                 v.clear()
 
-    wanted = [*COLUMNS, "file", "tag_string", "tags", *(f"tag_string_{c}" for c in CATEGORIES)]
+    wanted = [*COLUMNS, "file", "tag_string", "tags", "media_asset", *(f"tag_string_{c}" for c in CATEGORIES),
+              *CATEGORIES]
     sources = [Path(p) for p in paths]
     for src_i, p in enumerate(sources):
         if not p.exists():
             raise FileNotFoundError(f"metadata file not found: {p}")
-        for line, raw in iter_raw_records(p, report, wanted):
+        for line, raw in iter_raw_records(p, report, wanted, present):
             try:
                 rec = normalise(raw, keep, tag_table)
             except MalformedRecord as e:
                 report.add_malformed(str(p), line, str(e))
+                continue
+            if present is not None and not present.has(rec["id"], rec["md5"], rec["file"]):
+                report.add_absent(1, (rec["id"],))
                 continue
             report.records += 1
             report.uncategorised += rec.pop("_uncategorised")

@@ -29,15 +29,47 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .archives import Member, TarIndex, archives_under
+from .archives import Member
 from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
-from .danbooru import flat_tags_warning, load_posts, read_tag_table, resolve_image, tag_list
+from .danbooru import flat_tags_warning, load_posts, read_tag_table, tag_list
 from .folders import SubsetFolder, atomic_path, write_json_atomic
 from .images import prepare_for_shard
+from .present import ImageIndex
 from .shards import SPLITS, ShardWriter
 from .vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
 
 CHUNK = 512
+LISTED_PER_REASON = 1000  # records listed in subset.json per reason; every one is counted
+
+
+class LeftOut:
+    """The records left out of a subset: every one counted by reason, the first
+    `LISTED_PER_REASON` of each reason listed (id or file:line, and the detail), so that
+    subset.json stays small when millions of posts have no image here."""
+
+    def __init__(self, limit: int = LISTED_PER_REASON):
+        self.limit = limit
+        self.counts: Counter[str] = Counter()
+        self.records: list[dict[str, Any]] = []
+        self._listed: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1, examples: Iterable[dict[str, Any]] = ()) -> None:
+        """Count `n` records left out for `reason`, listing (some of) `examples`."""
+        if n <= 0:
+            return
+        self.counts[reason] += n
+        for x in examples:
+            if self._listed[reason] >= self.limit:
+                break
+            self.records.append({**x, "reason": reason})
+            self._listed[reason] += 1
+
+    def unlisted(self) -> dict[str, int]:
+        """Per reason, how many records were counted but not listed."""
+        return {r: n - self._listed[r] for r, n in self.counts.items() if n > self._listed[r]}
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -151,16 +183,16 @@ def min_images(cfg: SubsetConfig) -> int:
     return max(10, math.ceil(2 / smallest)) if smallest > 0 else 10
 
 
-def _too_few_message(n: int, n_min: int, cfg: SubsetConfig, left_out: list[dict], images_root: Path) -> str:
-    reasons = Counter(x["reason"] for x in left_out)
+def _too_few_message(n: int, n_min: int, cfg: SubsetConfig, left_out: LeftOut, images_root: Path) -> str:
+    reasons = left_out.counts
     msg = (f"only {n} images could be used, fewer than the {n_min} needed for train/val/test splits "
            f"(val_fraction {cfg.val_fraction}, test_fraction {cfg.test_fraction}, max_images {cfg.max_images})")
     if reasons:
         msg += "; left out: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
     if reasons.get("missing_file"):
-        msg += (f". Image files were looked for under {images_root} as 512px/NNNN/ID.jpg, original/NNNN/ID.ext, "
-                "MD5[:2]/MD5.ext, ID.ext, or the metadata's file column, and as ID.ext or MD5.ext members of "
-                "the .tar archives there: is --images-root right?")
+        msg += (f". Image files were looked for under {images_root} as files named ID.ext or MD5.ext in any "
+                "folder there (512px/NNNN/ID.jpg, original/NNNN/ID.ext, MD5[:2]/MD5.ext, ...), the metadata's "
+                "file column, and ID.ext or MD5.ext members of the .tar archives there: is --images-root right?")
     return msg
 
 
@@ -222,8 +254,9 @@ def _build_subset(paths: list[Path], images_root: str | os.PathLike, out: Path, 
     (partial / "decoded").mkdir(parents=True, exist_ok=True)
     sig_file.write_text(sig)
 
-    eligible = _eligible_posts(paths, cfg)
-    decoded = _decode_selection(eligible, images_root, partial, cfg, progress)
+    index = ImageIndex.scan(images_root)  # which posts have an image here, before any metadata
+    eligible = _eligible_posts(paths, cfg, index)
+    decoded = _decode_selection(eligible, index, partial, cfg, progress)
     summary = _write_subset(eligible, decoded, partial, cfg, paths, images_root)
     summary["seconds"]["total"] = round(time.time() - t0, 2)
     shutil.rmtree(partial / "decoded")
@@ -242,7 +275,7 @@ class _Eligible:
     posts: pd.DataFrame
     vocab_df: pd.DataFrame
     labels: list[list[int]]  # per post: indices into vocab_df (its rating row first, if any)
-    left_out: list[dict[str, Any]]
+    left_out: LeftOut
     counts: dict[str, Any]
     rating_info: dict[str, Any]
     warnings: list[str]
@@ -255,27 +288,30 @@ class _Decoded:
     kept: list[int]  # row indices into posts
     file_of: dict[int, str]  # row index -> image source relative to the images root
     chunk_files: list[Path]  # the decoded JPEGs, in chunks
-    archives: dict[str, int]
+    images: dict[str, Any]  # what the images root holds (ImageIndex.describe)
+    shortfall: dict[str, Any] | None  # when fewer than max_images could be kept
 
 
-def _eligible_posts(paths: list[Path], cfg: SubsetConfig) -> _Eligible:
-    """1. metadata -> filters -> vocabulary."""
+def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> _Eligible:
+    """1. metadata of the posts with an image here -> filters -> vocabulary (counted over
+    those posts)."""
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
-    posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table)
+    posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table, present=index)
     warnings_list = [w for w in (flat_tags_warning(report),) if w]
     for w in warnings_list:
         warnings.warn(w, stacklevel=3)
-    left_out: list[dict[str, Any]] = [
-        {"record": f"{Path(m['source']).name}:{m['line']}", "reason": "malformed_record", "detail": m["reason"]}
-        for m in report.malformed
-    ]
-    counts: dict[str, Any] = {"records_read": report.records + len(report.malformed),
-                              "malformed": len(report.malformed)}
+    left_out = LeftOut()
+    left_out.add("malformed_record", len(report.malformed),
+                 ({"record": f"{Path(m['source']).name}:{m['line']}", "detail": m["reason"]} for m in report.malformed))
+    left_out.add("missing_file", report.absent,
+                 ({"id": i, "detail": f"no image for post {i} under {index.root}"} for i in report.absent_examples))
+    counts: dict[str, Any] = {"records_read": report.records + len(report.malformed) + report.absent,
+                              "malformed": len(report.malformed), "with_image": report.records}
 
     def drop(mask: np.ndarray, reason: str, detail: str = "") -> None:
         nonlocal posts
-        for pid in posts.loc[mask, "id"].tolist():
-            left_out.append({"id": int(pid), "reason": reason, **({"detail": detail} if detail else {})})
+        ids = posts.loc[mask, "id"].tolist()
+        left_out.add(reason, len(ids), ({"id": int(pid), **({"detail": detail} if detail else {})} for pid in ids))
         posts = posts.loc[~mask].reset_index(drop=True)
 
     if not cfg.include_deleted:
@@ -292,6 +328,7 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig) -> _Eligible:
     drop(posts["id"].duplicated().to_numpy(), "duplicate_id")
     dup = (posts["md5"] != "") & posts["md5"].duplicated()
     drop(dup.to_numpy(), "duplicate_md5", "the same md5 as a post with a lower id")
+    counts["vocabulary_posts"] = len(posts)
     vocab_df = tag_vocabulary(posts, cfg)
     n_rat = n_ratings(vocab_df)
     vocab = {t: i for i, (t, c) in enumerate(zip(vocab_df["name"], vocab_df["category"])) if c != RATING_CATEGORY}
@@ -310,14 +347,13 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig) -> _Eligible:
     return _Eligible(posts, vocab_df, labels, left_out, counts, rating_info, warnings_list)
 
 
-def _decode_selection(e: _Eligible, images_root: Path, partial: Path, cfg: SubsetConfig,
+def _decode_selection(e: _Eligible, index: ImageIndex, partial: Path, cfg: SubsetConfig,
                       progress: bool) -> _Decoded:
-    """2. an unbiased selection, decoded in parallel until max_images are usable; each chunk
-    is kept in `partial` so an interrupted build resumes."""
+    """2. an unbiased selection among the eligible posts (all of which have an image here),
+    decoded in parallel until max_images are usable; each chunk is kept in `partial` so an
+    interrupted build resumes."""
     posts, left_out = e.posts, e.left_out
-    # images inside tar archives (a mirror's layout) are found by id or md5 where no file is
-    archives = archives_under(images_root)
-    index = TarIndex.scan(archives) if archives else None
+    images_root = index.root
 
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(posts))
@@ -338,10 +374,8 @@ def _decode_selection(e: _Eligible, images_root: Path, partial: Path, cfg: Subse
             ci += 1
             found = {}  # row -> resolved image path (or None), as the files are now
             for r in rows.tolist():
-                p = posts.loc[r]
-                path = (resolve_image(images_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
-                        if images_root.is_dir() else None)
-                found[r] = path if path is not None or index is None else index.find(int(p["id"]), p["md5"])
+                found[r] = index.locate(int(posts.at[r, "id"]), posts.at[r, "md5"], posts.at[r, "file_ext"],
+                                        posts.at[r, "file"])
             fingerprint = _files_fingerprint(found)
             saved = None
             if cf.exists():
@@ -372,14 +406,42 @@ def _decode_selection(e: _Eligible, images_root: Path, partial: Path, cfg: Subse
             file_of.update(rel_paths)
             for r, jpeg, why, detail in results:
                 if jpeg is None:
-                    left_out.append({"id": int(posts.at[r, "id"]), "reason": why, "detail": detail})
+                    left_out.add(why, 1, ({"id": int(posts.at[r, "id"]), "detail": detail},))
                 else:
                     kept.append(r)
             bar.update(len([x for x in results if x[1] is not None]))
     bar.close()
     e.counts["not_selected"] = int(len(order) - pos)
-    return _Decoded(kept, file_of, chunk_files,
-                    {"count": len(archives), "images_indexed": len(index) if index else 0})
+    shortfall = _shortfall(len(kept), pos, len(order), index, cfg, e.counts)
+    if shortfall:  # in subset.json's warnings; the CLI and notebook 01 print it
+        e.warnings.append(shortfall["message"])
+    return _Decoded(kept, file_of, chunk_files, index.describe(), shortfall)
+
+
+def _shortfall(n_kept: int, n_tried: int, n_eligible: int, index: ImageIndex, cfg: SubsetConfig,
+               counts: dict[str, Any]) -> dict[str, Any] | None:
+    """When fewer than `max_images` could be kept: the numbers, and how many more archives
+    (at the rate the ones here gave) would close the gap."""
+    if n_kept >= cfg.max_images:
+        return None
+    gap = cfg.max_images - n_kept
+    out: dict[str, Any] = {"asked": cfg.max_images, "kept": n_kept, "posts_with_image": counts["with_image"],
+                           "eligible": n_eligible}
+    msg = (f"only {n_kept:,} of the {cfg.max_images:,} images asked for (max_images) could be kept: "
+           f"{counts['with_image']:,} posts have an image under {index.root}, {n_eligible:,} of them pass the "
+           f"filters and have a kept tag, and {n_eligible - n_kept:,} of those could not be used")
+    per_archive = index.posts_per_archive()
+    used = [a for a, n in per_archive.items() if n]
+    if used and n_tried >= n_eligible and n_kept:
+        rate = n_kept / len(used)  # usable images per archive here
+        more = math.ceil(gap / rate)
+        out.update({"archives": len(used), "usable_per_archive": round(rate, 1), "more_archives_needed": more})
+        msg += (f". The {len(used)} archive(s) here gave about {rate:,.0f} usable images each: about {more} more "
+                f"archive(s) of the same mirror would close the gap of {gap:,}")
+    else:
+        msg += f". Add images for about {gap:,} more posts, or lower max_images"
+    out["message"] = msg
+    return out
 
 
 def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, paths: list[Path],
@@ -427,19 +489,26 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     vocab_df.to_csv(partial / SubsetFolder.TAGS, index=False)
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
-                   "left_out": dict(Counter(x["reason"] for x in left_out))})
+                   "left_out": dict(left_out.counts)})
     summary = {
         "settings": to_dict(cfg),
         "metadata": [str(p) for p in paths], "images_root": str(images_root),
-        "archives": d.archives,
+        "images": d.images,
+        "archives": {"count": d.images["archives"], "images_indexed": d.images["archive_members"]},
         "counts": counts,
+        "vocabulary": {"counted_over": "posts_with_image",
+                       "posts": counts["vocabulary_posts"],
+                       "note": "tag counts (tags.csv) are over the posts with an image here that pass the "
+                               "filters (deleted, rating, duplicates), not over all the metadata"},
+        "shortfall": d.shortfall,
         "warnings": e.warnings,
         "n_tags": len(vocab_df) - n_rat,
         "n_ratings": n_rat,
         "ratings": {**e.rating_info, "kept": dict(Counter(posts.loc[kept, "rating"].replace("", "none")))},
         "positives_per_split": {"tags": names, **per_split_pos},
         "seconds": {"total": None, "write_shards": round(time.time() - t_write, 2)},
-        "left_out": left_out,
+        "left_out": left_out.records,
+        "left_out_unlisted": left_out.unlisted(),
     }
     return summary
 
