@@ -23,8 +23,12 @@
 # so training never decodes a full-size image.
 #
 # **Needs:** a CPU runtime is enough (no GPU). With the `sample` profile it runs on the
-# built-in Danbooru-shaped sample; with `full`, point `ANIMETAG_METADATA` and
-# `ANIMETAG_IMAGES` at your Danbooru metadata and images (on Google Drive, say).
+# built-in Danbooru-shaped sample. For the thesis subset, pick a Danbooru mirror in
+# `MIRROR` (the recommended one is gated: accept its terms on its Hugging Face page and add
+# a Colab secret `HF_TOKEN`), or point `METADATA` and `IMAGES` at Danbooru metadata and
+# images you already have (on Google Drive, say). Naming either switches `PROFILE` to
+# `full`. Only the posts whose image was downloaded are drawn from; if they are too few for
+# `MAX_IMAGES`, the build says how many more archives would close the gap.
 
 # %%
 # Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
@@ -41,7 +45,7 @@ if "google.colab" in sys.modules:
 
     drive.mount("/content/drive")
     url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
-    spec = f"animetag[onnx] @ {url}"
+    spec = f"animetag[onnx,hub] @ {url}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
@@ -53,10 +57,11 @@ print(check_versions())
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
 # overrides each one: that is how `make demo` and the tests run the notebook on the sample.
-# PROFILE: "full" is the thesis setting. WORKSPACE: where subsets, runs and figures go
-# (empty: MyDrive/animetag on Colab, ./data elsewhere). METADATA: Danbooru metadata files,
-# space separated, and IMAGES: their image folder or .tar archives (empty: the built-in
-# sample), e.g. "/content/drive/MyDrive/danbooru/posts.json" and "/content/drive/MyDrive/danbooru".
+# PROFILE: "full" is the thesis setting (chosen for you when a mirror or metadata is named).
+# WORKSPACE: where subsets, runs and figures go (empty: MyDrive/animetag on Colab, ./data
+# elsewhere). METADATA: Danbooru metadata files, separated by ";" (JSON lines, JSON, CSV or
+# Parquet), and IMAGES: their image folder or .tar archives (empty: the built-in sample), e.g.
+# "/content/drive/MyDrive/danbooru/posts.json" and "/content/drive/MyDrive/danbooru".
 # TOP_K general tags (the thesis: 100); TOP_K_CHARACTER characters after them, as the WD
 # taggers order their outputs (-1: the profile's, sample 10, full 0); IMAGE_SIZE 0: the
 # profile's (sample 64, full 256); REBUILD: build again even if the subset exists.
@@ -71,42 +76,64 @@ TOP_K_CHARACTER = -1  # @param {type:"integer"}
 MAX_IMAGES = 25000  # @param {type:"integer"}
 IMAGE_SIZE = 0  # @param {type:"integer"}
 REBUILD = False  # @param {type:"boolean"}
-# On Colab, a public Danbooru mirror on the Hugging Face Hub instead (e.g. HF_DATASET
-# "owner/name"): its metadata files matching HF_METADATA and its first HF_ARCHIVES image
-# archives matching HF_TARS are downloaded to the workspace and read in place.
+# A public Danbooru mirror on the Hugging Face Hub instead of METADATA and IMAGES: its
+# metadata and its first HF_ARCHIVES image archives (of 1,000, grouped by post id % 1000) are
+# downloaded into the workspace and read in place; raise HF_ARCHIVES later and only the new
+# archives are fetched. The thesis's 25,000 images need about 4 archives of the recommended
+# mirror (about 1.7 GB each). "custom": the repository HF_DATASET, its archives HF_TARS and
+# metadata HF_METADATA (patterns matched per folder: "images/*.tar"), the metadata from
+# HF_METADATA_REPO when it lives elsewhere. A gated mirror needs a token: a Colab secret named
+# HF_TOKEN (or the environment variable).
+MIRROR = "none"  # @param ["none", "deepghs/danbooru2024-webp-4Mpixel", "deepghs/danbooru2024-webp-4Mpixel + isek-ai/danbooru-tags-2024", "nyanko7/danbooru2023", "custom"]
+HF_ARCHIVES = 4  # @param {type:"integer"}
 HF_DATASET = ""  # @param {type:"string"}
-HF_ARCHIVES = 2  # @param {type:"integer"}
 HF_TARS = "*.tar"  # @param {type:"string"}
 HF_METADATA = "*.parquet"  # @param {type:"string"}
+HF_METADATA_REPO = ""  # @param {type:"string"}
 
-from animetag.workspace import params_from_env
+from animetag.workspace import params_from_env, profile_for_source
 
 globals().update(params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, IMAGES=IMAGES, TOP_K=TOP_K,
     TOP_K_CHARACTER=TOP_K_CHARACTER, MAX_IMAGES=MAX_IMAGES, IMAGE_SIZE=IMAGE_SIZE,
-    REBUILD=REBUILD, HF_DATASET=HF_DATASET, HF_ARCHIVES=HF_ARCHIVES, HF_TARS=HF_TARS,
-    HF_METADATA=HF_METADATA))
+    REBUILD=REBUILD, MIRROR=MIRROR, HF_ARCHIVES=HF_ARCHIVES, HF_DATASET=HF_DATASET, HF_TARS=HF_TARS,
+    HF_METADATA=HF_METADATA, HF_METADATA_REPO=HF_METADATA_REPO))
 if WORKSPACE:
     os.environ["ANIMETAG_HOME"] = WORKSPACE
+if HF_DATASET and MIRROR == "none":
+    MIRROR = "custom"
+PROFILE, note = profile_for_source(PROFILE, METADATA, MIRROR)
+if note:
+    print(note)
+
+# %% [markdown]
+# ## A Danbooru mirror from the Hugging Face Hub
+# Skipped when `MIRROR` is `none`. First the plan: the files, their size on the Hub, the
+# posts they should hold and the free space; a download that will not fit is refused. Each
+# file is downloaded to the local disk, then moved into the workspace and renamed when
+# whole, so an interrupted download leaves no half file on Drive.
 
 # %%
-import sys
-
-if HF_DATASET and "google.colab" in sys.modules:  # the Hub download, on Colab only
-    from pathlib import Path
-
+if MIRROR != "none":
     from animetag.config import data_home
-    from animetag.mirror import fetch_mirror
+    from animetag.mirror import fetch, hub_token, plan_fetch, resolve_preset
 
-    mirror = data_home() / "mirrors" / HF_DATASET.replace("/", "__")
-    meta, tars = fetch_mirror(HF_DATASET, mirror, HF_ARCHIVES, archives=HF_TARS, metadata=HF_METADATA)
-    METADATA, IMAGES = " ".join(map(str, meta)), str(mirror)
-    print(f"{len(meta)} metadata files and {len(tars)} image archives in {mirror}")
+    preset = resolve_preset(MIRROR, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO)
+    token = hub_token()
+    mirror = data_home() / "mirrors" / preset.repo.replace("/", "__")
+    plan = plan_fetch(preset, mirror, HF_ARCHIVES, token=token, name=MIRROR)
+    print(plan.describe())
+    needed = preset.archives_for(MAX_IMAGES)
+    if needed > HF_ARCHIVES:
+        print(f"note: MAX_IMAGES={MAX_IMAGES:,} needs about {needed} archives of this mirror; "
+              f"HF_ARCHIVES={HF_ARCHIVES} will give fewer images")
+    meta, tars = fetch(plan, token=token)
+    METADATA, IMAGES = ";".join(map(str, meta)), str(mirror)
 
 # %%
 from animetag.workspace import ensure_metadata, ensure_subset, workspace
 
-os.environ.setdefault("ANIMETAG_PROFILE", PROFILE)
+os.environ["ANIMETAG_PROFILE"] = PROFILE
 if METADATA:
     os.environ["ANIMETAG_METADATA"], os.environ["ANIMETAG_IMAGES"] = METADATA, IMAGES
 ws = workspace(PROFILE)
@@ -137,21 +164,28 @@ from animetag.subset import read_subset
 
 tags, manifest, summary = read_subset(ws.subset)
 counts = summary["counts"]
-pd.Series({k: v for k, v in counts.items() if not isinstance(v, dict)}, name="images").to_frame()
+for w in summary.get("warnings", []):
+    if PROFILE == "full" or not summary.get("shortfall") or w != summary["shortfall"]["message"]:
+        print("note:", w)  # (the sample holds fewer images than MAX_IMAGES by design)
+pd.Series({k: v for k, v in counts.items() if not isinstance(v, dict)}, name="posts").to_frame()
 
 # %% [markdown]
 # ## What was left out, and why
-# Every record that did not make it into the subset is listed in `subset.json` with its
-# reason: malformed metadata lines, deleted posts, duplicate md5s, posts with none of the
-# kept tags, missing or corrupt image files, images over the pixel limit.
+# Every record that did not make it into the subset is counted by its reason in
+# `subset.json`: malformed metadata lines, posts without an image here (`missing_file`: with
+# a few mirror archives, nearly all of Danbooru), deleted posts, duplicate md5s, posts with
+# none of the kept tags, corrupt images, images over the pixel limit. The first 1,000 of
+# each reason are listed with their id (or file and line) and detail. The tag counts, and so
+# the top-K tags, are over the posts with an image here that pass the filters.
 
 # %%
 from IPython.display import display
 
+display(pd.Series(counts["left_out"], name="records").to_frame())
+print("vocabulary counted over:", summary["vocabulary"]["posts"], "posts,", summary["vocabulary"]["note"])
 left = pd.DataFrame(summary["left_out"])
 if "id" in left:  # malformed records have no id, only their file and line
     left["id"] = left["id"].astype("Int64").astype(str).replace("<NA>", "")
-display(left["reason"].value_counts().rename("records").to_frame())
 left.groupby("reason").head(2).fillna("")
 
 # %% [markdown]

@@ -78,35 +78,3 @@ def test_a_subset_on_drive_is_copied_to_the_local_disk_once(tmp_path, monkeypatc
     assert (got / "subset.json").read_text() == '{"n": 2}' and not (local / "full.partial").exists()
     elsewhere = tmp_path / "data" / "subsets" / "sample"
     assert local_subset(elsewhere, drive, local) == elsewhere  # not on Drive: read in place
-
-
-def test_a_mirror_is_fetched_from_its_metadata_and_first_archives(tmp_path):
-    import shutil
-
-    from animetag.mirror import fetch_mirror
-
-    hub = tmp_path / "hub"  # stands in for the dataset repository
-    for name in ("README.md", "metadata/posts.parquet", "images/0000.tar", "images/0001.tar", "images/0002.tar"):
-        (hub / name).parent.mkdir(parents=True, exist_ok=True)
-        (hub / name).write_bytes(name.encode())
-    fetched = []
-
-    def download(repo, name, local_dir):  # the download function, pointed at local files
-        fetched.append(name)
-        (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
-        return str(shutil.copy(hub / name, Path(local_dir) / name))
-
-    def list_files(repo):
-        return [str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file()]
-
-    dest = tmp_path / "mirror"
-    meta, tars = fetch_mirror("someone/danbooru-mirror", dest, 2, archives="images/*.tar",
-                              metadata="metadata/*.parquet", list_files=list_files, download=download)
-    assert [p.relative_to(dest).as_posix() for p in tars] == ["images/0000.tar", "images/0001.tar"]
-    assert meta == [dest / "metadata" / "posts.parquet"] and meta[0].read_bytes() == b"metadata/posts.parquet"
-    meta, tars = fetch_mirror("someone/danbooru-mirror", dest, 3, archives="images/*.tar",
-                              metadata="metadata/*.parquet", list_files=list_files, download=download)
-    assert len(tars) == 3 and fetched.count("images/0000.tar") == 1  # what is there is not fetched again
-    with pytest.raises(ValueError, match="no image archive matches"):
-        fetch_mirror("someone/danbooru-mirror", dest, 1, archives="*.zip", list_files=list_files, download=download)
-

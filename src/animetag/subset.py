@@ -200,13 +200,16 @@ def _files_fingerprint(found: dict[int, Path | Member | None]) -> list[tuple]:
     """(row, path, size, modification time) of each post's image file (or archive member), as
     it is now."""
     out = []
+    archive_stat: dict[str, os.stat_result] = {}  # one stat per archive, not per member
     for r, path in found.items():
         if path is None:
             out.append((r, "", -1, -1))
             continue
         try:
             if isinstance(path, Member):
-                st = os.stat(path.archive)
+                if path.archive not in archive_stat:
+                    archive_stat[path.archive] = os.stat(path.archive)
+                st = archive_stat[path.archive]
                 out.append((r, str(path), path.offset, path.size, st.st_size, st.st_mtime_ns))
                 continue
             st = path.stat()

@@ -52,11 +52,42 @@ def env(name: str, default: str) -> str:
     return v if v.strip() else default
 
 
+def split_paths(text: str) -> list[Path]:
+    """Paths from a form field: separated by `;` or new lines; else the whole text when it
+    names an existing file or folder (a Drive path may hold spaces); else separated by spaces
+    (quotes keep a path with spaces together)."""
+    import shlex
+
+    text = text.strip()
+    if not text:
+        return []
+    if ";" in text or "\n" in text:
+        return [Path(p.strip()) for p in text.replace("\n", ";").split(";") if p.strip()]
+    if Path(text).exists():
+        return [Path(text)]
+    return [Path(p) for p in shlex.split(text)]
+
+
+def profile_for_source(profile: str, metadata: str = "", mirror: str = "") -> tuple[str, str]:
+    """(profile, note): a Danbooru mirror or real metadata named with the `sample` profile
+    (64 px, a slim model) switches to `full`, with a note saying so. Metadata of the built-in
+    sample (a folder with `sample.json` above it) is not real."""
+    if profile != "sample":
+        return profile, ""
+    if mirror and mirror != "none":
+        return "full", f"PROFILE switched from 'sample' to 'full': a Danbooru mirror is named ({mirror})"
+    for p in split_paths(metadata):
+        if not any((d / "sample.json").exists() for d in p.resolve().parents):
+            return "full", (f"PROFILE switched from 'sample' to 'full': {p} is real metadata, not the built-in "
+                            "sample (the sample profile trains a slim model at 64 px)")
+    return profile, ""
+
+
 def workspace(profile: str | None = None) -> Workspace:
     """Paths from the ANIMETAG_* environment variables, with the profile's defaults."""
     profile = profile or env("ANIMETAG_PROFILE", "sample")
     home = Path(env("ANIMETAG_HOME", str(data_home())))
-    metadata = [Path(p) for p in env("ANIMETAG_METADATA", "").split()]
+    metadata = split_paths(env("ANIMETAG_METADATA", ""))
     images = env("ANIMETAG_IMAGES", "")
     if profile == "sample" and not metadata:
         metadata = [home / "sample" / "metadata" / "posts.json"]
