@@ -3,7 +3,6 @@ the accelerator check of the full profile."""
 
 import sys
 import types
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from animetag.danbooru import MalformedRecord, load_posts, normalise, resolve_image
+from animetag.danbooru import MalformedRecord, load_posts, normalise
 
 API = {
     "id": 4099990.0, "md5": "ABCDEF0123456789abcdef0123456789", "file_ext": "png", "rating": "s",
@@ -106,21 +106,47 @@ def test_tag_string_without_categories_counts_as_general():
     assert r["tags_general"] == "a b" and r["_uncategorised"]
 
 
+def _locate(root, *args, **kw):
+    from animetag.present import ImageIndex
+
+    return ImageIndex.scan(root).locate(*args, **kw)
+
+
 def test_image_layouts(tmp_path):
     md5 = "ab" + "0" * 30
     (tmp_path / "512px" / "0999").mkdir(parents=True)
     (tmp_path / "512px" / "0999" / "1999.jpg").write_bytes(b"x")  # a JPEG whatever file_ext says
-    assert resolve_image(tmp_path, 1999, md5, "png") == tmp_path / "512px/0999/1999.jpg"
+    (tmp_path / "original" / "0999").mkdir(parents=True)
+    (tmp_path / "original" / "0999" / "1999.png").write_bytes(b"x")
+    assert _locate(tmp_path, 1999, md5, "png") == tmp_path / "512px/0999/1999.jpg"  # the 512px one first
     (tmp_path / "ab").mkdir()
     (tmp_path / "ab" / f"{md5}.png").write_bytes(b"x")
-    assert resolve_image(tmp_path, 5, md5, "png") == tmp_path / f"ab/{md5}.png"
+    assert _locate(tmp_path, 5, md5, "png") == tmp_path / f"ab/{md5}.png"
     (tmp_path / "6.webp").write_bytes(b"x")
-    assert resolve_image(tmp_path, 6, "", "webp") == tmp_path / "6.webp"
+    assert _locate(tmp_path, 6, "", "webp") == tmp_path / "6.webp"
     (tmp_path / "original" / "0007").mkdir(parents=True)
     (tmp_path / "original" / "0007" / "7.gif").write_bytes(b"x")
-    assert resolve_image(tmp_path, 7, "", "gif") == tmp_path / "original/0007/7.gif"
-    assert resolve_image(tmp_path, 8, "", "jpg") is None
-    assert resolve_image(tmp_path, 8, "", "jpg", file="6.webp") == tmp_path / "6.webp"
+    (tmp_path / "original" / "0007" / "7.png").write_bytes(b"x")
+    assert _locate(tmp_path, 7, "", "gif") == tmp_path / "original/0007/7.gif"  # the metadata's extension
+    assert _locate(tmp_path, 8, "", "jpg") is None
+    assert _locate(tmp_path, 8, "", "jpg", file="6.webp") == tmp_path / "6.webp"
+    assert _locate(tmp_path, 8, "", "jpg", file=str(tmp_path / "6.webp")) == tmp_path / "6.webp"
+    assert _locate(tmp_path, 8, "", "jpg", file="gone.jpg") is None
+
+
+def test_linked_folders_are_listed_once_and_a_loop_is_skipped(tmp_path):
+    from animetag.present import ImageIndex
+
+    real = tmp_path / "elsewhere" / "imgs"
+    real.mkdir(parents=True)
+    (real / "12.jpg").write_bytes(b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "images").symlink_to(real)  # a folder holding only a link to the images
+    (real / "back").symlink_to(root)  # and a link back up: a loop
+    index = ImageIndex.scan(root)
+    assert index.locate(12) == root / "images" / "12.jpg" and index.has(12) and not index.has(13)
+    assert len(index.files) == 1 and index.skipped_links
 
 
 def _api_records(n):

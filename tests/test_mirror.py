@@ -142,3 +142,34 @@ def test_custom_mirrors_and_unknown_names():
     with pytest.raises(ValueError, match="needs its repository"):
         resolve_preset("custom")
     assert MIRRORS[DEEPGHS].archives_for(25_000) == 4  # 8,000 posts per archive, 85% usable
+
+
+def test_form_paths_and_the_profile_a_real_source_needs(tmp_path):
+    from animetag.sample import generate
+    from animetag.workspace import profile_for_source, split_paths
+
+    spaced = tmp_path / "My Drive" / "danbooru" / "posts.json"
+    spaced.parent.mkdir(parents=True)
+    spaced.write_text("{}\n")
+    assert split_paths(str(spaced)) == [spaced]  # a Drive path with a space is one path
+    assert split_paths(f"{spaced}; {tmp_path}/b.parquet") == [spaced, tmp_path / "b.parquet"]
+    assert split_paths("a.json b.json") == [Path("a.json"), Path("b.json")]
+    assert split_paths("") == []
+    profile, note = profile_for_source("sample", str(spaced))
+    assert profile == "full" and "switched from 'sample' to 'full'" in note and str(spaced) in note
+    profile, note = profile_for_source("sample", mirror=DEEPGHS)
+    assert profile == "full" and DEEPGHS in note
+    generate(tmp_path / "sample", 40, seed=0)
+    assert profile_for_source("sample", str(tmp_path / "sample" / "metadata" / "posts.json")) == ("sample", "")
+    assert profile_for_source("sample", "", "none") == ("sample", "")
+    assert profile_for_source("full", str(spaced)) == ("full", "")
+
+
+def test_the_nyanko7_preset_takes_its_json_lines_and_original_archives(tmp_path):
+    repo = "nyanko7/danbooru2023"
+    hub = FakeHub(tmp_path / "hub", {repo: ["metadata/posts.json", "metadata/tags.json", "README.md",
+                                            "original/data-0000.tar", "original/data-0001.tar",
+                                            "recent/data-1000.tar", "original/data-0000.json"]})
+    plan = plan_fetch(MIRRORS[repo], tmp_path / "m", 5, list_files=hub.list_files, staging=tmp_path / "l")
+    assert [f.path for f in plan.files] == ["metadata/posts.json", "original/data-0000.tar", "original/data-0001.tar"]
+    assert "only 2 archive(s) match" in plan.describe()

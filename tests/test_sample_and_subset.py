@@ -337,15 +337,17 @@ def test_images_read_from_tar_archives_give_the_same_subset(sample_root, subset_
     folder, broken files included."""
     import tarfile
 
-    from animetag.danbooru import load_posts, resolve_image
+    from animetag.danbooru import load_posts
+    from animetag.present import ImageIndex
     from animetag.shards import peek
 
     posts, _ = load_posts([sample_root / "metadata" / "posts.json"])
     archives = [tarfile.open(tmp_path / "tars" / f"images-{k:04d}.tar", "w") for k in range(3)
                 if (tmp_path / "tars").mkdir(exist_ok=True) is None]
     packed = set()
+    index = ImageIndex.scan(sample_root)
     for _, p in posts.drop_duplicates("id").iterrows():
-        path = resolve_image(sample_root, int(p["id"]), p["md5"], p["file_ext"], p["file"])
+        path = index.locate(int(p["id"]), p["md5"], p["file_ext"], p["file"])
         if path is None:
             continue
         k = int(p["id"]) % 3
@@ -354,7 +356,7 @@ def test_images_read_from_tar_archives_give_the_same_subset(sample_root, subset_
         archives[k].add(path, arcname=f"{stem}{path.suffix}")
     # the malformed record's image too, so the same images are here as in the folder
     bad = json.loads((sample_root / "sample.json").read_text())["broken_records"]["malformed_json"]["id"]
-    archives[0].add(resolve_image(sample_root, bad), arcname=f"{bad}.jpg")
+    archives[0].add(index.locate(bad), arcname=f"{bad}.jpg")
     for a in archives:
         a.close()
     cfg = SubsetConfig(top_k=40, image_size=32, images_per_shard=64, workers=2)

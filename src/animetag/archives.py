@@ -81,11 +81,3 @@ class TarIndex:
 
     def __len__(self) -> int:
         return len(self.by_id) + len(self.by_md5)
-
-
-def archives_under(root: str | os.PathLike) -> list[Path]:
-    """The .tar archives in a folder (recursively) or the archive itself, in name order."""
-    root = Path(root)
-    if root.is_file():
-        return [root] if root.suffix == ".tar" else []
-    return sorted(root.rglob("*.tar"))

@@ -259,11 +259,13 @@ def _iter_parquet(path: Path, columns: Iterable[str] | None, report: LoadReport,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering held whole row groups: twice the memory
     names = set(pf.schema_arrow.names)
     cols = [c for c in columns if c in names] if columns else None
     if cols and "media_asset" in cols and {"md5", "file_ext"} <= names:
         cols.remove("media_asset")  # a large struct, read only where the flat columns are missing
+    if cols and any(c.startswith("tag_string_") for c in cols):
+        cols = [c for c in cols if c not in ("tag_string", "tags")]  # the flat string repeats them
     row = 0
     for batch in pf.iter_batches(batch_size=65536, columns=cols):
         rows = np.arange(row + 1, row + 1 + batch.num_rows)
@@ -447,8 +449,9 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
             for v in cols.values():
                 v.clear()
 
-    wanted = [*COLUMNS, "file", "tag_string", "tags", "media_asset", *(f"tag_string_{c}" for c in CATEGORIES),
-              *CATEGORIES]
+    # the columns a table is read with: the kept categories' (a flat `tag_string` only where
+    # a file has no `tag_string_<category>` column)
+    wanted = [*COLUMNS, "file", "tag_string", "tags", "media_asset", *(f"tag_string_{c}" for c in keep), *keep]
     sources = [Path(p) for p in paths]
     for src_i, p in enumerate(sources):
         if not p.exists():
@@ -491,36 +494,5 @@ def tag_list(s: str) -> list[str]:
     return s.split() if s else []
 
 
-# -- image paths -----------------------------------------------------------------------
-
+# the image files a post's image may be (see present.ImageIndex for where they are looked for)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
-
-
-def candidate_paths(root: Path, post_id: int, md5: str, file_ext: str, file: str = "") -> list[Path]:
-    """Where an image may lie under `root`, in the order tried.
-
-    An explicit `file` wins; then Danbooru20xx `512px/NNNN/ID.jpg` (every image there is a
-    JPEG whatever the record says) and `original/NNNN/ID.ext`; then the DeepDanbooru layout
-    `MD5[:2]/MD5.ext`; then a flat folder of `ID.ext`.
-    """
-    if file:
-        p = Path(file)
-        return [p if p.is_absolute() else root / p]
-    bucket = f"{post_id % 1000:04d}"
-    exts = [file_ext] if file_ext else []
-    exts += [e for e in IMAGE_EXTS if e not in exts]
-    out = [root / "512px" / bucket / f"{post_id}.jpg"]
-    out += [root / "original" / bucket / f"{post_id}.{e}" for e in exts]
-    if md5:
-        out += [root / md5[:2] / f"{md5}.{e}" for e in exts]
-    out += [root / f"{post_id}.{e}" for e in exts]
-    return out
-
-
-def resolve_image(root: str | os.PathLike, post_id: int, md5: str = "", file_ext: str = "",
-                  file: str = "") -> Path | None:
-    """The first existing image file for a post, or None."""
-    for p in candidate_paths(Path(root), post_id, md5, file_ext, file):
-        if p.is_file():
-            return p
-    return None
