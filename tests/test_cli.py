@@ -40,7 +40,7 @@ def test_train_settings_out_of_range_end_in_one_line_naming_the_setting(subset_d
         code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run"), "--profile", "sample",
                      flag, value])
         err = capsys.readouterr().err
-        assert code == 2 and err.startswith(f"animetag train: error: {name}: ") and err.count("\n") == 1, err
+        assert code == 2 and err.startswith(f"animetag train: error: {name} = ") and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()  # refused before anything was written
     # a split smaller than one batch is named with its size
     code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run2"), "--profile", "sample",

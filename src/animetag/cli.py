@@ -11,6 +11,30 @@ from .plugins import BACKBONES, LOSSES
 from .policies import names as policy_names
 
 
+def _at_least(low: int):
+    """An argparse type: an integer of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below {low}")
+        return v
+    return parse
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 1:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return v
+
+
 def _csv(s: str) -> list[str]:
     return [x for x in s.replace(",", " ").split() if x]
 
@@ -176,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--run", required=True)
     s.add_argument("--split", default="test")
-    s.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
+    s.add_argument("--bootstrap", type=_at_least(1), default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("tag", help="tag images and folders: captions, CSV or JSON",
@@ -186,18 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", help="image files and folders (walked recursively)")
     s.add_argument("--out", help="folder for the outputs (default: captions beside the images)")
     s.add_argument("--format", default="txt", choices=["txt", "csv", "json"])
-    s.add_argument("--threshold", type=float, help="one global threshold")
+    s.add_argument("--threshold", type=_probability, help="one global threshold (0 to 1)")
     s.add_argument("--policy", choices=policy_names(),
                    help="the threshold policy (tuned on val by `animetag evaluate`); default: per-tag when "
                         "the run has been evaluated, else 0.5")
     s.add_argument("--thresholds", choices=["tuned"], help=argparse.SUPPRESS)  # older spelling of --policy per-tag
-    s.add_argument("--max-tags", type=int)
+    s.add_argument("--max-tags", type=_at_least(1))
     s.add_argument("--categories", help="comma separated, e.g. general,character")
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--underscores-to-spaces", action="store_true")
     s.add_argument("--rating", action=argparse.BooleanOptionalAction, default=False,
                    help="start each caption with the image's rating (general, sensitive, questionable, explicit)")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=_at_least(1), default=32)
     s.add_argument("--overwrite", action="store_true", help="write over existing caption or table files")
     s.set_defaults(fn=cmd_tag)
 

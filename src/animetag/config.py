@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,89 @@ RATINGS = ("g", "s", "q", "e")
 RATING_CATEGORY = 9
 RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
 RATING_SCHEMES = ("auto", "current", "legacy")
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _coerce(label: str, value: Any, kind: str) -> Any:
+    """`value` as the declared type `kind` (int, float, bool, str, tuple[int, ...],
+    tuple[str, ...]), or one ValueError naming the setting, the value and what is allowed."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{label} = {value!r}: {what}")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("expected true or false (or 1 / 0)")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad("expected an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad("expected an integer") from None
+        if not isinstance(value, int):
+            raise bad("expected an integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad("expected a number")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise bad("expected a number") from None
+        if not math.isfinite(f):
+            raise bad("expected a finite number")
+        return f
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("expected text")
+        return value
+    if kind.startswith("tuple["):
+        inner = kind[6:].split(",")[0].strip()
+        if isinstance(value, str) and inner == "str":
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"expected a list of {'integers' if inner == 'int' else 'names'}, e.g. [1, 2]")
+        return tuple(_coerce(f"{label}[{i}]", v, inner) for i, v in enumerate(value))
+    return value
+
+
+def _check(obj: Any, prefix: str = "", ranges: dict[str, tuple] | None = None,
+           choices: dict[str, tuple] | None = None) -> None:
+    """Every field of a settings dataclass parsed to its declared type, then checked against
+    its range (`ranges`: name -> (low, high, low included, high included); None is open) and
+    its allowed values (`choices`), each failure one line naming the setting."""
+    for f in dataclasses.fields(obj):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind.endswith("Config"):
+            continue
+        setattr(obj, f.name, _coerce(prefix + f.name, getattr(obj, f.name), kind.replace(" ", "")))
+    for name, (low, high, low_in, high_in) in (ranges or {}).items():
+        values = getattr(obj, name)
+        for v in values if isinstance(values, tuple) else (values,):
+            below = low is not None and (v < low if low_in else v <= low)
+            above = high is not None and (v > high if high_in else v >= high)
+            if below or above:
+                lo = "" if low is None else f"{'at least' if low_in else 'greater than'} {low}"
+                hi = "" if high is None else f"{'at most' if high_in else 'below'} {high}"
+                raise ValueError(f"{prefix}{name} = {values!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
+    for name, allowed in (choices or {}).items():
+        if getattr(obj, name) not in allowed:
+            raise ValueError(f"{prefix}{name} = {getattr(obj, name)!r}: must be one of {', '.join(map(str, allowed))}")
+
+
+POSITIVE = (1, None, True, None)  # an integer of at least 1
+NON_NEGATIVE = (0, None, True, None)
+FRACTION = (0, 1, True, True)  # a probability
 
 
 @dataclass
@@ -45,9 +129,11 @@ class SubsetConfig:
     workers: int = 0  # 0: one per CPU core
 
     def __post_init__(self) -> None:
-        self.categories = tuple(self.categories)
-        self.ratings = tuple(self.ratings)
-        self.exclude_tags = tuple(self.exclude_tags)
+        _check(self, "", {"top_k": POSITIVE, "top_k_character": NON_NEGATIVE, "max_images": POSITIVE,
+                          "image_size": (8, None, True, None), "min_tags": NON_NEGATIVE,
+                          "val_fraction": (0, 1, True, False), "test_fraction": (0, 1, True, False),
+                          "max_pixels": POSITIVE, "images_per_shard": POSITIVE,
+                          "jpeg_quality": (1, 100, True, True), "workers": NON_NEGATIVE})
         bad = [c for c in self.categories if c not in CATEGORIES]
         if bad:
             raise ValueError(f"categories: unknown {bad}; choose from {list(CATEGORIES)}")
@@ -78,8 +164,10 @@ class ModelConfig:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
-        self.widths = tuple(self.widths)
-        self.depths = tuple(self.depths)
+        _check(self, "model.", {"stem_width": POSITIVE, "widths": POSITIVE, "depths": POSITIVE,
+                                "se_ratio": POSITIVE, "dropout": (0, 1, True, False)})
+        if not self.widths:
+            raise ValueError("model.widths = (): give at least one stage, e.g. [64, 128, 256, 512]")
         if len(self.widths) != len(self.depths):
             raise ValueError("model.widths and model.depths must have the same length")
         from .plugins import BACKBONES
@@ -98,6 +186,10 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self, "augment.", {"crop": (0, 0.5, True, True), "brightness": FRACTION, "contrast": FRACTION,
+                                  "saturation": FRACTION})
 
 
 @dataclass
@@ -131,6 +223,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, cls in (("model", ModelConfig), ("augment", AugmentConfig)):
             value = getattr(self, name)
+            if not isinstance(value, (dict, cls)):
+                raise ValueError(f"{name} = {value!r}: a group of settings; set one of them, e.g. "
+                                 f"--set {name}.{dataclasses.fields(cls)[0].name}=...")
             if isinstance(value, dict):
                 unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
                 if unknown:
@@ -144,11 +239,12 @@ class TrainConfig:
             raise ValueError(f"precision: {self.precision!r} is not recognised")
         if self.xla not in ("auto", "on", "off"):
             raise ValueError(f"xla: {self.xla!r} is not one of auto, on, off")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8), ("shuffle_buffer", 1)):
-            if int(getattr(self, name)) < low:
-                raise ValueError(f"{name}: {getattr(self, name)} must be at least {low}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: {self.lr} must be greater than 0")
+        _check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
+                          "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
+                          "focal_alpha": FRACTION, "focal_gamma": NON_NEGATIVE, "asl_gamma_neg": NON_NEGATIVE,
+                          "asl_gamma_pos": NON_NEGATIVE, "asl_clip": (0, 1, True, False),
+                          "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE},
+               {"cache": ("auto", "memory", "off")})
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

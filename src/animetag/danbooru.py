@@ -37,6 +37,7 @@ from .config import CATEGORIES, CATEGORY_NAMES
 if TYPE_CHECKING:
     from .present import ImageIndex
 
+MAX_ID = 2**63 - 1  # ids are stored as int64
 COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted")
 TAG_COLUMNS = tuple(f"tags_{c}" for c in CATEGORIES)
 
@@ -52,6 +53,7 @@ class LoadReport:
     records: int = 0
     malformed: list[dict[str, Any]] = field(default_factory=list)
     uncategorised: int = 0  # records with only a flat `tag_string` (no categories)
+    comma_separated: int = 0  # records whose tag strings were comma-separated lists
     truncated: bool = False  # a compressed file broke off
     absent: int = 0  # records whose image is not here (when the images present were given)
     absent_examples: list[int] = field(default_factory=list)  # the first few of their ids
@@ -313,12 +315,29 @@ def to_bool(v: Any) -> bool:
 
 def _tag_str(v: Any) -> str:
     """Tags as one space-separated string. In a list each element is one tag, so a space
-    inside it is Danbooru's underscore (`long hair` -> `long_hair`)."""
+    inside it is Danbooru's underscore (`long hair` -> `long_hair`). A string with `", "` in
+    it is a comma-separated list as some exports write them (`1girl, solo, long hair`): no
+    Danbooru tag holds a comma followed by a space."""
     if _blank(v):
         return ""
+    if isinstance(v, str) and ", " in v:
+        v = v.split(",")
     if isinstance(v, (list, tuple, np.ndarray)):
-        return " ".join("_".join(str(t).split()) for t in v if not _blank(t))
+        return " ".join("_".join(str(t).split()) for t in v if not _blank(t) and str(t).strip())
     return " ".join(str(v).split())
+
+
+RATING_WORDS = {"general": "g", "sensitive": "s", "questionable": "q", "explicit": "e",
+                "safe": "g"}  # Danbooru's word before 2022; read as today's general, as a legacy `s` is
+
+
+def _rating(v: Any) -> str:
+    """A rating letter g/s/q/e from a letter or Danbooru's word for it; '' when blank; any
+    other value as given (lowercased), so that the subset counts it as unknown."""
+    if _blank(v):
+        return ""
+    r = str(v).strip().lower()
+    return RATING_WORDS.get(r, r)
 
 
 def _field(rec: dict[str, Any], name: str) -> Any:
@@ -367,15 +386,20 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
     and the record is marked `_uncategorised`."""
     if not isinstance(rec, dict):
         raise MalformedRecord(f"a record must be an object, not {type(rec).__name__}")
-    pid = to_int(rec.get("id"))
+    raw_id = rec.get("id")
+    if isinstance(raw_id, bool):
+        raise MalformedRecord(f"the id is a boolean ({raw_id!r}), not a post id")
+    pid = to_int(raw_id)
     if pid is None:
         raise MalformedRecord("no id")
+    if not 0 < pid <= MAX_ID:
+        raise MalformedRecord(f"the id {raw_id!r} is not a positive integer within int64")
     md5, ext = _field(rec, "md5"), _field(rec, "file_ext")
     out: dict[str, Any] = {
         "id": pid,
         "md5": "" if _blank(md5) else str(md5).strip().lower(),
         "file_ext": "" if _blank(ext) else str(ext).strip().lower().lstrip("."),
-        "rating": "" if _blank(rec.get("rating")) else str(rec["rating"]).strip().lower()[:1],
+        "rating": _rating(rec.get("rating")),
         "image_width": to_int(_field(rec, "image_width"), 0),
         "image_height": to_int(_field(rec, "image_height"), 0),
         "is_deleted": to_bool(rec.get("is_deleted")),
@@ -390,16 +414,18 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
             cat = CATEGORY_NAMES.get(to_int(t.get("category"), 0))
             if cat is None:
                 raise MalformedRecord(f"unknown tag category {t.get('category')!r}")
-            per[cat].append(str(t["name"]))
+            per[cat].append("_".join(str(t["name"]).split()))  # one tag: `long hair` is long_hair
         for c in keep:
             out[f"tags_{c}"] = " ".join(per[c])
-        out["_uncategorised"] = False
+        out["_uncategorised"] = out["_comma_separated"] = False
         return out
     has_cat = any(f"tag_string_{c}" in rec for c in CATEGORIES)
     lists = not has_cat and any(isinstance(rec.get(c), (list, tuple, np.ndarray)) for c in CATEGORIES)
     for c in keep:  # tag_string_<category>, or a list per category (isek-ai/danbooru-tags-2024)
         out[f"tags_{c}"] = _tag_str(rec.get(c) if lists else rec.get(f"tag_string_{c}"))
     out["_uncategorised"] = False
+    out["_comma_separated"] = any(isinstance(rec.get(k), str) and ", " in rec[k]
+                                  for k in ("tag_string", *(f"tag_string_{c}" for c in CATEGORIES)))
     has_cat = has_cat or lists
     if not has_cat:
         flat = _tag_str(rec.get("tag_string") if "tag_string" in rec else tags)
@@ -467,6 +493,7 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
                 continue
             report.records += 1
             report.uncategorised += rec.pop("_uncategorised")
+            report.comma_separated += rec.pop("_comma_separated")
             rec["source"], rec["line"] = src_i, line
             for k, lst in cols.items():
                 lst.append(rec[k])
@@ -478,6 +505,15 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
     df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True)
     df["source"] = pd.Categorical.from_codes(df["source"].astype("int64"), [str(p) for p in sources])
     return df, report
+
+
+def comma_tags_warning(report: LoadReport) -> str:
+    """What comma-separated tag strings were read as ('' when there were none)."""
+    if not report.comma_separated:
+        return ""
+    return (f"{report.comma_separated} of {report.records} records have comma-separated tag strings "
+            "(`1girl, solo, long hair`, as some exports write them): each was read as a list of tags, with the "
+            "spaces inside a tag read as underscores (long_hair)")
 
 
 def flat_tags_warning(report: LoadReport) -> str:

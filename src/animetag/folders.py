@@ -197,3 +197,14 @@ class RunFolder(_Folder):
         if not p.exists():
             raise FileNotFoundError(f"no {self.METRICS} in {self.path}: evaluate the run first")
         return json.loads(p.read_text(encoding="utf-8"))
+
+
+def animetag_folder(folder: str | os.PathLike) -> str:
+    """'training run' or 'subset' when `folder` is one (its own files would be replaced by
+    another command's outputs written there), else ''."""
+    folder = Path(folder)
+    if (folder / RunFolder.CONFIG).is_file() or (folder / RunFolder.MODEL).is_file():
+        return "training run"
+    if (folder / SubsetFolder.SUMMARY).is_file() or (folder / SubsetFolder.MANIFEST).is_file():
+        return "subset"
+    return ""

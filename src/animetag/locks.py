@@ -41,41 +41,86 @@ def _alive(pid: int) -> bool:
 def _stale(info: dict, lock: Path) -> str:
     """Why a lock can be taken over ('' if it cannot)."""
     if info.get("host") == socket.gethostname():
-        pid = int(info.get("pid", -1))
+        try:
+            pid = int(info.get("pid", -1))
+        except (TypeError, ValueError):
+            return f"its process id {info.get('pid')!r} is not a number"
         return "" if pid == os.getpid() or _alive(pid) else f"its process {pid} is gone"
     age = time.time() - lock.stat().st_mtime
     return f"not refreshed for {age:.0f} s" if age > STALE_AFTER else ""
 
 
+def _read_lock(lock: Path) -> dict | None:
+    """A lock file's content; None when it is not a readable lock (empty, cut, not an object)."""
+    try:
+        held = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) and "pid" in held else None
+
+
+def _create(lock: Path, info: dict) -> bool:
+    """Create the lock file with its content in one step: written to a temporary file, then
+    linked to the lock's name (which fails if the lock exists), so that no other command ever
+    reads an empty or half-written lock. On a file system without hard links, created
+    exclusively and written at once. False if the lock exists."""
+    tmp = lock.with_name(f".{lock.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(info))
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+YOUNG = 60.0  # an unreadable lock younger than this may still be being written: it holds
+
+
 @contextlib.contextmanager
 def folder_lock(lock: str | os.PathLike, command: str) -> Iterator[Path]:
-    """Hold the lock file `lock` for the `with` block (see the module's docstring)."""
+    """Hold the lock file `lock` (`FOLDER.lock`) for the `with` block (see the module's
+    docstring)."""
     lock = Path(lock)
+    folder = lock.with_name(lock.name.removesuffix(".lock"))
     lock.parent.mkdir(parents=True, exist_ok=True)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
             "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        if _create(lock, info):
             break
-        except FileExistsError:
+        held = _read_lock(lock)
+        if held is None:
             try:
-                held = json.loads(lock.read_text(encoding="utf-8") or "{}")
-            except (OSError, ValueError):
-                held = {}
-            why = _stale(held, lock) if held else "it is unreadable"
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue  # removed meanwhile: try again
+            why = f"it is unreadable and {age:.0f} s old" if age > YOUNG else ""
+            if not why:
+                raise FolderLocked(f"{folder} is in use: its lock {lock} is being created by another command; "
+                                   f"wait for it to finish. If no other command runs, delete {lock}")
+        else:
+            why = _stale(held, lock)
             if not why:
                 raise FolderLocked(
-                    f"{lock.parent} is in use by process {held.get('pid')} on {held.get('host')} "
+                    f"{folder} is in use by process {held.get('pid')} on {held.get('host')} "
                     f"({held.get('command')}, since {held.get('since')}); wait for it to finish. "
-                    f"If that process is gone, delete {lock}") from None
-            warnings.warn(f"taking over the lock {lock} of process {held.get('pid')} on {held.get('host')} "
-                          f"({why})", stacklevel=3)
-            lock.unlink(missing_ok=True)
+                    f"If that process is gone, delete {lock}")
+        warnings.warn(f"taking over the lock {lock} of {folder} "
+                      + (f"from process {held.get('pid')} on {held.get('host')} " if held else "") + f"({why})",
+                      stacklevel=3)
+        lock.unlink(missing_ok=True)
     else:
-        raise FolderLocked(f"could not take the lock {lock}")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(info, f)
+        raise FolderLocked(f"could not take the lock {lock} of {folder}")
     stop = threading.Event()
 
     def beat():
@@ -89,9 +134,9 @@ def folder_lock(lock: str | os.PathLike, command: str) -> Iterator[Path]:
         yield lock
     finally:
         stop.set()
-        with contextlib.suppress(OSError):
-            if json.loads(lock.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                lock.unlink()
+        held = _read_lock(lock)
+        if held is not None and held.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
 
 
 def refuse_removing_inputs(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | Iterable]) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .archives import Member
 from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
-from .danbooru import flat_tags_warning, load_posts, read_tag_table, tag_list
+from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
 from .folders import SubsetFolder, atomic_path, write_json_atomic
 from .images import prepare_for_shard
 from .present import ImageIndex
@@ -300,7 +300,7 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
     those posts)."""
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
     posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table, present=index)
-    warnings_list = [w for w in (flat_tags_warning(report),) if w]
+    warnings_list = [w for w in (flat_tags_warning(report), comma_tags_warning(report)) if w]
     for w in warnings_list:
         warnings.warn(w, stacklevel=3)
     left_out = LeftOut()
@@ -321,6 +321,13 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
         drop(posts["is_deleted"].to_numpy(), "deleted")
     scheme, mapping = rating_scheme(posts["rating"], cfg.rating_scheme)
     unknown = ~posts["rating"].isin(list(mapping))
+    odd = posts.loc[unknown & (posts["rating"] != ""), "rating"].value_counts()
+    if len(odd):
+        w = (f"{int(odd.sum())} posts have a rating that is not g, s, q or e (nor general, sensitive, "
+             f"questionable, explicit, safe): {', '.join(f'{k!r} {v}' for k, v in odd.head(8).items())}; "
+             "they are kept without a rating")
+        warnings_list.append(w)
+        warnings.warn(w, stacklevel=3)
     posts["rating"] = posts["rating"].map(mapping).fillna("")  # an unknown rating counts as none
     rating_info = {"scheme": scheme, "mapping": mapping, "unrated_posts": int(unknown.sum()),
                    "note": ("ratings before 2022 were s(afe)/q/e: safe is kept as general"

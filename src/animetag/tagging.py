@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .folders import RunFolder, atomic_path, write_json_atomic
+from .folders import RunFolder, animetag_folder, atomic_path, write_json_atomic
 from .images import ImageError, load_array
 from .vocab import category_name, n_ratings
 
@@ -250,6 +250,10 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
                 _check_writable(folder, "image folder (captions are written beside the images; or give --out)")
     else:
         _check_writable(table_path.parent, "output folder")
+        kind = animetag_folder(table_path.parent)
+        if kind:  # its tags.csv is that folder's output list, never a caption table
+            raise ValueError(f"{table_path.parent} is a {kind} folder: {table_path.name} there is its own; "
+                             "write the table to another folder (--out)")
         if table_path.exists() and not overwrite:
             raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
     if fmt == "txt" and not overwrite:

@@ -177,6 +177,21 @@ class _Checkpoints(keras.callbacks.Callback):
         write_json_atomic(self.run / self.run.STATE, state)
 
 
+def _keep_history(path: Path, done: int) -> None:
+    """history.csv with the rows of the epochs finished (those that will run again dropped).
+    A run stopped in its first epoch leaves the file empty or cut: then it starts afresh."""
+    if not path.exists():
+        return
+    try:
+        h = pd.read_csv(path)
+        h = h[h["epoch"] < done]
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, KeyError):
+        path.unlink()
+        return
+    with atomic_path(path) as tmp:
+        h.to_csv(tmp, index=False)
+
+
 def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded settings as this version writes them: settings added since take their
     defaults (which is what the run used), so an older run still resumes."""
@@ -266,15 +281,19 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
                          "xla": jit, "replicas": strategy.num_replicas_in_sync,
                          "tensorflow": tf.__version__, "keras": keras.__version__}
-    if old is None:
-        write_json_atomic(cfg_path, record)
-        shutil.copyfile(data / data.TAGS, run / run.TAGS)  # the run is usable on its own
-    elif extended_from is not None:  # config.json stays the one record of the run
-        old["train"]["epochs"] = cfg.epochs
-        old.setdefault("extended", []).append({
-            "from_epochs": extended_from, "to_epochs": cfg.epochs,
-            "at_epoch": done_before, "runtime": record["runtime"]})
-        write_json_atomic(cfg_path, old)
+
+    def record_settings() -> None:
+        """config.json (and the run's own tags.csv), written once the model is built: a start
+        that fails before then records nothing."""
+        if old is None:
+            shutil.copyfile(data / data.TAGS, run / run.TAGS)  # the run is usable on its own
+            write_json_atomic(cfg_path, record)
+        elif extended_from is not None:  # config.json stays the one record of the run
+            old["train"]["epochs"] = cfg.epochs
+            old.setdefault("extended", []).append({
+                "from_epochs": extended_from, "to_epochs": cfg.epochs,
+                "at_epoch": done_before, "runtime": record["runtime"]})
+            write_json_atomic(cfg_path, old)
 
     keras.utils.set_random_seed(cfg.seed)
     steps = batches_per_epoch(n_train, cfg.batch_size, training=True)
@@ -294,11 +313,11 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         with strategy.scope():
             if done and (run / run.CHECKPOINT).exists():
                 model = keras.saving.load_model(run / run.CHECKPOINT)
-                if extended_from is not None:
-                    # the cosine schedule is laid out again over the new number of epochs, from the
-                    # step reached: as if the run had been planned that long (the rate rises again
-                    # from where the shorter schedule had brought it)
-                    model.optimizer.learning_rate = lr_schedule(cfg, steps)
+                # the schedule is laid out again from the recorded number of epochs on every resume:
+                # after an extension the checkpoint may still hold the shorter run's schedule (an
+                # extension stopped before its first epoch ended), which has decayed to 0 by then.
+                # From the step reached, as if the run had been planned that long.
+                model.optimizer.learning_rate = lr_schedule(cfg, steps)
             else:
                 done = 0
                 n_rat = sig["n_ratings"]
@@ -307,10 +326,9 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                                    rating_probe=not cfg.rating_joint)
                 model = training_model(core, cfg)
                 compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
+        record_settings()
         hist_path = run / run.HISTORY
-        if hist_path.exists():  # drop rows of epochs that will be run again
-            h = pd.read_csv(hist_path)
-            h[h["epoch"] < done].to_csv(hist_path, index=False)
+        _keep_history(hist_path, done)
         cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
                keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False),
                keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
