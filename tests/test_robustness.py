@@ -271,3 +271,116 @@ def test_command_options_are_checked(capsys, args, words):
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archives_duplicates_last_wins_counted_and_a_cut_download_named(tmp_path):
+    from animetag.present import ImageIndex
+    from animetag.subset import _archive_warnings
+
+    root = tmp_path / "images"
+    _tar(root / "0000.tar", [("1.webp", b"first"), ("2.webp", b"x"), ("1.webp", b"appended again")])
+    _tar(root / "0001.tar", [("2.webp", b"second archive"), ("3.webp", b"y")])
+    whole = _tar(tmp_path / "whole.tar", [("4.webp", b"z" * 600), ("5.webp", b"w" * 600)]).read_bytes()
+    (root / "0002.tar").write_bytes(whole[:512 + 1024 + 200])  # cut inside the second header
+    (root / "folder.tar").mkdir()  # a folder named like an archive: walked as a folder
+    (root / "folder.tar" / "6.png").write_bytes(b"png")
+    index = ImageIndex.scan(root)
+    assert index.locate(1).read() == b"appended again" and index.locate(2).read() == b"second archive"
+    assert index.tars.duplicates == 2 and index.has(4) and not index.has(5) and index.has(6)
+    assert index.tars.truncated == [str(root / "0002.tar")]
+    warned = _archive_warnings(index)
+    assert any("0002.tar ends inside a member header" in w for w in warned)
+    assert any(w.startswith("2 images are in the archives twice") and "the last one is used" in w for w in warned)
+
+
+def test_overwrite_removes_only_an_earlier_output_of_the_same_command(sample_root, tmp_path, capsys):
+    meta = sample_root / "metadata" / "posts.json"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "model.keras").write_bytes(b"a trained model")
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    for out, words in ((run, "a training run folder"), (other, "not an earlier subset")):
+        code = main(["subset", "--metadata", str(meta), "--images-root", str(sample_root), "--out", str(out),
+                     "--overwrite", "--profile", "sample", "--image-size", "16"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err, err
+    assert (run / "model.keras").read_bytes() == b"a trained model" and (other / "todo.txt").exists()
+
+
+def test_files_a_run_needs_are_named_when_damaged(subset_dir, tmp_path):
+    from animetag.config import train_config
+    from animetag.folders import RunFolder
+    from animetag.model import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model(10, 32, train_config("sample").model, n_ratings=4).save(run / "model.keras")
+    (run / "thresholds.json").write_text('{"global": 0.3, "per_tag"')
+    with pytest.raises(ValueError, match=r"thresholds.json is not valid JSON"):
+        RunFolder(run).thresholds()
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"model.keras cannot be read .* cut off or damaged"):
+        RunFolder(run).model  # noqa: B018
+
+
+def test_a_failed_export_leaves_nothing_and_an_export_inside_the_run_can_be_redone(tmp_path, monkeypatch):
+    from animetag.config import train_config
+    from animetag.export import export_run
+    from animetag.model import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model(3, 32, train_config("sample").model, n_ratings=0).save(run / "model.keras")
+    pd.DataFrame({"tag_id": range(3), "name": ["a", "b", "c"], "category": 0, "count": 1}).to_csv(
+        run / "tags.csv", index=False)
+    (run / "config.json").write_text("{}")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the converter failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(keras.Model, "export", broken)
+        with pytest.raises(RuntimeError, match="converter failed"):
+            export_run(run, run / "export", fmt="savedmodel")
+    assert not (run / "export.partial").exists() and not (run / "export").exists()
+    export_run(run, run / "export", fmt="savedmodel")
+    export_run(run, run / "export", fmt="savedmodel", overwrite=True)  # inside the run: replaced, the run kept
+    assert (run / "export" / "export.json").exists() and (run / "model.keras").exists()
+
+
+def test_a_folder_holding_only_a_link_to_the_images_is_tagged(tmp_path):
+    from PIL import Image
+
+    from animetag.tagging import find_images
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    Image.new("RGB", (8, 8)).save(real / "a.png")
+    folder = tmp_path / "to_tag"
+    folder.mkdir()
+    (folder / "images").symlink_to(real)
+    (real / "loop").symlink_to(folder)
+    assert find_images([folder]) == [folder / "images" / "a.png"]
+
+
+def test_evaluate_names_the_splits_it_takes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--data", "d", "--run", "r", "--split", "foo"])
+    assert e.value.code == 2 and "invalid choice: 'foo' (choose from" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .danbooru import IMAGE_EXTS
@@ -43,37 +43,51 @@ class Member:
 
 @dataclass
 class TarIndex:
-    """Every image member of some archives, by post id and by md5."""
+    """Every image member of some archives, by post id and by md5.
+
+    The same post in two places (a member appended twice, or in two archives) is resolved as
+    tar itself does for a member appended twice: the last one wins, in archive name order and
+    then position; each such case is counted (`duplicates`). An archive that ends inside a
+    member header (a download cut off) keeps the members before the cut and is named in
+    `truncated`."""
 
     by_id: dict[int, Member]
     by_md5: dict[str, Member]
     archives: list[str]
+    duplicates: int = 0
+    truncated: list[str] = field(default_factory=list)
 
     @classmethod
     def scan(cls, paths: list[str | os.PathLike]) -> TarIndex:
-        by_id: dict[int, Member] = {}
-        by_md5: dict[str, Member] = {}
-        archives = []
+        index = cls({}, {}, [])
         for path in map(Path, paths):
             if path.suffix != ".tar":
                 raise ValueError(f"{path}: only uncompressed .tar archives can be read without extracting them")
-            archives.append(str(path))
+            index.archives.append(str(path))
             try:
                 with tarfile.open(path, "r:") as tar:
                     for m in tar:
-                        if not m.isfile():
-                            continue
-                        stem, _, ext = Path(m.name).name.rpartition(".")
-                        if ext.lower() not in IMAGE_EXTS:
-                            continue
-                        member = Member(str(path), m.name, m.offset_data, m.size)
-                        if stem.isdigit():
-                            by_id.setdefault(int(stem), member)
-                        elif _MD5.match(stem.lower()):
-                            by_md5.setdefault(stem.lower(), member)
+                        if m.isfile():
+                            index._add(Member(str(path), m.name, m.offset_data, m.size))
+                    end = tar.offset
             except tarfile.TarError as e:
                 raise ValueError(f"{path}: not a readable tar archive ({e})") from None
-        return cls(by_id, by_md5, archives)
+            if _cut_after(path, end):
+                index.truncated.append(str(path))
+        return index
+
+    def _add(self, member: Member) -> None:
+        stem, _, ext = Path(member.name).name.rpartition(".")
+        if ext.lower() not in IMAGE_EXTS:
+            return
+        if stem.isdigit():
+            table, key = self.by_id, int(stem)
+        elif _MD5.match(stem.lower()):
+            table, key = self.by_md5, stem.lower()
+        else:
+            return
+        self.duplicates += key in table
+        table[key] = member  # the last one wins, as tar's own rule for a member appended twice
 
     def find(self, post_id: int, md5: str = "") -> Member | None:
         """The member of a post: by its id, else by its md5."""
@@ -81,3 +95,12 @@ class TarIndex:
 
     def __len__(self) -> int:
         return len(self.by_id) + len(self.by_md5)
+
+
+def _cut_after(path: Path, end: int) -> bool:
+    """Whether an archive goes on past where tarfile stopped reading with anything but the
+    zero blocks that end an archive: a header cut off by an interrupted download."""
+    with open(path, "rb") as f:
+        f.seek(end)
+        rest = f.read(1 << 20)
+    return bool(rest.strip(b"\0"))

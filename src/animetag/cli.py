@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="metrics, tuned thresholds and the published comparison")
     s.add_argument("--data", required=True)
     s.add_argument("--run", required=True)
-    s.add_argument("--split", default="test")
+    s.add_argument("--split", default="test", choices=["val", "test"])
     s.add_argument("--bootstrap", type=_at_least(1), default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import policies
-from .folders import RunFolder, write_json_atomic
+from .folders import EXPORT_INFO, RunFolder, refuse_overwriting_another_kind, write_json_atomic
 from .model import EMBEDDING, float32_copy
 from .vocab import category_name, n_ratings
 
@@ -144,13 +144,23 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
         from .locks import refuse_removing_inputs
 
-        refuse_removing_inputs(out, {"run folder": run})
+        refuse_removing_inputs(out, {"run folder": run}, inside_ok=True)  # RUN/onnx may be replaced
+        refuse_overwriting_another_kind(out, "export")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        return _export(RunFolder.of(run), out, tmp, fmt, channel_order)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing half-written
+        raise
+
+
+def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str) -> dict[str, Any]:
+    import keras
+
     # float32 throughout, also for a model.keras saved in mixed precision by an older version
-    run = RunFolder.of(run)
     base = float32_copy(run.model)
     size = int(base.input_shape[1])
     embedding = base.get_layer(EMBEDDING).output
@@ -192,7 +202,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         n_rows=len(rows), n_embed=n_embed, outputs_text=_outputs_text(n_rat, rows),
         threshold_note="" if thresholds else " (this run was not evaluated: the column is absent)",
         order_note=note), encoding="utf-8")
-    write_json_atomic(tmp / "export.json", info)
+    write_json_atomic(tmp / EXPORT_INFO, info)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

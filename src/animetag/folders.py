@@ -53,6 +53,31 @@ def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> None:
         table.to_csv(tmp, index=False)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; one error naming the file when it is not valid JSON (cut off, edited)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): it was cut off or edited; restore it, or "
+                         "run the command that writes it again") from None
+
+
+def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk below `root`, following linked folders (a folder may hold only a link to the
+    images), each real folder once: a link back to a folder already listed is skipped. Hidden
+    folders and `*.partial` work folders are not entered."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".partial"))
+        yield dirpath, dirnames, sorted(filenames)
+
+
 def read_tags_csv(path: str | os.PathLike) -> pd.DataFrame:
     """tags.csv as written (a tag named "null" or "nan" stays a string)."""
     import pandas as pd
@@ -98,7 +123,7 @@ class SubsetFolder(_Folder):
             partial = self.path.with_name(self.path.name + ".partial").exists()
             hint = " (an interrupted build: run it again)" if partial else ""
             raise FileNotFoundError(f"{self.path} is not a built subset: no {self.SUMMARY}{hint}")
-        return json.loads(p.read_text(encoding="utf-8"))
+        return read_json(p)
 
     @cached_property
     def tags(self) -> pd.DataFrame:
@@ -169,19 +194,24 @@ class RunFolder(_Folder):
 
         from . import losses  # noqa: F401  (registers the custom layers and losses of older runs)
 
-        return keras.saving.load_model(self.require_model(), compile=False)
+        path = self.require_model()
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except (OSError, ValueError, EOFError) as e:  # zipfile.BadZipFile is an OSError
+            raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]}): the file is cut off "
+                             "or damaged; train again, or restore it from the checkpoint") from None
 
     @property
     def config(self) -> dict[str, Any] | None:
         """config.json, or None before the run has started (read each time: training updates it)."""
         p = self.path / self.CONFIG
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+        return read_json(p) if p.exists() else None
 
     @property
     def state(self) -> dict[str, Any]:
         """The checkpoint state (epochs done, the best value): read each time, it changes per epoch."""
         p = self.path / self.STATE
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+        return read_json(p) if p.exists() else {}
 
     @cached_property
     def tags(self) -> pd.DataFrame:
@@ -190,21 +220,42 @@ class RunFolder(_Folder):
     def thresholds(self) -> dict[str, Any] | None:
         """thresholds.json (tuned on validation by `evaluate`), or None before evaluation."""
         p = self.path / self.THRESHOLDS
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+        return read_json(p) if p.exists() else None
 
     def metrics(self) -> dict[str, Any]:
         p = self.path / self.METRICS
         if not p.exists():
             raise FileNotFoundError(f"no {self.METRICS} in {self.path}: evaluate the run first")
-        return json.loads(p.read_text(encoding="utf-8"))
+        return read_json(p)
+
+
+EXPORT_INFO = "export.json"
 
 
 def animetag_folder(folder: str | os.PathLike) -> str:
-    """'training run' or 'subset' when `folder` is one (its own files would be replaced by
-    another command's outputs written there), else ''."""
+    """'training run', 'subset' or 'export' when `folder` is one (its own files would be
+    replaced by another command's outputs written there), else ''."""
     folder = Path(folder)
     if (folder / RunFolder.CONFIG).is_file() or (folder / RunFolder.MODEL).is_file():
         return "training run"
     if (folder / SubsetFolder.SUMMARY).is_file() or (folder / SubsetFolder.MANIFEST).is_file():
         return "subset"
+    if (folder / EXPORT_INFO).is_file():
+        return "export"
     return ""
+
+
+def refuse_overwriting_another_kind(out: str | os.PathLike, kind: str) -> None:
+    """`--overwrite` removes `out` only when it is an earlier output of the same command (a
+    `kind` folder) or empty: never a run, a subset or a folder of other files."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    found = animetag_folder(out)
+    if found == kind:
+        return
+    if found:
+        raise ValueError(f"--overwrite would remove {out}, a {found} folder; the {kind} goes to another --out folder")
+    if any(out.iterdir()):
+        raise ValueError(f"--overwrite would remove {out}, which is not an earlier {kind} (it holds other files); "
+                         "choose another --out folder")

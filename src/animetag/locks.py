@@ -139,9 +139,11 @@ def folder_lock(lock: str | os.PathLike, command: str) -> Iterator[Path]:
             lock.unlink(missing_ok=True)
 
 
-def refuse_removing_inputs(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | Iterable]) -> None:
+def refuse_removing_inputs(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | Iterable],
+                           inside_ok: bool = False) -> None:
     """Raise ValueError if removing the folder `out` would remove, or lies inside, an input
-    (`inputs` maps a name such as 'images root' to a path or several)."""
+    (`inputs` maps a name such as 'images root' to a path or several); `inside_ok`: a folder
+    inside an input may go (an export inside its run folder)."""
     target = Path(out).resolve()
     for name, paths in inputs.items():
         for p in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
@@ -149,6 +151,6 @@ def refuse_removing_inputs(out: str | os.PathLike, inputs: dict[str, str | os.Pa
             if src == target or target in src.parents:
                 raise ValueError(f"--overwrite would remove {out}, which holds the {name} {p}; "
                                  "choose another output folder")
-            if src in target.parents:
+            if src in target.parents and not inside_ok:
                 raise ValueError(f"--overwrite would remove {out}, which lies inside the {name} {p}; "
                                  "choose an output folder outside it")

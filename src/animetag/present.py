@@ -26,6 +26,7 @@ import numpy as np
 
 from .archives import Member, TarIndex
 from .danbooru import IMAGE_EXTS
+from .folders import walk
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 # a JSON line's "id" values (the post's, and any nested one) and md5 values
@@ -51,11 +52,11 @@ class ImageIndex:
     files: set[str] = field(default_factory=set)  # every loose image, relative to the root
     tars: TarIndex | None = None
     folders_listed: int = 0
-    skipped_links: list[str] = field(default_factory=list)  # symbolic links that loop back
 
     @classmethod
     def scan(cls, root: str | os.PathLike) -> ImageIndex:
-        """List the root once: loose image files by name, archive members from their headers."""
+        """List the root once (linked folders followed, each folder once): loose image files by
+        name, archive members from their headers."""
         root = Path(root)
         index = cls(root)
         if root.is_file():
@@ -64,16 +65,8 @@ class ImageIndex:
         if not root.is_dir():
             raise FileNotFoundError(f"images root not found: {root} (a folder, or a .tar archive)")
         archives: list[Path] = []
-        seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            st = os.stat(dirpath)
-            if (st.st_dev, st.st_ino) in seen:  # a link back to a folder already listed
-                index.skipped_links.append(dirpath)
-                dirnames[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
+        for dirpath, _, filenames in walk(root):
             index.folders_listed += 1
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".partial"))
             rel_dir = os.path.relpath(dirpath, root)
             prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             for name in filenames:
@@ -185,7 +178,8 @@ class ImageIndex:
             "folders_listed": self.folders_listed,
             "archives": len(tars.archives) if tars else 0,
             "archive_members": len(tars) if tars else 0,
-            **({"links_skipped_as_loops": self.skipped_links[:20]} if self.skipped_links else {}),
+            **({"duplicate_members": tars.duplicates} if tars and tars.duplicates else {}),
+            **({"truncated_archives": tars.truncated} if tars and tars.truncated else {}),
         }
 
     def posts_per_archive(self) -> dict[str, int]:

@@ -32,7 +32,7 @@ import pandas as pd
 from .archives import Member
 from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
 from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
-from .folders import SubsetFolder, atomic_path, write_json_atomic
+from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
 from .images import prepare_for_shard
 from .present import ImageIndex
 from .shards import SPLITS, ShardWriter
@@ -232,6 +232,7 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
     out = Path(out)
     if out.exists() and overwrite:
         refuse_removing_inputs(out, {"metadata file": paths, "images root": images_root})
+        refuse_overwriting_another_kind(out, "subset")
     with folder_lock(out.with_name(out.name + ".lock"), "animetag subset"):
         return _build_subset(paths, images_root, out, cfg, overwrite, progress)
 
@@ -300,7 +301,8 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
     those posts)."""
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
     posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table, present=index)
-    warnings_list = [w for w in (flat_tags_warning(report), comma_tags_warning(report)) if w]
+    warnings_list = [w for w in (flat_tags_warning(report), comma_tags_warning(report), *_archive_warnings(index))
+                     if w]
     for w in warnings_list:
         warnings.warn(w, stacklevel=3)
     left_out = LeftOut()
@@ -355,6 +357,19 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
     counts["eligible"] = len(posts)
 
     return _Eligible(posts, vocab_df, labels, left_out, counts, rating_info, warnings_list)
+
+
+def _archive_warnings(index: ImageIndex) -> list[str]:
+    """What the archives' headers showed: downloads cut off, posts packed twice."""
+    tars = index.tars
+    if tars is None:
+        return []
+    out = [f"{a} ends inside a member header (a download cut off?): the images after the cut are missing; "
+           "download it again" for a in tars.truncated]
+    if tars.duplicates:
+        out.append(f"{tars.duplicates} images are in the archives twice (the same id or md5 in two archives, or a "
+                   "member appended twice): the last one is used, in archive name order, as tar does")
+    return out
 
 
 def _decode_selection(e: _Eligible, index: ImageIndex, partial: Path, cfg: SubsetConfig,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .folders import RunFolder, animetag_folder, atomic_path, write_json_atomic
+from .folders import RunFolder, animetag_folder, atomic_path, walk, write_json_atomic
 from .images import ImageError, load_array
 from .vocab import category_name, n_ratings
 
@@ -138,8 +138,9 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Image files among `paths`, folders walked recursively, in a stable order."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if p.is_dir():  # linked folders followed, each once
+            out += sorted(Path(d) / f for d, _, files in walk(p) for f in files
+                          if Path(f).suffix.lower() in IMAGE_SUFFIXES and (Path(d) / f).is_file())
         elif p.exists():
             out.append(p)
         else:
