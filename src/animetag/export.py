@@ -130,7 +130,6 @@ def _name_outputs_and_add_metadata(path: Path, metadata: dict[str, str]) -> None
 def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx", channel_order: str = "bgr",
                overwrite: bool = False) -> dict[str, Any]:
     """Write the export folder `out`; returns a summary (files and sizes)."""
-    import keras
 
     from . import losses  # noqa: F401  (registers the custom loss)
 
