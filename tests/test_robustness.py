@@ -384,3 +384,31 @@ def test_evaluate_names_the_splits_it_takes(capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--data", "d", "--run", "r", "--split", "foo"])
     assert e.value.code == 2 and "invalid choice: 'foo' (choose from" in capsys.readouterr().err
+
+
+def test_an_integer_setting_in_the_environment_is_named_when_it_is_not_one(tmp_path, monkeypatch):
+    from animetag.workspace import ensure_sample, workspace
+
+    monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path))
+    monkeypatch.setenv("ANIMETAG_SAMPLE_IMAGES", "3k")
+    with pytest.raises(ValueError, match=r"ANIMETAG_SAMPLE_IMAGES='3k' is not an integer"):
+        ensure_sample(workspace("sample"))
+
+
+def test_an_id_beyond_int64_is_one_malformed_record_of_a_subset_built_from_the_command_line(sample_root, tmp_path,
+                                                                                              capsys):
+    records = []
+    for line in (sample_root / "metadata" / "posts.json").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    table = pd.DataFrame(records).astype({"id": "object"})
+    table = pd.concat([table, table.iloc[[0]].assign(id="99999999999999999999")], ignore_index=True)
+    table.to_csv(tmp_path / "posts.csv", index=False)
+    code = main(["subset", "--metadata", str(tmp_path / "posts.csv"), "--images-root", str(sample_root),
+                 "--out", str(tmp_path / "o"), "--profile", "sample", "--image-size", "16", "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "o" / "subset.json").read_text())
+    bad = [x for x in s["left_out"] if x["reason"] == "malformed_record"]
+    assert len(bad) == 1 and "99999999999999999999" in bad[0]["detail"] and bad[0]["record"].startswith("posts.csv:")

@@ -262,7 +262,7 @@ def fetch(plan: FetchPlan, token: str | None = None,
     for f in plan.to_fetch:
         plan.staging.mkdir(parents=True, exist_ok=True)
         try:
-            got = Path(download(f.repo, f.path, str(plan.staging), token))
+            got = Path(download(f.repo, f.path, str(plan.staging), token)).resolve()  # the file, not a link
         except Exception as e:
             raise _access_error(e, f.repo, token, f.path) from e
         f.local.parent.mkdir(parents=True, exist_ok=True)
