@@ -62,4 +62,4 @@ def test_resize_first_only_changes_the_pixels_at_the_edge():
     assert reference.shape == bounded.shape == (60, 60, 3)
     assert (bounded[:, :19] == 255).all() and (bounded[:, 41:] == 255).all()  # white margins
     inner = np.abs(reference - bounded)[:, 24:37]
-    assert inner.mean() < 1.0  # the same picture inside; Lanczos differs only near the edge
+    assert inner.mean() < 1.0  # the same picture inside; the bicubic filter differs only near the edge

@@ -7,23 +7,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from pathlib import Path
 
 MIN_VERSIONS = {"tensorflow": "2.16", "keras": "3.3"}
 
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
-
-
-def mount_drive(mountpoint: str = "/content/drive") -> Path | None:
-    """Mount Google Drive on Colab and return its 'MyDrive' folder; None elsewhere."""
-    if not in_colab():
-        return None
-    from google.colab import drive  # only on Colab
-
-    drive.mount(mountpoint)
-    return Path(mountpoint) / "MyDrive"
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
@@ -99,14 +88,6 @@ def accelerator() -> dict[str, object]:
         return {"kind": "gpu", "name": details.get("device_name", "GPU"), "count": len(gpus),
                 "compute_capability": details.get("compute_capability")}
     return {"kind": "cpu", "name": "CPU", "count": 1, "compute_capability": None}
-
-
-def warn_if_cpu() -> dict[str, object]:
-    acc = accelerator()
-    if acc["kind"] == "cpu":
-        warnings.warn("No GPU or TPU found: training the full profile on a CPU takes days. "
-                      "On Colab: Runtime > Change runtime type > GPU.", stacklevel=2)
-    return acc
 
 
 class NoAccelerator(RuntimeError):

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 MAX_ID = 2**63 - 1  # ids are stored as int64
 COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted")
-TAG_COLUMNS = tuple(f"tags_{c}" for c in CATEGORIES)
 
 
 class MalformedRecord(ValueError):

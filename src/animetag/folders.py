@@ -192,7 +192,7 @@ class RunFolder(_Folder):
         """model.keras, loaded once (uncompiled: for inference)."""
         import keras
 
-        from . import losses  # noqa: F401  (registers the custom layers and losses of older runs)
+        from . import losses  # noqa: F401  (registers the loss classes that older runs' files name)
 
         path = self.require_model()
         try:

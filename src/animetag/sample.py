@@ -76,8 +76,6 @@ GLYPH_COLOURS = ((220, 30, 30), (30, 150, 40), (30, 60, 220), (240, 200, 0), (20
 OVERLAP = {"very_long_hair": "long_hair", "hair_ribbon": "ribbon",
            **{b: "simple_background" for b in SIMPLE_BACKGROUNDS}}
 
-COPYRIGHTS = ("touhou", "kantai_collection", "fate_(series)", "idolmaster", "hololive",
-              "genshin_impact", "blue_archive", "pokemon")
 CHARACTERS = (  # name, sex, hair, eyes, copyright
     ("hakurei_reimu", "girl", "black_hair", "red_eyes", "touhou"),
     ("kirisame_marisa", "girl", "blonde_hair", "yellow_eyes", "touhou"),
