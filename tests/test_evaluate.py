@@ -35,12 +35,20 @@ def test_f1_matches_sklearn_and_a_hand_case():
         assert r["f1_macro"] == pytest.approx(f1_score(y2, p, average="macro", zero_division=0))
 
 
-def test_tuned_thresholds_beat_fixed_on_skewed_scores_and_p_equals_r():
-    y, s = _data(shift=-0.2)
-    g = tune_global_threshold(y, s)
-    assert f1_at(y, s, g)["f1_micro"] >= f1_at(y, s, 0.5)["f1_micro"]
-    per = tune_per_tag_thresholds(y, s, fallback=g)
-    assert f1_at(y, s, per)["f1_macro"] >= f1_at(y, s, g)["f1_macro"] - 1e-9
+def test_tuned_thresholds_are_the_best_on_validation_and_carry_to_new_images():
+    y, s = _data(shift=-0.2)  # scores shifted low: 0.5 is far too high a threshold
+    yv, sv, yt, st = y[::2], s[::2], y[1::2], s[1::2]  # tuned on one half, scored on the other
+    g = tune_global_threshold(yv, sv)
+    best = max(f1_at(yv, sv, t)["f1_micro"] for t in np.linspace(0.01, 0.99, 99))
+    assert f1_at(yv, sv, g)["f1_micro"] >= best - 1e-9  # no threshold of a fine grid does better
+    assert f1_at(yt, st, g)["f1_micro"] > f1_at(yt, st, 0.5)["f1_micro"] + 0.05  # and it carries to new images
+    per = np.asarray(tune_per_tag_thresholds(yv, sv, fallback=g))
+    for j in range(y.shape[1]):
+        if yv[:, j].sum() == 0:
+            continue
+        at = f1_score(yv[:, j], sv[:, j] >= per[j], zero_division=0)
+        grid = max(f1_score(yv[:, j], sv[:, j] >= t, zero_division=0) for t in np.linspace(0.01, 0.99, 99))
+        assert at >= grid - 1e-9, j  # each tag's threshold is its best
     t = precision_recall_equal_threshold(y, s)
     pred = s >= t
     tp = (pred & (y == 1)).sum()
