@@ -47,9 +47,9 @@ if "google.colab" in sys.modules:
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
 # overrides each one: that is how `make demo` and the tests run the notebook on the sample.
 # WORKSPACE: where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data
-# elsewhere). METADATA: Danbooru metadata files, space separated (empty: the built-in
-# sample). HEATMAP_TAGS: how many of the top tags the P(b|a) heatmap shows; IMPLICATION_P:
-# P(b|a) at or above this counts as a near-implication.
+# elsewhere). METADATA: Danbooru metadata files, separated by ";" (empty: those notebook 01
+# built the subset from, or the built-in sample). HEATMAP_TAGS: how many of the top tags the
+# P(b|a) heatmap shows; IMPLICATION_P: P(b|a) at or above this counts as a near-implication.
 import os
 
 PROFILE = "sample"  # @param ["sample", "full"]
@@ -68,26 +68,27 @@ if WORKSPACE:
     os.environ["ANIMETAG_HOME"] = WORKSPACE
 
 # %%
-from animetag.workspace import ensure_metadata, workspace
+from animetag.workspace import workspace
 
 if METADATA:
     os.environ["ANIMETAG_METADATA"] = METADATA
 ws = workspace(PROFILE)
-metadata = ensure_metadata(ws)
-print("metadata:", [str(p) for p in metadata])
 
 # %% [markdown]
 # ## The long tail, from the metadata
 # Danbooru's tag frequencies fall off as a power law. On real Danbooru the top-100
 # general tags run from about 75% of posts (`1girl`) to about 6%, a log-log slope of
-# about -0.6 over ranks 1-100 and about -1.0 over ranks 1-1000.
+# about -0.6 over ranks 1-100 and about -1.0 over ranks 1-1000. Counted, as notebook 01
+# counts them, over the posts whose image is here: with a mirror's archives (grouped by
+# `id % 1000`) a random sample of Danbooru, read without loading all ~8M posts.
 
 # %%
 from animetag.analysis import rank_frequency_slope, tag_counts
-from animetag.danbooru import load_posts
 from animetag.plots import rank_frequency, save, top_by_category
+from animetag.workspace import study_posts
 
-posts, report = load_posts(metadata)
+posts, report, where = study_posts(ws)
+print("counted over", where)
 posts = posts[~posts["is_deleted"]]
 counts = tag_counts(posts)
 general = counts[counts["category"] == "general"]

@@ -177,3 +177,18 @@ def test_presence_is_learnt_from_one_listing_not_a_stat_per_post(tmp_path, monke
     build_subset(meta, tmp_path / "mirror", tmp_path / "o", cfg, progress=False)
     under_images = [c for c in calls if str(c).startswith(str(tmp_path / "mirror" / "images"))]
     assert len(under_images) < 30, len(under_images)  # 10,000 posts, 6 archives: not one per post
+
+
+def test_the_tag_study_reads_the_posts_the_subset_was_drawn_from(tmp_path):
+    from animetag.workspace import Workspace, study_posts
+
+    (tmp_path / "mirror").mkdir()
+    meta = deepghs(tmp_path / "mirror")
+    subset = tmp_path / "subsets" / "full"
+    build_subset(meta, tmp_path / "mirror", subset, SubsetConfig(top_k=6, max_images=40, image_size=16, workers=1),
+                 progress=False)
+    ws = Workspace("full", tmp_path, [], None, subset, tmp_path / "runs" / "full", tmp_path / "figures")
+    posts, report, where = study_posts(ws)  # no METADATA given: the subset's own sources
+    assert set(posts["id"]) == HERE and report.absent == N_POSTS - len(HERE)
+    assert not posts["tags_general"].str.contains("everywhere_else").any()
+    assert f"the {len(HERE)} posts with an image under {tmp_path / 'mirror'} (of {N_POSTS:,}" in where

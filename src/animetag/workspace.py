@@ -128,6 +128,28 @@ def ensure_metadata(ws: Workspace) -> list[Path]:
     return ws.metadata
 
 
+def study_posts(ws: Workspace):
+    """(posts, load report, one line saying which posts): the metadata's posts that have an
+    image here, the posts a subset draws from and counts its tags over. The metadata and
+    images are the workspace's (METADATA / IMAGES, or the built-in sample), else the ones the
+    built subset records (so a later notebook needs no form field once notebook 01 ran)."""
+    from .danbooru import load_posts
+    from .present import ImageIndex
+
+    metadata, images = ws.metadata, ws.images_root
+    summary = ws.subset / SubsetFolder.SUMMARY
+    if not metadata and summary.exists():
+        recorded = SubsetFolder(ws.subset).summary
+        metadata, images = [Path(p) for p in recorded["metadata"]], Path(recorded["images_root"])
+    else:
+        metadata = ensure_metadata(ws)
+    index = ImageIndex.scan(images) if images is not None and images.exists() else None
+    posts, report = load_posts(metadata, present=index)
+    where = (f"the {len(posts):,} posts with an image under {images} (of {report.records + report.absent:,} in "
+             f"the metadata)" if index is not None else f"all {len(posts):,} posts of the metadata")
+    return posts, report, where
+
+
 def ensure_subset(ws: Workspace, **overrides) -> Path:
     """The subset folder, built first if it is missing (`sample`), else a clear error (`full`)."""
     if (ws.subset / SubsetFolder.SUMMARY).exists():
