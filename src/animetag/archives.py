@@ -20,6 +20,17 @@ from .danbooru import IMAGE_EXTS
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
+def image_key(name: str) -> int | str | None:
+    """What an image file or member is named by: its post id (`ID.ext`), its md5
+    (`MD5.ext`, lowercased), or None when it is not an image named either way."""
+    stem, _, ext = Path(name).name.rpartition(".")
+    if ext.lower() not in IMAGE_EXTS or not stem:
+        return None
+    if stem.isdigit():
+        return int(stem)
+    return stem.lower() if _MD5.match(stem.lower()) else None
+
+
 @dataclass(frozen=True)
 class Member:
     """One image inside an archive: where its bytes start, and how many there are."""
@@ -77,15 +88,10 @@ class TarIndex:
         return index
 
     def _add(self, member: Member) -> None:
-        stem, _, ext = Path(member.name).name.rpartition(".")
-        if ext.lower() not in IMAGE_EXTS:
+        key = image_key(member.name)
+        if key is None:
             return
-        if stem.isdigit():
-            table, key = self.by_id, int(stem)
-        elif _MD5.match(stem.lower()):
-            table, key = self.by_md5, stem.lower()
-        else:
-            return
+        table = self.by_id if isinstance(key, int) else self.by_md5
         self.duplicates += key in table
         table[key] = member  # the last one wins, as tar's own rule for a member appended twice
 

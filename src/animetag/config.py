@@ -235,16 +235,13 @@ class TrainConfig:
         from .plugins import LOSSES
 
         LOSSES.check(self.loss)
-        if self.precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(f"precision: {self.precision!r} is not recognised")
-        if self.xla not in ("auto", "on", "off"):
-            raise ValueError(f"xla: {self.xla!r} is not one of auto, on, off")
         _check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
                           "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
                           "focal_alpha": FRACTION, "focal_gamma": NON_NEGATIVE, "asl_gamma_neg": NON_NEGATIVE,
                           "asl_gamma_pos": NON_NEGATIVE, "asl_clip": (0, 1, True, False),
                           "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE},
-               {"cache": ("auto", "memory", "off")})
+               {"cache": ("auto", "memory", "off"), "xla": ("auto", "on", "off"),
+                "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16")})
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

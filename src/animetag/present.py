@@ -19,16 +19,15 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .archives import Member, TarIndex
-from .danbooru import IMAGE_EXTS
+from .archives import Member, TarIndex, image_key
 from .folders import walk
 
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
 # a JSON line's "id" values (the post's, and any nested one) and md5 values
 _ID_IN_LINE = re.compile(r'"id"\s*:\s*"?(\d+)')
 _MD5_IN_LINE = re.compile(r'"md5"\s*:\s*"([0-9a-fA-F]{32})"')
@@ -70,39 +69,40 @@ class ImageIndex:
             rel_dir = os.path.relpath(dirpath, root)
             prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             for name in filenames:
-                stem, _, ext = name.rpartition(".")
-                ext = ext.lower()
-                if ext == "tar":
+                if name.lower().endswith(".tar"):
                     archives.append(Path(dirpath) / name)
                     continue
-                if ext not in IMAGE_EXTS or not stem:
+                key = image_key(name)
+                if key is None:
                     continue
                 rel = prefix + name
                 index.files.add(rel)
-                if stem.isdigit():
-                    index.by_id.setdefault(int(stem), []).append(rel)
-                elif _MD5.match(stem.lower()):
-                    index.by_md5.setdefault(stem.lower(), []).append(rel)
+                (index.by_id if isinstance(key, int) else index.by_md5).setdefault(key, []).append(rel)
         if archives:
             index.tars = TarIndex.scan(sorted(p for p in archives if p.is_file()))
         return index
 
     # -- what is here --------------------------------------------------------------------
 
-    @property
+    @cached_property
     def id_set(self) -> set[int]:
-        if not hasattr(self, "_ids"):
-            self._ids = set(self.by_id) | (set(self.tars.by_id) if self.tars else set())
-        return self._ids
+        return set(self.by_id) | (set(self.tars.by_id) if self.tars else set())
 
-    @property
+    @cached_property
     def md5_set(self) -> set[str]:
-        if not hasattr(self, "_md5s"):
-            self._md5s = set(self.by_md5) | (set(self.tars.by_md5) if self.tars else set())
-        return self._md5s
+        return set(self.by_md5) | (set(self.tars.by_md5) if self.tars else set())
 
-    def __len__(self) -> int:
-        return len(self.files) + (len(self.tars) if self.tars else 0)
+    @cached_property
+    def _id_array(self) -> Any:
+        import pyarrow as pa
+
+        return pa.array(np.fromiter(self.id_set, dtype=np.int64, count=len(self.id_set)))
+
+    @cached_property
+    def _md5_array(self) -> Any:
+        import pyarrow as pa
+
+        return pa.array(sorted(self.md5_set), type=pa.string())
 
     def _file_path(self, file: str) -> Path | None:
         p = Path(file)
@@ -156,13 +156,9 @@ class ImageIndex:
             ids = pc.cast(batch.column("id"), pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        if not hasattr(self, "_id_array"):
-            self._id_array = pa.array(np.fromiter(self.id_set, dtype=np.int64, count=len(self.id_set)))
         mask = pc.fill_null(pc.is_in(ids, value_set=self._id_array), False)
         md5 = _md5_column(batch)
         if self.md5_set and md5 is not None:
-            if not hasattr(self, "_md5_array"):
-                self._md5_array = pa.array(sorted(self.md5_set), type=pa.string())
             mask = pc.or_(mask, pc.fill_null(pc.is_in(pc.utf8_lower(md5), value_set=self._md5_array), False))
         if "file" in names:
             has_file = pc.fill_null(pc.greater(pc.utf8_length(pc.cast(batch.column("file"), pa.string())), 0), False)

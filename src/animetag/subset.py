@@ -68,9 +68,6 @@ class LeftOut:
         """Per reason, how many records were counted but not listed."""
         return {r: n - self._listed[r] for r, n in self.counts.items() if n > self._listed[r]}
 
-    def __len__(self) -> int:
-        return sum(self.counts.values())
-
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm

@@ -52,15 +52,6 @@ def env(name: str, default: str) -> str:
     return v if v.strip() else default
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer environment variable, or one error naming it."""
-    raw = env(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-
-
 def split_paths(text: str) -> list[Path]:
     """Paths from a form field: separated by `;` or new lines; else the whole text when it
     names an existing file or folder (a Drive path may hold spaces); else separated by spaces
@@ -113,7 +104,7 @@ def ensure_sample(ws: Workspace, n_images: int | None = None, seed: int = 0) -> 
     if not (root / "sample.json").exists():
         from .sample import generate
 
-        generate(root, n_images=n_images or env_int("ANIMETAG_SAMPLE_IMAGES", 3000), seed=seed)
+        generate(root, n_images=n_images or params_from_env(SAMPLE_IMAGES=3000)["SAMPLE_IMAGES"], seed=seed)
     return root
 
 
@@ -173,7 +164,7 @@ def ensure_run(ws: Workspace) -> Path:
         RunFolder(ws.run).require_model()  # the error that says what to do
     from .train import train
 
-    epochs = env_int("ANIMETAG_EPOCHS", 0) or None
+    epochs = params_from_env(EPOCHS=0)["EPOCHS"] or None
     train(ensure_subset(ws), ws.run, profile="sample", epochs=epochs)
     return ws.run
 
