@@ -30,10 +30,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from animetag.config import AugmentConfig, train_config  # noqa: E402
-from animetag.fitting import compile_model, training_model  # noqa: E402
+from animetag.fitting import compile_model, training_model, with_plugin_settings  # noqa: E402
 from animetag.model import build_model, float32_copy, flops_per_image  # noqa: E402
-from animetag.plugins import BACKBONES, LOSSES  # noqa: E402
 from animetag.reference import PEAK_TFLOPS  # noqa: E402
+from animetag.registry import BACKBONES, LOSSES  # noqa: E402
 
 NO_AUGMENT = AugmentConfig(flip=False, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 
@@ -96,6 +96,16 @@ def saved_megabytes(core) -> float:
         return round(path.stat().st_size / 1e6, 1)
 
 
+def variant(cfg, kind: str, name: str):
+    """The run's settings with another backbone or loss, each with its own settings (the
+    run's ResNet layout kept for another ResNet, defaults otherwise)."""
+    if kind == "loss":
+        return with_plugin_settings(dataclasses.replace(cfg, loss=name, loss_settings={}))
+    same = BACKBONES.entry(name).settings is BACKBONES.entry(cfg.model.backbone).settings
+    model = dataclasses.replace(cfg.model, backbone=name, settings=cfg.model.settings if same else {})
+    return with_plugin_settings(dataclasses.replace(cfg, model=model))
+
+
 def compare_plugins(cfg, n_tags: int, batch: int, steps: int, precision: str) -> list[dict]:
     """Every registered backbone under the run's loss, then every other loss on the run's
     backbone: parameters, model.keras size, forward GFLOPs, training img/s (augmentation
@@ -106,8 +116,7 @@ def compare_plugins(cfg, n_tags: int, batch: int, steps: int, precision: str) ->
     variants += [("loss", name) for name in LOSSES.names() if name != cfg.loss]
     rows = []
     for kind, name in variants:
-        vcfg = (dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=name))
-                if kind == "backbone" else dataclasses.replace(cfg, loss=name))
+        vcfg = variant(cfg, kind, name)
         keep: dict = {}
         rate, flops, loss = step_rate(vcfg, n_tags, batch, steps, precision, augment=True, keep=keep)
         core = keep["core"]

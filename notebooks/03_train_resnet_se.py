@@ -71,7 +71,7 @@ PROFILE = "sample"  # @param ["sample", "full"]
 WORKSPACE = ""  # @param {type:"string"}
 EPOCHS = 0  # @param {type:"integer"}
 BATCH_SIZE = 0  # @param {type:"integer"}
-LOSS = "focal"  # @param ["focal", "bce", "asl"]
+LOSS = "focal"  # @param ["focal", "bce", "asl"] {allow-input: true}
 LR = 0.0  # @param {type:"number"}
 ALLOW_CPU = False  # @param {type:"boolean"}
 

@@ -110,9 +110,11 @@ comparison_table(metrics)
 # %%
 from IPython.display import display
 
-by_cat = pd.DataFrame({cat: {"tags": m["n_tags"], **{f"{p} {k}": round(m[p][k], 3)
-                                                      for p in ("at_0.5", "per_tag_thresholds")
-                                                      for k in ("f1_micro", "f1_macro")}}
+from animetag import policies
+
+shown = (policies.get("0.5"), policies.get(policies.DEFAULT_TAGGING))
+by_cat = pd.DataFrame({cat: {"tags": m["n_tags"], **{f"{p.key} {k}": round(m[p.key][k], 3)
+                                                      for p in shown for k in ("f1_micro", "f1_macro")}}
                        for cat, m in metrics["by_category"].items()}).T.astype({"tags": int})
 display(by_cat)
 if "rating" in metrics:
@@ -196,8 +198,9 @@ save(pr_curves(y, scores, names, chosen), ws.figures, "04_pr_curves")
 from animetag.analysis import confusions
 from animetag.plots import f1_vs_threshold
 
-marks = {"0.5": 0.5, "global": metrics["global_threshold"]["threshold"],
-         "P=R": metrics["precision_equals_recall"]["threshold"]}
+# each policy with one threshold for every tag, marked on the curve
+marks = {p.name: metrics[p.key]["threshold"] for p in policies.table() if "threshold" in metrics[p.key]}
+marks = {"0.5": 0.5, **marks}
 save(f1_vs_threshold(y, scores, marks), ws.figures, "04_f1_vs_threshold")
 confusions(y, scores >= per_tag["threshold"].to_numpy(), names, min_count=15).round(3)
 
@@ -212,7 +215,7 @@ from animetag.plots import image_grid
 from animetag.shards import peek
 
 th = json.loads((run / "thresholds.json").read_text())
-t = np.array([th["per_tag"][n] for n in names])
+t = policies.get(policies.DEFAULT_TAGGING).for_tags(th, names)
 pid, images, _ = peek(subset, SPLIT, 8)
 row = {int(i): k for k, i in enumerate(ids)}
 captions = []

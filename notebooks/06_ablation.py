@@ -76,10 +76,10 @@ import os
 PROFILE = "sample"  # @param ["sample", "full"]
 WORKSPACE = ""  # @param {type:"string"}
 EPOCHS = 0  # @param {type:"integer"}
-BACKBONE = "efficientnetv2_b0"  # @param ["efficientnetv2_b0", "convnext_tiny"]
+BACKBONE = "efficientnetv2_b0"  # @param ["efficientnetv2_b0", "convnext_tiny"] {allow-input: true}
 PRETRAINED = True  # @param {type:"boolean"}
 MORE_TAGS = 200  # @param {type:"integer"}
-POLICY = "global"  # @param ["global", "per-tag", "0.5"]
+POLICY = "global"  # @param ["global", "per-tag", "0.5", "P=R"] {allow-input: true}
 BOOTSTRAP = 1000  # @param {type:"integer"}
 ALLOW_CPU = False  # @param {type:"boolean"}
 

@@ -129,12 +129,12 @@ def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
     # every policy's F1, recomputed from the saved test scores and the saved thresholds
     from sklearn.metrics import f1_score
 
-    from animetag.policies import POLICIES
+    from animetag.policies import table
 
     z = np.load(run / "scores_test.npz")
     y, s = z["labels"][:, 4:], z["scores"][:, 4:]
     assert saved["n_images"] == len(y) == int((read_subset(subset_dir)[1]["split"] == "test").sum())
-    for p in POLICIES:
+    for p in table():
         pred = s >= p.for_tags(th, tags["name"].iloc[4:].tolist())
         for avg in ("micro", "macro"):
             want = f1_score(y, pred, average=avg, zero_division=0)

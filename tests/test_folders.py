@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from animetag.folders import RunFolder, SubsetFolder, atomic_path, write_json_atomic
-from animetag.policies import POLICIES
+from animetag.policies import table
 
 
 def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary(tmp_path):
@@ -34,9 +34,9 @@ def test_a_folder_that_is_not_a_subset_says_so(tmp_path):
 
 
 def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, monkeypatch):
+    from animetag.folders import data_signature
     from animetag.pipeline import n_tags_of, split_size
     from animetag.subset import read_subset
-    from animetag.train import data_signature
 
     reads = []
     real = pd.read_csv
@@ -57,14 +57,14 @@ def test_the_policy_table_is_the_one_every_report_uses():
     from animetag.evaluate import policy_table
     from animetag.reference import _policy_kind
 
-    metrics = {p.key: {"threshold": 0.3, "f1_micro": 0.1 * i, "f1_macro": 0.05 * i} for i, p in enumerate(POLICIES)}
-    table = policy_table(metrics)
-    assert list(table.index) == [p.label for p in POLICIES]
-    assert table["f1_micro"].tolist() == pytest.approx([0.1 * i for i in range(len(POLICIES))])
+    metrics = {p.key: {"threshold": 0.3, "f1_micro": 0.1 * i, "f1_macro": 0.05 * i} for i, p in enumerate(table())}
+    shown = policy_table(metrics)
+    assert list(shown.index) == [p.label for p in table()]
+    assert shown["f1_micro"].tolist() == pytest.approx([0.1 * i for i in range(len(table()))])
     tuned = {"global": 0.34, "precision_equals_recall": 0.29, "per_tag": [0.2, 0.4]}
     # each run row's threshold text is sorted into the policy's own group for the comparison
-    assert [_policy_kind(p.describe(tuned)) for p in POLICIES] == [p.kind for p in POLICIES]
-    assert len({p.key for p in POLICIES}) == len({p.name for p in POLICIES}) == len(POLICIES)
+    assert [_policy_kind(p.describe(tuned)) for p in table()] == [p.kind for p in table()]
+    assert len({p.key for p in table()}) == len({p.name for p in table()}) == len(table())
 
 
 def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ keras = pytest.importorskip("keras")
 
 from animetag.config import ModelConfig, TrainConfig, train_config  # noqa: E402
 from animetag.losses import AsymmetricLoss, make_loss  # noqa: E402
-from animetag.model import build_model, se_block  # noqa: E402
+from animetag.model import ResNetSettings, build_model, se_block  # noqa: E402
 
 
 def test_se_block_rescales_channels_with_expected_weights():
@@ -31,17 +31,17 @@ def test_full_model_is_the_thesis_size_and_sample_is_slim():
     slim = build_model(100, 64, train_config("sample").model)
     assert slim.count_params() < 1_000_000
     se_layers = [layer for layer in full.layers if layer.name.endswith("_se_scale")]
-    assert len(se_layers) == sum(ModelConfig().depths)  # every block carries an SE block
+    assert len(se_layers) == sum(ResNetSettings().depths)  # every block carries an SE block
 
 
 def test_compiled_model_round_trips_with_its_custom_loss(tmp_path):
     """A checkpoint (compiled, with a custom loss) reloads in-package; the portable model.keras
     is checked in a fresh process in test_precision.py."""
     cfg = train_config("sample", loss="asl")
-    from animetag.metrics import keras_metrics
+    from animetag.metrics import training_metrics
 
     m = build_model(5, 32, cfg.model)
-    m.compile(optimizer="adam", loss=make_loss(cfg), metrics=keras_metrics(5))
+    m.compile(optimizer="adam", loss=make_loss(cfg), metrics=training_metrics(5))
     x = np.random.default_rng(1).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
     m.save(tmp_path / "m.keras")
     m2 = keras.saving.load_model(tmp_path / "m.keras")
@@ -68,7 +68,7 @@ def _asl(y, p, gn, gp, clip):
 
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.0)])
 def test_focal_loss_matches_formula(alpha, gamma):
-    loss = make_loss(TrainConfig(loss="focal", focal_alpha=alpha, focal_gamma=gamma))
+    loss = make_loss(TrainConfig(loss="focal", loss_settings={"alpha": alpha, "gamma": gamma}))
     assert float(loss(Y, P)) == pytest.approx(_focal(Y, P, alpha, gamma), rel=1e-4)
 
 
@@ -80,7 +80,7 @@ def test_bce_matches_formula():
 
 @pytest.mark.parametrize("gn,gp,clip", [(4.0, 0.0, 0.05), (2.0, 1.0, 0.0), (1.0, 0.0, 0.3)])
 def test_asymmetric_loss_matches_formula(gn, gp, clip):
-    loss = make_loss(TrainConfig(loss="asl", asl_gamma_neg=gn, asl_gamma_pos=gp, asl_clip=clip))
+    loss = make_loss(TrainConfig(loss="asl", loss_settings={"gamma_neg": gn, "gamma_pos": gp, "clip": clip}))
     assert float(loss(Y, P)) == pytest.approx(_asl(Y, P, gn, gp, clip), rel=1e-4)
     # an easy negative (p below the clip) contributes nothing
     easy = AsymmetricLoss(gn, gp, 0.05)

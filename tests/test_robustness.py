@@ -93,7 +93,9 @@ def test_an_extension_stopped_mid_epoch_resumes_at_the_recomputed_rate_and_learn
     ("augment.flip=maybe", "augment.flip = 'maybe': expected true or false"),
     ("warmup_epochs=-1", "warmup_epochs = -1.0: must be at least 0"),
     ("weight_decay=-1", "weight_decay = -1.0: must be at least 0"),
-    ("focal_alpha=7", "focal_alpha = 7.0: must be at least 0 and at most 1"),
+    ("loss_settings.alpha=7", "loss_settings.alpha = 7.0: must be at least 0 and at most 1"),
+    ("focal_alpha=7", "loss_settings.alpha = 7.0: must be at least 0 and at most 1"),  # the older name
+    ("model.dropuot=0.2", "model.dropuot: not a setting of backbone 'resnet_se'"),
     ("rating_loss_weight=-2", "rating_loss_weight = -2.0: must be at least 0"),
     ("cache=bogus", "cache = 'bogus': must be one of auto, memory, off"),
 ])
@@ -119,8 +121,11 @@ def test_booleans_and_lists_from_the_command_line_take_their_declared_types():
 
     for text, want in (("False", False), ("false", False), ("0", False), ("true", True), ("1", True)):
         assert train_config("sample", **parse_sets([f"augment.flip={text}"])).augment.flip is want
-    cfg = train_config("sample", **parse_sets(["model.widths=[8, 16]", "model.depths=[1,1]", "epochs=3.0"]))
-    assert cfg.model.widths == (8, 16) and cfg.epochs == 3 and isinstance(cfg.epochs, int)
+    from animetag.fitting import with_plugin_settings
+
+    cfg = with_plugin_settings(train_config("sample", **parse_sets(["model.widths=[8, 16]", "model.depths=[1,1]",
+                                                                    "epochs=3.0"])))
+    assert cfg.model.settings["widths"] == [8, 16] and cfg.epochs == 3 and isinstance(cfg.epochs, int)
 
 
 def _write_jsonl(path: Path, records: list) -> Path:
@@ -238,9 +243,9 @@ def test_an_unreadable_lock_is_handled_with_a_message(tmp_path, content):
 
 def test_a_tag_table_never_replaces_a_run_or_subset_file(subset_dir, tmp_path, capsys):
     from animetag.config import train_config
+    from animetag.folders import data_signature
     from animetag.model import build_model
     from animetag.subset import read_subset
-    from animetag.train import data_signature
 
     tags, manifest, _ = read_subset(subset_dir)
     run = tmp_path / "run"

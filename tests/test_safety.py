@@ -23,9 +23,9 @@ keras = pytest.importorskip("keras")
 def run_on_subset(subset_dir, tmp_path):
     """A run folder bound to `subset_dir` as training binds it (config.json's data signature)."""
     from animetag.config import train_config
+    from animetag.folders import data_signature
     from animetag.model import build_model
     from animetag.subset import read_subset
-    from animetag.train import data_signature
 
     tags, _, _ = read_subset(subset_dir)
     run = tmp_path / "run"
@@ -89,7 +89,7 @@ def _dead_pid() -> int:
 
 
 def test_a_second_command_on_a_locked_run_refuses_at_once(subset_dir, tmp_path, capsys):
-    from animetag.train import run_lock
+    from animetag.folders import run_lock
 
     run = tmp_path / "run"
     lock = run_lock(run)

@@ -1,5 +1,6 @@
 """animetag: train and study multi-label Danbooru taggers (ResNet-SE, focal loss)."""
 
+import importlib.util
 import os as _os
 import sys as _sys
 
@@ -18,7 +19,6 @@ def _import_tensorflow_quietly() -> None:
     if "tensorflow" in _sys.modules:
         return
     try:
-        import importlib.util
 
         if importlib.util.find_spec("tensorflow") is None:
             return

@@ -25,8 +25,11 @@ import numpy as np
 import pandas as pd
 
 from . import policies
-from .config import deep_merge, to_dict, train_config
-from .folders import RunFolder, SubsetFolder, write_json_atomic
+from .config import deep_merge, subset_config, train_config
+from .evaluate import evaluate, evaluate_scores, predict_split, tune_thresholds
+from .folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
+from .metrics import paired_bootstrap_diff
+from .subset import build_subset
 
 RECORD = "ablation.json"
 
@@ -60,8 +63,6 @@ def thesis_variants(backbone: str = "efficientnetv2_b0", weights: str = "imagene
 def more_tags_subset(base: str | Path, out: str | Path, top_k: int, profile: str) -> Path:
     """The base subset's twin with `top_k` general tags: built (once) from the metadata and
     images its subset.json records, with its settings (size, seed, image count) but `top_k`."""
-    from .config import subset_config
-    from .subset import build_subset
 
     base, out = SubsetFolder.of(base), Path(out)
     if (out / SubsetFolder.SUMMARY).exists():
@@ -82,7 +83,6 @@ def more_tags_subset(base: str | Path, out: str | Path, top_k: int, profile: str
 
 def _scores_on(run: RunFolder, subset: SubsetFolder, names: list[str], split: str):
     """(labels, scores) of `split` over the tags `names`, in that order."""
-    from .evaluate import predict_split
 
     _, y, s = predict_split(subset, run, split)
     col = {n: i for i, n in enumerate(run.tags["name"])}
@@ -92,7 +92,6 @@ def _scores_on(run: RunFolder, subset: SubsetFolder, names: list[str], split: st
 
 def _row(variant: Variant, run: RunFolder, subset: SubsetFolder, base_tags: list[str], trained: dict[str, Any],
          policy: policies.ThresholdPolicy, n_boot: int) -> dict[str, Any]:
-    from .evaluate import evaluate, evaluate_scores
 
     full = evaluate(subset, run, split="test", n_boot=n_boot)  # the run's own metrics.json
     if run.tags["name"].iloc[subset.n_ratings:].tolist() == base_tags:
@@ -123,14 +122,11 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
     """Train and evaluate each variant (those already done are read back); one row each.
 
     `subsets`: the subset folder of each `Variant.subset` name ("base" is required); `epochs`:
-    the one budget every variant gets; `policy`: a name in `policies.POLICIES` that has
-    bootstrap intervals (0.5, global, per-tag)."""
-    from .train import data_signature, train
+    the one budget every variant gets; `policy`: a name in `policies.table()`."""
+    from .train import train
 
     out = Path(out)
     pol = policies.get(policy)
-    if pol.key == "precision_equals_recall":
-        raise ValueError("policy: 'P=R' has no bootstrap intervals; use 0.5, global or per-tag")
     folders = {k: SubsetFolder(v) for k, v in subsets.items()}
     base = folders["base"]
     base_tags = base.tags["name"].iloc[base.n_ratings:].tolist()
@@ -143,7 +139,7 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
             raise ValueError(f"variant {v.name!r}: no subset named {v.subset!r} (given: {sorted(folders)})")
         subset = folders[v.subset]
         overrides = deep_merge({"epochs": epochs, **({"image_size": image_size} if image_size else {})}, v.changes)
-        settings = {"train": to_dict(train_config(profile, **overrides)), "subset": str(subset),
+        settings = {"train": train_config(profile, **overrides).to_dict(), "subset": str(subset),
                     "subset_signature": data_signature(subset), "policy": pol.key, "n_boot": n_boot}
         run = RunFolder(out / v.slug)
         old = done.get(v.name)
@@ -165,7 +161,6 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
 
 def _predictions(run: RunFolder, subset: SubsetFolder, names: list[str], policy: policies.ThresholdPolicy):
     """(test labels, test predictions) over `names` under `policy`, thresholds tuned on val."""
-    from .evaluate import tune_thresholds
 
     y_val, s_val = _scores_on(run, subset, names, "val")
     y, s = _scores_on(run, subset, names, "test")
@@ -176,7 +171,6 @@ def _paired_differences(df: pd.DataFrame, variants: list[Variant], folders: dict
                         base_tags: list[str], policy: policies.ThresholdPolicy, n_boot: int) -> pd.DataFrame:
     """Each variant's F1 minus the first row's, on the same test images, with a paired
     bootstrap interval (from the saved scores; none for a variant on another subset)."""
-    from .metrics import paired_bootstrap_diff
 
     for k in ("f1_micro", "f1_macro"):
         for suffix in ("", "_lo", "_hi"):
@@ -188,19 +182,6 @@ def _paired_differences(df: pd.DataFrame, variants: list[Variant], folders: dict
         if v.subset != "base":
             continue
         yi, pred = (y, ref) if i == 0 else _predictions(RunFolder(df.loc[i, "run"]), folders["base"], base_tags, policy)
-        assert np.array_equal(yi, y)  # the same images in the same order
-        d = paired_bootstrap_diff(y, ref, pred, n_boot=n_boot)
-        for k in ("f1_micro", "f1_macro"):
-            df.loc[i, [f"delta_{k}", f"delta_{k}_lo", f"delta_{k}_hi"]] = d[k]
-    return df
-    y, ref = _predictions(RunFolder(df.loc[0, "run"]), folders["base"], base_tags, policy)
-    for i, v in enumerate(variants):
-        for k in ("f1_micro", "f1_macro"):
-            for suffix in ("", "_lo", "_hi"):
-                df.loc[i, f"delta_{k}{suffix}"] = np.nan
-        if v.subset != "base":
-            continue
-        yi, pred = _predictions(RunFolder(df.loc[i, "run"]), folders["base"], base_tags, policy)
         assert np.array_equal(yi, y)  # the same images in the same order
         d = paired_bootstrap_diff(y, ref, pred, n_boot=n_boot)
         for k in ("f1_micro", "f1_macro"):

@@ -15,8 +15,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .danbooru import IMAGE_EXTS
-
+# the image files a post's image may be (see present.ImageIndex for where they are looked for)
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 

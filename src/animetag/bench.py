@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .folders import SubsetFolder
 from .model import build_model, flops_per_image
 from .pipeline import make_dataset, n_tags_of, split_size
 from .reference import PEAK_TFLOPS
+from .tagging import Tagger, find_images
 from .train import choose_precision
 
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
@@ -169,12 +171,10 @@ def _rounded(v):
 def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size: int = 32,
               repeats: int = 3) -> dict[str, Any]:
     """Images per second of Keras and of ONNX Runtime on the same files, measured in one run."""
-    import tempfile
 
     import onnxruntime as ort
 
     from .export import export_run
-    from .tagging import Tagger, find_images
 
     tagger = Tagger(run, batch_size=batch_size)
     files = find_images(paths)

@@ -6,9 +6,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
-from .plugins import BACKBONES, LOSSES
+from .config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, subset_config
+from .locks import FolderLocked
 from .policies import names as policy_names
+from .registry import BACKBONES, LOSSES, POLICIES
 
 
 def _at_least(low: int):
@@ -48,7 +51,6 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 
 def cmd_subset(a: argparse.Namespace) -> int:
-    from .config import subset_config
     from .subset import build_subset
 
     cfg = subset_config(a.profile, top_k=a.top_k, top_k_character=a.top_k_character,
@@ -58,8 +60,6 @@ def cmd_subset(a: argparse.Namespace) -> int:
                         min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
                         exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None, tag_table=a.tag_table,
                         seed=a.seed, workers=a.workers)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed once below, from the summary
         s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
@@ -71,7 +71,6 @@ def cmd_subset(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .config import deep_merge, parse_sets
     from .train import train
 
     settings = deep_merge(dict(epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size, loss=a.loss,
@@ -80,6 +79,16 @@ def cmd_train(a: argparse.Namespace) -> int:
                           parse_sets(a.set or []))
     result = train(a.data, a.run, profile=a.profile, **settings)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_plugins(a: argparse.Namespace) -> int:
+    for registry in (BACKBONES, LOSSES, POLICIES):
+        print(f"{registry.kind}s:")
+        for e in registry.entries():
+            print(f"  {e.name:<18} {e.doc}")
+            if e.settings is not None:
+                print(f"  {'':<18} settings: {json.dumps(registry.defaults(e.name))}")
     return 0
 
 
@@ -133,10 +142,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="animetag", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _sample_parser(sub) -> None:
     s = sub.add_parser("sample", help="write the built-in Danbooru-shaped sample dataset")
     s.add_argument("out")
     s.add_argument("--images", type=int, default=600)
@@ -146,13 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strokes, shading and grain: JPEGs as heavy as real illustrations (for benchmarks)")
     s.set_defaults(fn=cmd_sample)
 
+
+def _subset_parser(sub) -> None:
     s = sub.add_parser("subset", help="build a training subset from Danbooru metadata and images")
     s.add_argument("--metadata", nargs="+", required=True, help="JSON/JSON lines/CSV/Parquet files")
     s.add_argument("--images-root", required=True,
                    help="the images: a folder (Danbooru20xx, DeepDanbooru or flat layout), and/or .tar archives "
                         "in it whose members are ID.ext or MD5.ext (read in place, never extracted); or one .tar")
     s.add_argument("--out", required=True)
-    s.add_argument("--profile", default="full", choices=["full", "sample"])
+    s.add_argument("--profile", default="full", choices=sorted(SUBSET_PROFILES))
     s.add_argument("--top-k", type=int, help="tags kept from --categories (default 100)")
     s.add_argument("--top-k-character", type=int,
                    help="characters kept beside them, after the general tags as the WD taggers order them "
@@ -178,24 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the images root)")
     s.set_defaults(fn=cmd_subset)
 
+
+def _train_parser(sub) -> None:
     s = sub.add_parser("train", help="train the ResNet-SE on a built subset (resumes a run)")
     s.add_argument("--data", required=True)
     s.add_argument("--run", required=True)
-    s.add_argument("--profile", default="full", choices=["full", "sample"])
+    s.add_argument("--profile", default="full", choices=sorted(PROFILES))
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--image-size", type=int)
-    s.add_argument("--backbone", choices=BACKBONES.names(),
-                   help="; ".join(f"{k}: {v}" for k, v in BACKBONES.describe().items()))
+    s.add_argument("--backbone", help="a registered backbone (`animetag plugins` lists them and their settings; "
+                                      "default resnet_se, the thesis's)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any setting of config.json's train section, e.g. --set model.dropout=0.2 "
-                        "--set augment.flip=false --set model.weights=imagenet (repeatable)")
-    s.add_argument("--loss", choices=LOSSES.names(), help="; ".join(f"{k}: {v}" for k, v in LOSSES.describe().items()))
+                        "--set augment.flip=false --set model.weights=imagenet --set loss_settings.gamma=1 "
+                        "(repeatable)")
+    s.add_argument("--loss", help="a registered loss (`animetag plugins` lists them; default focal, the thesis's)")
     s.add_argument("--lr", type=float)
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
     s.add_argument("--xla", choices=["auto", "on", "off"], help="XLA compilation (auto: on a GPU or TPU)")
     s.set_defaults(fn=cmd_train)
 
+
+def _evaluate_parser(sub) -> None:
     s = sub.add_parser("evaluate", help="metrics, tuned thresholds and the published comparison")
     s.add_argument("--data", required=True)
     s.add_argument("--run", required=True)
@@ -203,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=_at_least(1), default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
 
+
+def _tag_parser(sub) -> None:
     s = sub.add_parser("tag", help="tag images and folders: captions, CSV or JSON",
                        epilog="exit status: 0 every image tagged (or already captioned); 1 some images unreadable "
                               "(listed), the rest tagged; 2 nothing tagged, or an error before tagging")
@@ -225,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="write over existing caption or table files")
     s.set_defaults(fn=cmd_tag)
 
+
+def _export_parser(sub) -> None:
     s = sub.add_parser("export", help="export a run as ONNX or a SavedModel with selected_tags.csv")
     s.add_argument("--run", required=True)
     s.add_argument("--format", default="onnx", choices=["onnx", "savedmodel"])
@@ -235,11 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove OUT and export again (refused when OUT holds or lies inside the run folder)")
     s.set_defaults(fn=cmd_export)
 
+
+def _bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     bsub = bench.add_subparsers(dest="what", required=True)
     s = bsub.add_parser("train", help="input pipeline, training from shards, and in-memory training")
     s.add_argument("--data", required=True)
-    s.add_argument("--profile", default="sample", choices=["full", "sample"])
+    s.add_argument("--profile", default="sample", choices=sorted(PROFILES))
     s.add_argument("--batch-size", type=int)
     s.add_argument("--image-size", type=int, help="default: the profile's (full: 256)")
     s.add_argument("--steps", type=int, default=200, help="batches pulled to time the input pipeline")
@@ -252,12 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+")
     s.add_argument("--batch-size", type=int, default=32)
     s.set_defaults(fn=cmd_bench)
+
+
+def _plugins_parser(sub) -> None:
+    s = sub.add_parser("plugins", help="the registered backbones, losses and threshold policies, with their settings")
+    s.set_defaults(fn=cmd_plugins)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="animetag", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_sample_parser, _subset_parser, _train_parser, _evaluate_parser, _tag_parser, _export_parser,
+                _plugins_parser, _bench_parser):
+        add(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .locks import FolderLocked
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:

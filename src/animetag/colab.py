@@ -5,6 +5,8 @@ Everything here is a no-op outside Colab; `google.colab` is imported only behind
 
 from __future__ import annotations
 
+import glob
+import os
 import sys
 import warnings
 
@@ -38,8 +40,6 @@ def check_versions() -> dict[str, str]:
 def _tpu_hints() -> dict[str, bool]:
     """Signs of a TPU: a TPU VM's local chips (/dev/accel*, /dev/vfio with a TPU type in the
     environment), or a TPU node named by the environment (Colab's old COLAB_TPU_ADDR, TPU_NAME)."""
-    import glob
-    import os
 
     vm = bool(glob.glob("/dev/accel*")) or (bool(glob.glob("/dev/vfio/[0-9]*"))
                                             and bool(os.environ.get("TPU_ACCELERATOR_TYPE")))

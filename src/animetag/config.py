@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .registry import BACKBONES
+from .settings import FRACTION, NON_NEGATIVE, POSITIVE, check
 
 # Danbooru tag category ids (the API's `category` field and the older dumps' tag objects).
 CATEGORY_IDS = {"general": 0, "artist": 1, "copyright": 3, "character": 4, "meta": 5}
@@ -19,89 +22,6 @@ RATINGS = ("g", "s", "q", "e")
 RATING_CATEGORY = 9
 RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}
 RATING_SCHEMES = ("auto", "current", "legacy")
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _coerce(label: str, value: Any, kind: str) -> Any:
-    """`value` as the declared type `kind` (int, float, bool, str, tuple[int, ...],
-    tuple[str, ...]), or one ValueError naming the setting, the value and what is allowed."""
-    def bad(what: str) -> ValueError:
-        return ValueError(f"{label} = {value!r}: {what}")
-
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise bad("expected true or false (or 1 / 0)")
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad("expected an integer")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise bad("expected an integer") from None
-        if not isinstance(value, int):
-            raise bad("expected an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool):
-            raise bad("expected a number")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise bad("expected a number") from None
-        if not math.isfinite(f):
-            raise bad("expected a finite number")
-        return f
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad("expected text")
-        return value
-    if kind.startswith("tuple["):
-        inner = kind[6:].split(",")[0].strip()
-        if isinstance(value, str) and inner == "str":
-            value = [v for v in value.replace(",", " ").split() if v]
-        if not isinstance(value, (list, tuple)):
-            raise bad(f"expected a list of {'integers' if inner == 'int' else 'names'}, e.g. [1, 2]")
-        return tuple(_coerce(f"{label}[{i}]", v, inner) for i, v in enumerate(value))
-    return value
-
-
-def _check(obj: Any, prefix: str = "", ranges: dict[str, tuple] | None = None,
-           choices: dict[str, tuple] | None = None) -> None:
-    """Every field of a settings dataclass parsed to its declared type, then checked against
-    its range (`ranges`: name -> (low, high, low included, high included); None is open) and
-    its allowed values (`choices`), each failure one line naming the setting."""
-    for f in dataclasses.fields(obj):
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        if kind.endswith("Config"):
-            continue
-        setattr(obj, f.name, _coerce(prefix + f.name, getattr(obj, f.name), kind.replace(" ", "")))
-    for name, (low, high, low_in, high_in) in (ranges or {}).items():
-        values = getattr(obj, name)
-        for v in values if isinstance(values, tuple) else (values,):
-            below = low is not None and (v < low if low_in else v <= low)
-            above = high is not None and (v > high if high_in else v >= high)
-            if below or above:
-                lo = "" if low is None else f"{'at least' if low_in else 'greater than'} {low}"
-                hi = "" if high is None else f"{'at most' if high_in else 'below'} {high}"
-                raise ValueError(f"{prefix}{name} = {values!r}: must be {' and '.join(x for x in (lo, hi) if x)}")
-    for name, allowed in (choices or {}).items():
-        if getattr(obj, name) not in allowed:
-            raise ValueError(f"{prefix}{name} = {getattr(obj, name)!r}: must be one of {', '.join(map(str, allowed))}")
-
-
-POSITIVE = (1, None, True, None)  # an integer of at least 1
-NON_NEGATIVE = (0, None, True, None)
-FRACTION = (0, 1, True, True)  # a probability
 
 
 @dataclass
@@ -129,7 +49,7 @@ class SubsetConfig:
     workers: int = 0  # 0: one per CPU core
 
     def __post_init__(self) -> None:
-        _check(self, "", {"top_k": POSITIVE, "top_k_character": NON_NEGATIVE, "max_images": POSITIVE,
+        check(self, "", {"top_k": POSITIVE, "top_k_character": NON_NEGATIVE, "max_images": POSITIVE,
                           "image_size": (8, None, True, None), "min_tags": NON_NEGATIVE,
                           "val_fraction": (0, 1, True, False), "test_fraction": (0, 1, True, False),
                           "max_pixels": POSITIVE, "images_per_shard": POSITIVE,
@@ -152,29 +72,32 @@ class SubsetConfig:
 
 @dataclass
 class ModelConfig:
-    """The backbone (a name in `plugins.BACKBONES`) and, for the ResNet ones, their layout:
-    stem, four stages of basic residual blocks, each with SE in `resnet_se`."""
+    """The backbone (a name in `registry.BACKBONES`), its own settings, and the head's dropout.
+
+    `settings` belong to the backbone: its registration declares them (the ResNets' stem,
+    widths, depths and SE ratio; a keras.applications backbone's `weights`) and checks them
+    when the model is built. In config.json and on the command line they sit beside
+    `backbone` (`--set model.widths=[32,64]`), as big_vision passes `**config.model`."""
 
     backbone: str = "resnet_se"
-    weights: str = ""  # "imagenet": pretrained weights for a keras.applications backbone (downloads)
-    stem_width: int = 64
-    widths: tuple[int, ...] = (64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 3, 3)
-    se_ratio: int = 16
     dropout: float = 0.3
+    settings: dict = field(default_factory=dict)
+
+    CORE = ("backbone", "dropout", "settings")
 
     def __post_init__(self) -> None:
-        _check(self, "model.", {"stem_width": POSITIVE, "widths": POSITIVE, "depths": POSITIVE,
-                                "se_ratio": POSITIVE, "dropout": (0, 1, True, False)})
-        if not self.widths:
-            raise ValueError("model.widths = (): give at least one stage, e.g. [64, 128, 256, 512]")
-        if len(self.widths) != len(self.depths):
-            raise ValueError("model.widths and model.depths must have the same length")
-        from .plugins import BACKBONES
+        check(self, "model.", {"dropout": (0, 1, True, False)})
 
-        BACKBONES.check(self.backbone)
-        if self.weights not in ("", "imagenet"):
-            raise ValueError(f"model.weights: {self.weights!r} is not '' or 'imagenet'")
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """From config.json's flat `model` group: what is not backbone or dropout is the
+        backbone's."""
+        d = dict(d)
+        settings = {**d.pop("settings", {}), **{k: d.pop(k) for k in list(d) if k not in cls.CORE}}
+        return cls(**d, settings=settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps({"backbone": self.backbone, "dropout": self.dropout, **self.settings}))
 
 
 @dataclass
@@ -188,7 +111,7 @@ class AugmentConfig:
     saturation: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self, "augment.", {"crop": (0, 0.5, True, True), "brightness": FRACTION, "contrast": FRACTION,
+        check(self, "augment.", {"crop": (0, 0.5, True, True), "brightness": FRACTION, "contrast": FRACTION,
                                   "saturation": FRACTION})
 
 
@@ -203,12 +126,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    loss: str = "focal"  # focal | bce | asl
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    asl_gamma_neg: float = 4.0
-    asl_gamma_pos: float = 0.0
-    asl_clip: float = 0.05
+    loss: str = "focal"  # a name in registry.LOSSES (focal | bce | asl | ...)
+    loss_settings: dict = field(default_factory=dict)  # the loss's own (focal: alpha, gamma); see its registration
     rating_loss_weight: float = 0.05  # the rating head's cross-entropy beside the tag loss (see losses)
     rating_joint: bool = False  # True: the rating also shapes the shared features (the WD taggers' way);
     # False: the rating head is a linear probe on them, and the tags train as in the thesis
@@ -221,38 +140,53 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            unknown = set(self.augment) - {f.name for f in dataclasses.fields(AugmentConfig)}
+            if unknown:
+                raise ValueError(f"augment: unknown settings {sorted(unknown)}; known: "
+                                 f"{[f.name for f in dataclasses.fields(AugmentConfig)]}")
+            self.augment = AugmentConfig(**self.augment)
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
         for name, cls in (("model", ModelConfig), ("augment", AugmentConfig)):
-            value = getattr(self, name)
-            if not isinstance(value, (dict, cls)):
-                raise ValueError(f"{name} = {value!r}: a group of settings; set one of them, e.g. "
-                                 f"--set {name}.{dataclasses.fields(cls)[0].name}=...")
-            if isinstance(value, dict):
-                unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
-                if unknown:
-                    raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: "
-                                     f"{[f.name for f in dataclasses.fields(cls)]}")
-                setattr(self, name, cls(**value))
-        from .plugins import LOSSES
-
-        LOSSES.check(self.loss)
-        _check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
-                          "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
-                          "focal_alpha": FRACTION, "focal_gamma": NON_NEGATIVE, "asl_gamma_neg": NON_NEGATIVE,
-                          "asl_gamma_pos": NON_NEGATIVE, "asl_clip": (0, 1, True, False),
-                          "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE},
-               {"cache": ("auto", "memory", "off"), "xla": ("auto", "on", "off"),
-                "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16")})
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name} = {getattr(self, name)!r}: a group of settings; set one of them, e.g. "
+                                 f"--set {name}.{dataclasses.fields(cls)[1].name}=...")
+        check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
+                         "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
+                         "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE},
+              {"cache": ("auto", "memory", "off"), "xla": ("auto", "on", "off"),
+               "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16")})
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        return {**to_dict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = _older_loss_settings(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"config: unknown settings {sorted(unknown)}")
         return cls(**d)
+
+
+# config.json before the losses owned their settings: the flat names, read as the loss's own
+_OLDER_LOSS_SETTINGS = {"focal": {"focal_alpha": "alpha", "focal_gamma": "gamma"},
+                        "asl": {"asl_gamma_neg": "gamma_neg", "asl_gamma_pos": "gamma_pos", "asl_clip": "clip"}}
+
+
+def _older_loss_settings(d: dict[str, Any]) -> dict[str, Any]:
+    older = {k for names in _OLDER_LOSS_SETTINGS.values() for k in names}
+    if not older & set(d):
+        return d
+    d = dict(d)
+    mine = _OLDER_LOSS_SETTINGS.get(d.get("loss", "focal"), {})
+    given = {mine[k]: d[k] for k in older & set(d) if k in mine}
+    for k in older:
+        d.pop(k, None)
+    d["loss_settings"] = {**given, **d.get("loss_settings", {})}
+    return d
 
 
 # The thesis setting on a GPU, and a slim one that finishes on two CPU cores in minutes.
@@ -318,8 +252,15 @@ def train_config(profile: str = "full", **overrides: Any) -> TrainConfig:
     `train_config("sample", model={"dropout": 0.2})` is the sample model with another dropout."""
     if profile not in PROFILES:
         raise ValueError(f"profile: {profile!r} is not one of {sorted(PROFILES)}")
-    d = deep_merge({**PROFILES[profile], "profile": profile}, overrides)
-    return TrainConfig.from_dict(d)
+    base = {**PROFILES[profile], "profile": profile}
+    model = dict(base.get("model", {}))
+    chosen = (overrides.get("model") or {}).get("backbone") if isinstance(overrides.get("model"), dict) else None
+    if chosen and chosen != model.get("backbone", ModelConfig.backbone):
+        # the profile's backbone settings belong to its backbone: kept for one that has the
+        # same settings (resnet beside resnet_se), dropped for another
+        if BACKBONES.entry(chosen).settings is not BACKBONES.entry(model.get("backbone", ModelConfig.backbone)).settings:
+            base["model"] = {k: v for k, v in model.items() if k in ModelConfig.CORE}
+    return TrainConfig.from_dict(deep_merge(base, overrides))
 
 
 def subset_config(profile: str = "full", **overrides: Any) -> SubsetConfig:
@@ -363,7 +304,6 @@ def data_home() -> Path:
     """Where datasets and runs live: $ANIMETAG_HOME; else, on Colab with Google Drive
     mounted, `MyDrive/animetag` (so each notebook finds the previous one's outputs and a run
     survives a disconnect); else `<repo>/data`."""
-    import sys
 
     env = os.environ.get("ANIMETAG_HOME")
     if env:

@@ -528,6 +528,3 @@ def flat_tags_warning(report: LoadReport) -> str:
 def tag_list(s: str) -> list[str]:
     return s.split() if s else []
 
-
-# the image files a post's image may be (see present.ImageIndex for where they are looked for)
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")

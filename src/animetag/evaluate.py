@@ -11,17 +11,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import policies
+from .analysis import conditional_matrix
 from .config import RATING_NAMES
-from .folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
-from .metrics import (
-    bootstrap_f1_ci,
-    f1_at,
-    per_tag_report,
-    precision_recall_equal_threshold,
-    tune_global_threshold,
-    tune_per_tag_thresholds,
+from .folders import (
+    RunFolder,
+    SubsetFolder,
+    atomic_path,
+    data_differences,
+    data_signature,
+    run_lock,
+    write_csv_atomic,
+    write_json_atomic,
 )
-from .policies import POLICIES
+from .locks import folder_lock
+from .metrics import bootstrap_f1_ci, f1_at, per_tag_report
 from .reference import comparison_rows
 from .subset import label_matrix
 from .vocab import category_name, rating_labels
@@ -33,7 +37,6 @@ class DataMismatch(ValueError):
 
 def check_run_data(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike | RunFolder) -> dict[str, Any]:
     """The subset's signature, after checking that it is the one `run` was trained on."""
-    from .train import data_differences, data_signature
 
     now = data_signature(data)
     recorded = (RunFolder.of(run).config or {}).get("data", {})
@@ -60,7 +63,6 @@ def predict_split(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike
     cache = run / f"scores_{split}.npz"
     model_path = run.require_model()
     if signature is None:
-        from .train import data_signature
 
         signature = data_signature(data)
     key = _cache_key(model_path, signature)
@@ -90,34 +92,34 @@ F1 = ("f1_micro", "f1_macro")
 
 def policy_f1(y: np.ndarray, s: np.ndarray, th: dict[str, Any]) -> dict[str, dict[str, float]]:
     """F1-micro and F1-macro of (y, s) under each policy."""
-    return {p.key: f1_at(y, s, p.threshold(th)) for p in POLICIES}
+    return {p.key: f1_at(y, s, p.threshold(th)) for p in policies.table()}
 
 
 def tune_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> dict[str, Any]:
-    """All thresholds, from validation data alone."""
-    g = tune_global_threshold(y_val, s_val)
-    return {"global": g, "precision_equals_recall": precision_recall_equal_threshold(y_val, s_val),
-            "per_tag": tune_per_tag_thresholds(y_val, s_val, fallback=g)}
+    """Every policy's thresholds, from validation data alone."""
+    return policies.tune_all(y_val, s_val)
 
 
 def evaluate_scores(y_val, s_val, y, s, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics on (y, s) with thresholds tuned on (y_val, s_val) only; returns (metrics, thresholds)."""
     th = tune_thresholds(y_val, s_val)
     f1 = policy_f1(y, s, th)
-    rep = per_tag_report(y, s, th["per_tag"])
-    ci = {p.key: bootstrap_f1_ci(y, s >= p.threshold(th), n_boot=n_boot, seed=seed)
-          for p in POLICIES if p.key != "precision_equals_recall"}
-    metrics = {
-        "n_images": int(len(y)), "n_tags": int(y.shape[1]),
-        "at_0.5": f1["at_0.5"],
-        "global_threshold": {"threshold": th["global"], **f1["global_threshold"]},
-        "precision_equals_recall": {"threshold": th["precision_equals_recall"], **f1["precision_equals_recall"]},
-        "per_tag_thresholds": f1["per_tag_thresholds"],
-        "map": float(np.nanmean(rep["ap"])),
-        "ci95": ci["per_tag_thresholds"], "ci95_policy": "per_tag_thresholds", "ci95_by_policy": ci,
-        "thresholds_tuned_on": "val",
-    }
+    rep = per_tag_report(y, s, per_tag_thresholds(th))
+    table = policies.table()
+    ci = {p.key: bootstrap_f1_ci(y, s >= p.threshold(th), n_boot=n_boot, seed=seed) for p in table}
+    reported = policies.get(policies.DEFAULT_TAGGING).key
+    metrics = {"n_images": int(len(y)), "n_tags": int(y.shape[1])}
+    for p in table:  # one threshold for every tag: stated beside its F1
+        one = not p.fixed and np.ndim(p.threshold(th)) == 0
+        metrics[p.key] = {**({"threshold": float(p.threshold(th))} if one else {}), **f1[p.key]}
+    metrics.update({"map": float(np.nanmean(rep["ap"])), "ci95": ci[reported], "ci95_policy": reported,
+                    "ci95_by_policy": ci, "thresholds_tuned_on": "val"})
     return metrics, th
+
+
+def per_tag_thresholds(th: dict[str, Any]) -> np.ndarray:
+    """The per-tag policy's thresholds from freshly tuned ones (per_tag.csv's column)."""
+    return np.asarray(policies.get("per-tag").threshold(th))
 
 
 def rating_metrics(y_rating: np.ndarray, s_rating: np.ndarray) -> dict[str, Any]:
@@ -147,14 +149,13 @@ def by_category(tags: pd.DataFrame, y: np.ndarray, s: np.ndarray, th: dict[str, 
     out = {}
     for cat in dict.fromkeys(cats):
         j = cats == cat
-        per_cat = {**th, "per_tag": np.asarray(th["per_tag"])[j]}
+        per_cat = {k: v[j] if np.ndim(v) else v for k, v in th.items()}
         out[str(cat)] = {"n_tags": int(j.sum()), **policy_f1(y[:, j], s[:, j], per_cat)}
     return out
 
 
 def likely_cause(report: pd.DataFrame, Y_train: np.ndarray, rare_below: int = 50, implied_p: float = 0.95) -> list[str]:
     """A short guess at why a tag scores badly: rare, no visual signal, implied by another tag."""
-    from .analysis import conditional_matrix
 
     P = conditional_matrix(Y_train)
     np.fill_diagonal(P, 0)
@@ -178,8 +179,6 @@ def evaluate(data: str | os.PathLike, run: str | os.PathLike, split: str = "test
              data_kind: str | None = None) -> dict[str, Any]:
     """Evaluate `run` on `split` of `data`; writes metrics.json, per_tag.csv, thresholds.json.
     Holds the run's lock, as training does."""
-    from .locks import folder_lock
-    from .train import run_lock
 
     with folder_lock(run_lock(run), "animetag evaluate"):
         return _evaluate(SubsetFolder.of(data), RunFolder.of(run), split, n_boot, data_kind)
@@ -205,19 +204,18 @@ def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_
         metrics["rating"] = rating_metrics(y_all[:, :n_rat], s_all[:, :n_rat])
 
     Y_train = label_matrix(manifest, all_rows)[manifest["split"].to_numpy() == "train"][:, n_rat:]
-    rep = per_tag_report(y, s, th["per_tag"])
+    rep = per_tag_report(y, s, per_tag_thresholds(th))
     per_tag = pd.DataFrame({
         "tag": tags["name"], "category": [category_name(c) for c in tags["category"]],
         "train_positives": Y_train.sum(0), f"{split}_positives": y.sum(0).astype(int),
         "precision": rep["precision"], "recall": rep["recall"], "f1": rep["f1"], "ap": rep["ap"],
-        "threshold": th["per_tag"], "f1_at_0.5": per_tag_report(y, s, np.full(y.shape[1], 0.5))["f1"],
+        "threshold": per_tag_thresholds(th), "f1_at_0.5": per_tag_report(y, s, np.full(y.shape[1], 0.5))["f1"],
     })
     per_tag["likely_cause"] = likely_cause(per_tag, Y_train)
     write_csv_atomic(run / run.PER_TAG, per_tag)
 
-    thresholds = {"tuned_on": "val", "global": th["global"],
-                  "precision_equals_recall": th["precision_equals_recall"],
-                  "per_tag": dict(zip(tags["name"], map(float, th["per_tag"])))}
+    thresholds = {"tuned_on": "val", **{k: dict(zip(tags["name"], map(float, v))) if np.ndim(v) else float(v)
+                                        for k, v in th.items()}}
     write_json_atomic(run / run.THRESHOLDS, thresholds)
 
     kind = data_label(summary)
@@ -234,8 +232,8 @@ def _run_rows(metrics: dict[str, Any], th: dict[str, Any], base: dict[str, Any],
     several categories, over its general tags alone (what the thesis and Camie's row measure)."""
     def rows(name: str, m: dict[str, Any], n_tags: int, cats: str) -> list[dict]:
         b = {**base, "n_tags": n_tags, "categories": cats}
-        return [{"model": f"this run{name} @{p.name}", **b, "threshold": p.describe(th),
-                 **{k: m[p.key][k] for k in F1}} for p in POLICIES]
+        return [{"model": f"this run{name} @{p.name}", **b, "threshold": p.describe(th), "policy_kind": p.kind,
+                 **{k: m[p.key][k] for k in F1}} for p in policies.table()]
 
     cats = metrics["by_category"]
     names = " + ".join(cats)
@@ -280,7 +278,7 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def policy_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """F1 of the reported split under each threshold policy, with its threshold, rounded."""
-    rows = {p.label: {"threshold": "per tag" if p.tuned == "per_tag" else
-                      "0.5" if p.tuned is None else f"{metrics[p.key]['threshold']:.2f}",
-                      **{k: metrics[p.key][k] for k in F1}} for p in POLICIES}
+    rows = {p.label: {"threshold": f"{metrics[p.key]['threshold']:.2f}" if "threshold" in metrics[p.key] else
+                      p.describe({p.saved: 0.5}) if p.fixed else "per tag",
+                      **{k: metrics[p.key][k] for k in F1}} for p in policies.table()}
     return pd.DataFrame(rows).T.astype({"f1_micro": float, "f1_macro": float}).round(3)

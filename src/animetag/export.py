@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import policies
 from .folders import EXPORT_INFO, RunFolder, refuse_overwriting_another_kind, write_json_atomic
+from .locks import refuse_removing_inputs
 from .model import EMBEDDING, float32_copy
 from .vocab import category_name, n_ratings
 
@@ -141,7 +142,6 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        from .locks import refuse_removing_inputs
 
         refuse_removing_inputs(out, {"run folder": run}, inside_ok=True)  # RUN/onnx may be replaced
         refuse_overwriting_another_kind(out, "export")

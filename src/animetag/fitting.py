@@ -6,15 +6,17 @@ Keras only (no TensorFlow import), so the step benchmark runs it under any Keras
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 
 from . import keras_metrics as _metric_classes  # noqa: F401  (registers the custom metrics for load_model)
-from . import losses  # noqa: F401  (registers the custom loss for load_model)
 from .augment import Augment
 from .config import TrainConfig
 from .losses import make_loss
-from .metrics import keras_metrics
+from .metrics import training_metrics
 from .optim import AdamW
+from .registry import BACKBONES, LOSSES, json_dict
 
 
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -33,7 +35,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig, n_tags: int, steps_per_e
     # weighted_metrics: the metrics that take sample weights (the zero-weight padding of the
     # last validation batch); `metrics=` would count the padding as images
     model.compile(optimizer=opt, loss=make_loss(cfg, n_ratings),
-                  weighted_metrics=keras_metrics(n_tags, n_ratings), jit_compile=jit,
+                  weighted_metrics=training_metrics(n_tags, n_ratings), jit_compile=jit,
                   steps_per_execution=executions)
 
 
@@ -49,3 +51,20 @@ def core_of(model: keras.Model) -> keras.Model:
     """The tagger inside a training model (the model itself if it is one already)."""
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     return inner[0] if inner else model
+
+
+def with_plugin_settings(cfg: TrainConfig, older: bool = False) -> TrainConfig:
+    """`cfg` with its backbone's and loss's own settings complete (their defaults where not
+    given), each checked by the plug-in that owns it: an unknown name or setting fails here,
+    before anything is built or written. `older`: a run recorded by an earlier version, whose
+    model group held every backbone's fields; those its backbone does not own are dropped."""
+
+
+    given = dict(cfg.model.settings)
+    if older:
+        known = set(BACKBONES.defaults(cfg.model.backbone))
+        given = {k: v for k, v in given.items() if k in known}
+    model = BACKBONES.settings(cfg.model.backbone, given, "model.")
+    loss = LOSSES.settings(cfg.loss, cfg.loss_settings, "loss_settings.")
+    return replace(cfg, model=replace(cfg.model, settings=json_dict(model) if model is not None else {}),
+                   loss_settings=json_dict(loss) if loss is not None else {})

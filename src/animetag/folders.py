@@ -10,6 +10,7 @@ an interrupted write leaves the old one whole.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,11 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .config import diff
+from .vocab import n_ratings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +86,6 @@ def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def read_tags_csv(path: str | os.PathLike) -> pd.DataFrame:
     """tags.csv as written (a tag named "null" or "nan" stays a string)."""
-    import pandas as pd
 
     return pd.read_csv(path, keep_default_na=False)
 
@@ -132,7 +137,6 @@ class SubsetFolder(_Folder):
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
-        import pandas as pd
 
         self.summary  # noqa: B018
         return pd.read_csv(self.path / self.MANIFEST, keep_default_na=False, dtype={"md5": str, "tags": str})
@@ -149,7 +153,6 @@ class SubsetFolder(_Folder):
 
     @property
     def n_ratings(self) -> int:
-        from .vocab import n_ratings
 
         return n_ratings(self.tags)
 
@@ -259,3 +262,28 @@ def refuse_overwriting_another_kind(out: str | os.PathLike, kind: str) -> None:
     if any(out.iterdir()):
         raise ValueError(f"--overwrite would remove {out}, which is not an earlier {kind} (it holds other files); "
                          "choose another --out folder")
+
+
+def data_signature(subset_dir: str | os.PathLike | SubsetFolder) -> dict[str, Any]:
+    """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
+    rating rows among them) in order, the image size, and which image lies in which split."""
+    subset = SubsetFolder.of(subset_dir)
+    tags, manifest = subset.tags, subset.manifest
+    names = "\n".join(tags["name"]).encode()
+    splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
+    return {"n_tags": len(tags), "n_ratings": subset.n_ratings, "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
+            "image_size": subset.image_size,
+            "split_sizes": {s: subset.split_size(s) for s in ("train", "val", "test")},
+            "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
+
+
+def data_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How `now` differs from a run's recorded data signature (keys a run recorded only;
+    runs from older versions lack some)."""
+    return diff(recorded, {k: v for k, v in now.items() if k in recorded})
+
+
+def run_lock(run: str | os.PathLike) -> Path:
+    """The lock file of a run folder, beside it (`RUN.lock`): held by train and evaluate."""
+    run = Path(run)
+    return run.with_name(run.name + ".lock")

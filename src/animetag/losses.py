@@ -3,10 +3,14 @@ asymmetric loss. Each averages over tags and images, so their values are compara
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import ops
 
 from .config import TrainConfig
+from .registry import LOSSES
+from .settings import FRACTION, NON_NEGATIVE, check
 
 
 @keras.saving.register_keras_serializable(package="animetag")
@@ -72,9 +76,48 @@ class WithRating(keras.losses.Loss):
 
 
 def make_loss(cfg: TrainConfig, n_ratings: int = 0) -> keras.losses.Loss:
-    """The loss a run's settings ask for (a name in `plugins.LOSSES`), with the rating head's
-    term when the model has one."""
-    from .plugins import LOSSES
-
-    loss = LOSSES.get(cfg.loss)(cfg)
+    """The loss a run's settings ask for (a name in `registry.LOSSES`, with its own settings
+    `cfg.loss_settings`), with the rating head's term when the model has one."""
+    settings = LOSSES.settings(cfg.loss, cfg.loss_settings, "loss_settings.")
+    loss = LOSSES.get(cfg.loss)(*([settings] if settings is not None else []))
     return WithRating(loss, n_ratings, cfg.rating_loss_weight) if n_ratings else loss
+
+
+# -- the registered losses: each returns a Keras loss whose `call` gives one value per image --
+
+@dataclass
+class FocalSettings:
+    alpha: float = 0.25  # the positives' weight (negatives 1 - alpha)
+    gamma: float = 2.0  # how much easy examples are down-weighted
+
+    def __post_init__(self) -> None:
+        check(self, "", {"alpha": FRACTION, "gamma": NON_NEGATIVE})
+
+
+@LOSSES.register("focal", settings=FocalSettings)
+def focal(settings: FocalSettings):
+    """Focal loss with alpha balancing, the thesis's: FL = -alpha_t (1 - p_t)^gamma log(p_t)."""
+    return keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=settings.alpha,
+                                                gamma=settings.gamma, name="focal_loss")
+
+
+@LOSSES.register("bce")
+def bce():
+    """Binary cross-entropy, averaged over tags (ahead of focal loss in SmilingWolf's sweep)."""
+    return keras.losses.BinaryCrossentropy(name="bce")
+
+
+@dataclass
+class AsymmetricSettings:
+    gamma_neg: float = 4.0
+    gamma_pos: float = 0.0
+    clip: float = 0.05  # negatives scored below it are discarded
+
+    def __post_init__(self) -> None:
+        check(self, "", {"gamma_neg": NON_NEGATIVE, "gamma_pos": NON_NEGATIVE, "clip": (0, 1, True, False)})
+
+
+@LOSSES.register("asl", settings=AsymmetricSettings)
+def asl(settings: AsymmetricSettings):
+    """Asymmetric loss (Ridnik et al.): easy negatives discarded, for under-tagged data."""
+    return AsymmetricLoss(settings.gamma_neg, settings.gamma_pos, settings.clip)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def keras_metrics(n_tags: int, n_ratings: int = 0) -> list:
+def training_metrics(n_tags: int, n_ratings: int = 0) -> list:
     """F1-micro and F1-macro at threshold 0.5 and PR-AUC (macro), over the tag columns, and
     with a rating head the rating accuracy (posts without a rating left out).
 

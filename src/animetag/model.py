@@ -8,11 +8,15 @@ and nothing else.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
+import pandas as pd
 from keras import layers
 
 from .config import ModelConfig
+from .registry import BACKBONES
+from .settings import POSITIVE, check
 
 
 def se_block(x, ratio: int = 16, name: str = "se"):
@@ -45,7 +49,25 @@ def residual_se_block(x, filters: int, stride: int, se_ratio: int, name: str, sy
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet_features(inputs, cfg: ModelConfig, sync: bool = False, se: bool = True):
+@dataclass
+class ResNetSettings:
+    """The ResNet backbones' own settings: the stem's width, then one width and one depth
+    (basic residual blocks) per stage, and the SE blocks' reduction ratio."""
+
+    stem_width: int = 64
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 3, 3)
+    se_ratio: int = 16
+
+    def __post_init__(self) -> None:
+        check(self, "", {"stem_width": POSITIVE, "widths": POSITIVE, "depths": POSITIVE, "se_ratio": POSITIVE})
+        if not self.widths:
+            raise ValueError("widths = (): give at least one stage, e.g. [64, 128, 256, 512]")
+        if len(self.widths) != len(self.depths):
+            raise ValueError(f"widths {list(self.widths)} and depths {list(self.depths)} must have the same length")
+
+
+def resnet_features(inputs, cfg: ResNetSettings, sync: bool = False, se: bool = True):
     """The thesis's ResNet body on raw 0-255 pixels: rescale, stem (7x7 convolution, batch
     norm, ReLU, max pooling), then the stages of basic residual blocks, with SE or without."""
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
@@ -56,6 +78,50 @@ def resnet_features(inputs, cfg: ModelConfig, sync: bool = False, se: bool = Tru
             stride = 2 if (i > 0 and j == 0) else 1
             x = residual_se_block(x, width, stride, cfg.se_ratio, f"stage{i + 1}_block{j + 1}", sync, se)
     return x
+
+
+# -- the registered backbones: raw 0-255 RGB in, a feature map (batch, h, w, channels) out ---
+
+@BACKBONES.register("resnet_se", settings=ResNetSettings)
+def resnet_se(inputs, settings: ResNetSettings, synchronized_bn: bool = False):
+    """The thesis's ResNet with a Squeeze-and-Excitation block in every residual block."""
+    return resnet_features(inputs, settings, synchronized_bn, se=True)
+
+
+@BACKBONES.register("resnet", settings=ResNetSettings)
+def resnet(inputs, settings: ResNetSettings, synchronized_bn: bool = False):
+    """The same ResNet without SE blocks (the ablation of SE)."""
+    return resnet_features(inputs, settings, synchronized_bn, se=False)
+
+
+@dataclass
+class ApplicationSettings:
+    """A keras.applications backbone's one setting: "imagenet" starts it pretrained
+    (downloading the weights), "" from scratch."""
+
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        check(self, "", choices={"weights": ("", "imagenet")})
+
+
+def _application(builder: str, inputs, settings: ApplicationSettings):
+    """A keras.applications backbone, its layers inlined on `inputs` (so the saved model holds
+    stock layers only); it normalises 0-255 pixels itself."""
+    return getattr(keras.applications, builder)(include_top=False, weights=settings.weights or None,
+                                                input_tensor=inputs).output
+
+
+@BACKBONES.register("convnext_tiny", settings=ApplicationSettings)
+def convnext_tiny(inputs, settings: ApplicationSettings, synchronized_bn: bool = False):
+    """ConvNeXt-Tiny from keras.applications (28M parameters; weights="imagenet" to start pretrained)."""
+    return _application("ConvNeXtTiny", inputs, settings)
+
+
+@BACKBONES.register("efficientnetv2_b0", settings=ApplicationSettings)
+def efficientnetv2_b0(inputs, settings: ApplicationSettings, synchronized_bn: bool = False):
+    """EfficientNetV2-B0 from keras.applications (6M parameters; weights="imagenet" to start pretrained)."""
+    return _application("EfficientNetV2B0", inputs, settings)
 
 
 @keras.saving.register_keras_serializable(package="animetag")
@@ -76,7 +142,7 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
                 name: str = "resnet_se", synchronized_bn: bool = False, n_ratings: int = 0,
                 rating_probe: bool = False) -> keras.Model:
     """The tagger: raw 0-255 RGB in, the backbone `cfg.backbone` (the thesis ResNet-SE unless
-    another is named; see `plugins.BACKBONES`), global average pooling, dropout, and the
+    another is named; see `registry.BACKBONES`), global average pooling, dropout, and the
     scores out, computed in float32, one per row of tags.csv.
 
     With `n_ratings` (4), the scores are the rating head's softmax (one rating per image)
@@ -87,11 +153,10 @@ def build_model(n_tags: int, image_size: int = 256, cfg: ModelConfig | None = No
     `synchronized_bn`: batch statistics over the global batch of all replicas. Needed with
     several replicas: otherwise each replica keeps its own moving statistics, validation runs
     each replica with its own, and the saved model holds only the first replica's."""
-    from .plugins import BACKBONES
-
     cfg = cfg or ModelConfig()
+    settings = BACKBONES.settings(cfg.backbone, cfg.settings, "model.")
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = BACKBONES.get(cfg.backbone)(inputs, cfg, synchronized_bn)
+    x = BACKBONES.get(cfg.backbone)(inputs, settings, synchronized_bn)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING)(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(n_tags, activation="sigmoid", dtype="float32", name="tags")(x)
@@ -153,7 +218,6 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
 def stage_table(model: keras.Model):
     """One row per stage of the ResNet-SE (stem, each stage, the heads): its blocks, output
     shape and parameters; a compact stand-in for `model.summary()`'s hundred-odd rows."""
-    import pandas as pd
 
     heads = "heads (pool, dropout, rating, tags)"
     rows: dict[str, dict] = {}

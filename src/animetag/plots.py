@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .metrics import GRID, f1_at
+from .policies import table
 
 
 def _plt():
@@ -123,7 +127,6 @@ def conditional_heatmap(P: np.ndarray, names: list[str], top: int = 30):
 
 def wrap_caption(text: str, width: int = 36, max_lines: int = 7) -> str:
     """A caption broken into lines that fit one panel, at most `max_lines` (then an ellipsis)."""
-    import textwrap
 
     lines = [w for part in text.split("\n") for w in (textwrap.wrap(part, width) or [""])]
     if len(lines) > max_lines:
@@ -188,10 +191,9 @@ def history(hist: pd.DataFrame, baseline: dict[str, float] | None = None):
 def threshold_policies(metrics: dict):
     """F1-micro and F1-macro at 0.5 against the tuned thresholds."""
     plt = _plt()
-    from .policies import POLICIES
 
-    names = [p.key for p in POLICIES]
-    labels = [p.name if p.tuned is None else f"{p.name} (val)" for p in POLICIES]
+    names = [p.key for p in table()]
+    labels = [p.name if p.fixed else f"{p.name} (val)" for p in table()]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(names))
     for key, off in (("f1_micro", -0.2), ("f1_macro", 0.2)):
@@ -263,7 +265,6 @@ def lift_heatmap(lift: np.ndarray, names: list[str]):
 def f1_vs_threshold(y: np.ndarray, scores: np.ndarray, marks: dict[str, float]):
     """F1-micro and F1-macro of one global threshold across the range, with chosen
     thresholds marked: how flat the optimum is, and what 0.5 gives away."""
-    from .metrics import GRID, f1_at
 
     plt = _plt()
     f = [f1_at(y, scores, t) for t in GRID]

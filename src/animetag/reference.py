@@ -59,6 +59,11 @@ def _policy_kind(threshold: str) -> str:
                      f"(texts starting {sorted(POLICY_KINDS)})")
 
 
+def _row_kind(row: dict) -> str:
+    """A run row's policy group: its policy's own `kind`, else read from its threshold text."""
+    return row.get("policy_kind") or _policy_kind(str(row.get("threshold", "")))
+
+
 def _category_set(text: str) -> frozenset[str]:
     """The tag categories a row's `categories` text names ("general (top-100)" -> general)."""
     words = {w.strip("(),+") for w in str(text).lower().replace("+", " ").split()}
@@ -74,7 +79,7 @@ def like_for_like(ref: Reference, run: dict) -> tuple[bool, str]:
         why.append(f"{run.get('n_tags')} tags vs {ref.n_tags:,}")
     if _category_set(ref.categories) != _category_set(run.get("categories", "")):
         why.append(f"categories {run.get('categories')} vs {ref.categories}")
-    if _policy_kind(ref.threshold) != _policy_kind(str(run.get("threshold", ""))):
+    if _policy_kind(ref.threshold) != _row_kind(run):
         why.append(f"threshold {run.get('threshold')} vs {ref.threshold}")
     return (not why), "; ".join(why) or "same data, tags and threshold policy"
 
@@ -85,7 +90,7 @@ def comparison_rows(run_rows: list[dict]) -> list[dict]:
     rows = []
     for ref in REFERENCES:
         d = asdict(ref)
-        same_policy = [r for r in run_rows if _policy_kind(r["threshold"]) == _policy_kind(ref.threshold)]
+        same_policy = [r for r in run_rows if _row_kind(r) == _policy_kind(ref.threshold)]
         # the row measured like the reference, else one over the same categories (e.g. general
         # tags only), else the first of its policy
         match = min(same_policy, default=None, key=lambda r: (

@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
+from .folders import SubsetFolder
+
 SPLITS = ("train", "val", "test")
 
 
@@ -45,7 +49,6 @@ class ShardWriter:
 
 
 def list_shards(subset_dir: str | Path, split: str) -> list[str]:
-    from .folders import SubsetFolder
 
     shard_dir = Path(subset_dir) / SubsetFolder.SHARDS
     files = sorted(str(p) for p in shard_dir.glob(f"{split}-*.tfrecord"))
@@ -71,10 +74,8 @@ def parse_example(serialized, n_tags: int):
 
 def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
     """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy arrays."""
-    import numpy as np
     import tensorflow as tf
 
-    from .folders import SubsetFolder
 
     n_tags = SubsetFolder.of(subset_dir).n_outputs
     ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)

@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .archives import Member
 from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
 from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
 from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
 from .images import prepare_for_shard
+from .locks import folder_lock, refuse_removing_inputs
 from .present import ImageIndex
 from .shards import SPLITS, ShardWriter
 from .vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
@@ -70,7 +72,6 @@ class LeftOut:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, unit="img")
 
@@ -223,7 +224,6 @@ def build_subset(metadata: str | os.PathLike | Iterable[str | os.PathLike], imag
 
     `overwrite` replaces an existing `out`, never one that holds or lies inside the metadata
     or the images root. The build holds the lock `OUT.lock` throughout."""
-    from .locks import folder_lock, refuse_removing_inputs
 
     paths = [Path(metadata)] if isinstance(metadata, (str, os.PathLike)) else [Path(p) for p in metadata]
     out = Path(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from . import policies
 from .folders import RunFolder, animetag_folder, atomic_path, walk, write_json_atomic
 from .images import ImageError, load_array
 from .vocab import category_name, n_ratings
@@ -100,7 +103,6 @@ class Tagger:
 
     def threshold_vector(self, choice: TagChoice) -> np.ndarray:
         """One threshold per tag: the fixed one if given, else the policy's (see `policies`)."""
-        from . import policies
 
         if choice.threshold is not None:
             return np.full(len(self.names), float(choice.threshold))
@@ -178,7 +180,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def _check_writable(folder: Path, what: str) -> None:
     """Fail now, not after the tagging, if `folder` cannot take files: a missing folder whose
     parent exists is created; a missing parent or a read-only folder is an error."""
-    import tempfile
 
     if not folder.exists():
         if not folder.parent.exists():
@@ -219,7 +220,6 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
     output folder is checked to be writable. Existing outputs are never overwritten without
     `overwrite`; an unreadable image is reported with its reason and skipped.
     """
-    from tqdm.auto import tqdm
 
     if fmt not in ("txt", "csv", "json"):
         raise ValueError(f"format: {fmt!r} is not one of txt, csv, json")

@@ -13,7 +13,6 @@ remainder (reshuffled each epoch), and validation pads its last batch with zero-
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -26,10 +25,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .colab import accelerator
-from .config import TrainConfig, diff, to_dict, train_config
-from .fitting import compile_model, core_of, lr_schedule, training_model  # noqa: F401  (registers what checkpoints hold)
-from .folders import RunFolder, SubsetFolder, atomic_path, write_json_atomic
+from .colab import accelerator, tpu_resolver
+from .config import TrainConfig, diff, train_config
+from .fitting import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
+from .folders import RunFolder, SubsetFolder, atomic_path, data_differences, data_signature, run_lock, write_json_atomic
+from .locks import folder_lock
 from .metrics import prior_baseline
 from .model import build_model, float32_copy
 from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
@@ -48,7 +48,6 @@ def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy
     """TPU, several GPUs (MirroredStrategy), one GPU, or the default (CPU) strategy."""
     acc = acc or accelerator()
     if acc["kind"] == "tpu":
-        from .colab import tpu_resolver
 
         resolver = tpu_resolver()
         if resolver is None:
@@ -196,34 +195,9 @@ def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded settings as this version writes them: settings added since take their
     defaults (which is what the run used), so an older run still resumes."""
     try:
-        return to_dict(TrainConfig.from_dict(recorded))
+        return with_plugin_settings(TrainConfig.from_dict(recorded), older=True).to_dict()
     except (TypeError, ValueError):
         return recorded
-
-
-def data_signature(subset_dir: str | os.PathLike | SubsetFolder) -> dict[str, Any]:
-    """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
-    rating rows among them) in order, the image size, and which image lies in which split."""
-    subset = SubsetFolder.of(subset_dir)
-    tags, manifest = subset.tags, subset.manifest
-    names = "\n".join(tags["name"]).encode()
-    splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
-    return {"n_tags": len(tags), "n_ratings": subset.n_ratings, "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
-            "image_size": subset.image_size,
-            "split_sizes": {s: subset.split_size(s) for s in ("train", "val", "test")},
-            "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
-
-
-def data_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """How `now` differs from a run's recorded data signature (keys a run recorded only;
-    runs from older versions lack some)."""
-    return diff(recorded, {k: v for k, v in now.items() if k in recorded})
-
-
-def run_lock(run: str | os.PathLike) -> Path:
-    """The lock file of a run folder, beside it (`RUN.lock`): held by train and evaluate."""
-    run = Path(run)
-    return run.with_name(run.name + ".lock")
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full",
@@ -235,7 +209,6 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
     optimizer state; it refuses (SettingsChanged) if the settings differ. It holds the run's
     lock throughout, so a second command on the same run refuses at once.
     """
-    from .locks import folder_lock
 
     with folder_lock(run_lock(run), "animetag train"):
         return _train(data, run, profile, strategy, callbacks, verbose, **overrides)
@@ -243,7 +216,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
 
 def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -> dict[str, Any]:
     data, run = SubsetFolder.of(data), RunFolder.of(run)  # each file of the subset is read once
-    cfg = train_config(profile, **overrides)
+    cfg = with_plugin_settings(train_config(profile, **overrides))
     sig = data_signature(data)
     n_train, n_val = sig["split_sizes"]["train"], sig["split_sizes"]["val"]
     require_whole_batch(n_train, cfg.batch_size, data, "train")  # before the run folder records settings
@@ -251,7 +224,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
                          "or a larger val_fraction")
     run.path.mkdir(parents=True, exist_ok=True)
-    record = {"train": to_dict(cfg), "data": sig}
+    record = {"train": cfg.to_dict(), "data": sig}
     cfg_path = run / run.CONFIG
     old = run.config
     extended_from = None

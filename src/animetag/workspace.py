@@ -7,11 +7,17 @@ built from the built-in sample; in `full` it is named in a clear error instead.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import data_home, subset_config
+from .danbooru import load_posts
 from .folders import RunFolder, SubsetFolder
+from .present import ImageIndex
+from .sample import generate
+from .subset import build_subset
 
 
 @dataclass
@@ -56,7 +62,6 @@ def split_paths(text: str) -> list[Path]:
     """Paths from a form field: separated by `;` or new lines; else the whole text when it
     names an existing file or folder (a Drive path may hold spaces); else separated by spaces
     (quotes keep a path with spaces together)."""
-    import shlex
 
     text = text.strip()
     if not text:
@@ -102,7 +107,6 @@ def ensure_sample(ws: Workspace, n_images: int | None = None, seed: int = 0) -> 
     """The built-in sample under ws.home/sample, generated if it is missing."""
     root = ws.home / "sample"
     if not (root / "sample.json").exists():
-        from .sample import generate
 
         generate(root, n_images=n_images or params_from_env(SAMPLE_IMAGES=3000)["SAMPLE_IMAGES"], seed=seed)
     return root
@@ -124,8 +128,6 @@ def study_posts(ws: Workspace):
     image here, the posts a subset draws from and counts its tags over. The metadata and
     images are the workspace's (METADATA / IMAGES, or the built-in sample), else the ones the
     built subset records (so a later notebook needs no form field once notebook 01 ran)."""
-    from .danbooru import load_posts
-    from .present import ImageIndex
 
     metadata, images = ws.metadata, ws.images_root
     summary = ws.subset / SubsetFolder.SUMMARY
@@ -147,7 +149,6 @@ def ensure_subset(ws: Workspace, **overrides) -> Path:
         return ws.subset
     if ws.profile != "sample" and not ws.metadata:
         raise FileNotFoundError(f"no built subset at {ws.subset}: run notebook 01 (or `animetag subset`) first")
-    from .subset import build_subset
 
     ensure_metadata(ws)
     if ws.images_root is None:
@@ -175,7 +176,6 @@ def local_subset(subset: Path, drive: Path = Path("/content/drive"),
     (`local`), where training reads its shards many times over at disk speed instead of
     Drive's; any other subset as it is. The copy is made again when the subset on Drive has
     changed (another subset.json), and is written under a temporary name first."""
-    import shutil
 
     subset = Path(subset)
     try:
