@@ -39,7 +39,7 @@ dev: $(VENV)/.dev
 
 ## demo: generate the sample, run notebooks 01-05 on the `sample` profile
 demo: $(VENV)/.dev
-	ANIMETAG_HOME=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
+	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(DEMO_NOTEBOOKS)
 	@echo
 	@echo "Executed notebooks: $(DEMO_HOME)/executed/"
@@ -48,14 +48,14 @@ demo: $(VENV)/.dev
 
 ## ablation: notebook 06 on the sample (six trainings; finished ones are read back)
 ablation: $(VENV)/.dev
-	ANIMETAG_HOME=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
+	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(ABLATION)
 
 ## test: unit tests, the notebooks under nbmake, and the notebook sources in sync
 test: $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME)
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest tests
-	ANIMETAG_HOME=$(TEST_HOME) ANIMETAG_PROFILE=sample ANIMETAG_SAMPLE_IMAGES=400 ANIMETAG_EPOCHS=3 \
+	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny \
 		$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source

@@ -56,7 +56,8 @@ print(check_versions())
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
 # PROFILE: "full" is the thesis setting (chosen for you when a mirror or metadata is named).
 # WORKSPACE: where subsets, runs and figures go (empty: MyDrive/animetag on Colab, ./data
 # elsewhere). METADATA: Danbooru metadata files, separated by ";" (JSON lines, JSON, CSV or
@@ -65,9 +66,7 @@ print(check_versions())
 # TOP_K general tags (the thesis: 100); TOP_K_CHARACTER characters after them, as the WD
 # taggers order their outputs (-1: the profile's, sample 10, full 0); IMAGE_SIZE 0: the
 # profile's (sample 64, full 256); REBUILD: build again even if the subset exists.
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
 METADATA = ""  # @param {type:"string"}
 IMAGES = ""  # @param {type:"string"}
@@ -93,13 +92,12 @@ HF_METADATA_REPO = ""  # @param {type:"string"}
 
 from animetag.workspace import params_from_env, profile_for_source
 
-globals().update(params_from_env(
+(PROFILE, WORKSPACE, METADATA, IMAGES, TOP_K, TOP_K_CHARACTER, MAX_IMAGES, IMAGE_SIZE,
+ REBUILD, MIRROR, HF_ARCHIVES, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO) = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, IMAGES=IMAGES, TOP_K=TOP_K,
     TOP_K_CHARACTER=TOP_K_CHARACTER, MAX_IMAGES=MAX_IMAGES, IMAGE_SIZE=IMAGE_SIZE,
     REBUILD=REBUILD, MIRROR=MIRROR, HF_ARCHIVES=HF_ARCHIVES, HF_DATASET=HF_DATASET, HF_TARS=HF_TARS,
-    HF_METADATA=HF_METADATA, HF_METADATA_REPO=HF_METADATA_REPO))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+    HF_METADATA=HF_METADATA, HF_METADATA_REPO=HF_METADATA_REPO).values()
 if HF_DATASET and MIRROR == "none":
     MIRROR = "custom"
 PROFILE, note = profile_for_source(PROFILE, METADATA, MIRROR)
@@ -120,7 +118,7 @@ if MIRROR != "none":
 
     preset = resolve_preset(MIRROR, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO)
     token = hub_token()
-    mirror = data_home() / "mirrors" / preset.repo.replace("/", "__")
+    mirror = data_home(WORKSPACE) / "mirrors" / preset.repo.replace("/", "__")
     plan = plan_fetch(preset, mirror, HF_ARCHIVES, token=token, name=MIRROR)
     print(plan.describe())
     needed = preset.archives_for(MAX_IMAGES)
@@ -133,10 +131,7 @@ if MIRROR != "none":
 # %%
 from animetag.workspace import ensure_metadata, ensure_subset, workspace
 
-os.environ["ANIMETAG_PROFILE"] = PROFILE
-if METADATA:
-    os.environ["ANIMETAG_METADATA"], os.environ["ANIMETAG_IMAGES"] = METADATA, IMAGES
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE, metadata=METADATA, images=IMAGES)
 print("metadata:", [str(p) for p in ensure_metadata(ws)])
 print("images:  ", ws.images_root)
 print("subset:  ", ws.subset)

@@ -45,14 +45,13 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
 # WORKSPACE: where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data
 # elsewhere). METADATA: Danbooru metadata files, separated by ";" (empty: those notebook 01
 # built the subset from, or the built-in sample). HEATMAP_TAGS: how many of the top tags the
 # P(b|a) heatmap shows; IMPLICATION_P: P(b|a) at or above this counts as a near-implication.
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
 METADATA = ""  # @param {type:"string"}
 TOP_K = 100  # @param {type:"integer"}
@@ -61,18 +60,14 @@ IMPLICATION_P = 0.9  # @param {type:"number"}
 
 from animetag.workspace import params_from_env
 
-globals().update(params_from_env(
+PROFILE, WORKSPACE, METADATA, TOP_K, HEATMAP_TAGS, IMPLICATION_P = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, TOP_K=TOP_K,
-    HEATMAP_TAGS=HEATMAP_TAGS, IMPLICATION_P=IMPLICATION_P))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+    HEATMAP_TAGS=HEATMAP_TAGS, IMPLICATION_P=IMPLICATION_P).values()
 
 # %%
 from animetag.workspace import workspace
 
-if METADATA:
-    os.environ["ANIMETAG_METADATA"] = METADATA
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE, metadata=METADATA)
 
 # %% [markdown]
 # ## The long tail, from the metadata

@@ -60,14 +60,13 @@ print(check_versions())
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
-# PROFILE "full": the thesis setting, on a GPU. WORKSPACE: where subsets, runs and figures
-# live (empty: MyDrive/animetag on Colab, ./data elsewhere); ANIMETAG_SUBSET / ANIMETAG_RUN
-# name other folders. EPOCHS, BATCH_SIZE, LR: 0 for the profile's (sample 20 epochs, full
-# 30). ALLOW_CPU: train the full profile without a GPU anyway (days).
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
+# PROFILE "full": the thesis setting, on a GPU ("tiny": a smoke test in seconds). WORKSPACE:
+# where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data elsewhere).
+# EPOCHS, BATCH_SIZE, LR: 0 for the profile's (sample 20 epochs, full 30). ALLOW_CPU: train
+# the full profile without a GPU anyway (days).
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
 EPOCHS = 0  # @param {type:"integer"}
 BATCH_SIZE = 0  # @param {type:"integer"}
@@ -77,11 +76,9 @@ ALLOW_CPU = False  # @param {type:"boolean"}
 
 from animetag.workspace import params_from_env
 
-globals().update(params_from_env(
+PROFILE, WORKSPACE, EPOCHS, BATCH_SIZE, LOSS, LR, ALLOW_CPU = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BATCH_SIZE=BATCH_SIZE, LOSS=LOSS,
-    LR=LR, ALLOW_CPU=ALLOW_CPU))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+    LR=LR, ALLOW_CPU=ALLOW_CPU).values()
 EPOCHS, BATCH_SIZE, LR = EPOCHS or None, BATCH_SIZE or None, LR or None
 
 # %% [markdown]
@@ -96,7 +93,7 @@ print(require_accelerator(PROFILE, ALLOW_CPU))
 # %%
 from animetag.workspace import ensure_subset, local_subset, workspace
 
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE)
 subset = local_subset(ensure_subset(ws))  # on Colab, a subset on Drive is read from a local copy
 print("subset:", subset)
 print("run:   ", ws.run)

@@ -47,30 +47,28 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
 # WORKSPACE: where subsets, runs and figures live (empty: MyDrive/animetag on Colab, ./data
-# elsewhere). SPLIT: the reported split (thresholds are tuned on "val", so never "val");
+# elsewhere). RUN: another run folder (empty: the workspace's). SPLIT: the reported split (thresholds are tuned on "val", so never "val");
 # BOOTSTRAP: resamples for the 95% intervals.
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
+RUN = ""  # @param {type:"string"}
 SPLIT = "test"  # @param ["test"]
 BOOTSTRAP = 1000  # @param {type:"integer"}
 
 from animetag.workspace import params_from_env
 
-globals().update(params_from_env(
-    PROFILE=PROFILE, WORKSPACE=WORKSPACE, SPLIT=SPLIT, BOOTSTRAP=BOOTSTRAP))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+PROFILE, WORKSPACE, RUN, SPLIT, BOOTSTRAP = params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, RUN=RUN, SPLIT=SPLIT, BOOTSTRAP=BOOTSTRAP).values()
 
 # %%
 import pandas as pd
 
 from animetag.workspace import ensure_run, ensure_subset, local_subset, workspace
 
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE, run=RUN)
 subset, run = local_subset(ensure_subset(ws)), ensure_run(ws)  # on Colab, shards on Drive read locally
 print("subset:", subset)
 print("run:   ", run)
@@ -96,7 +94,7 @@ policy_table(metrics)
 from animetag.reference import LOSS_SWEEP
 
 pd.set_option("display.max_colwidth", 90)
-print("On the loss:", LOSS_SWEEP, "Compare with ANIMETAG_LOSS=bce in notebook 03.")
+print("On the loss:", LOSS_SWEEP, "Compare with LOSS = bce in notebook 03.")
 comparison_table(metrics)
 
 # %% [markdown]
@@ -236,7 +234,7 @@ save(image_grid(list(images), captions, cols=4, title=f"{SPLIT} images"), ws.fig
 
 # %%
 truth_file = ws.home / "sample" / "truth.jsonl"
-if PROFILE == "sample" and truth_file.exists():
+if ws.on_sample and truth_file.exists():
     truth = {r["id"]: set(r["general"]) for r in map(json.loads, truth_file.read_text().splitlines())}
     pred = scores >= t
     fa = [(int(ids[k]), names[j]) for k, j in zip(*np.nonzero(pred & ~y.astype(bool)))]

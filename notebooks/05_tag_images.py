@@ -46,16 +46,17 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
-# WORKSPACE: where runs live (empty: MyDrive/animetag on Colab, ./data elsewhere).
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
+# WORKSPACE: where runs live (empty: MyDrive/animetag on Colab, ./data elsewhere); RUN:
+# another run folder (empty: the workspace's).
 # TAG_IMAGES: a folder of your images (empty: a few sample images); UPLOAD: on Colab, a file
 # picker instead. MAX_TAGS: a cap per caption. THRESHOLD: one global threshold (0: the tuned
 # thresholds from notebook 04 when present, else 0.5). UNDERSCORES_TO_SPACES: "long hair"
 # rather than "long_hair"; RATING_IN_CAPTIONS: start each caption with the rating.
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
+RUN = ""  # @param {type:"string"}
 TAG_IMAGES = ""  # @param {type:"string"}
 UPLOAD = False  # @param {type:"boolean"}
 MAX_TAGS = 25  # @param {type:"integer"}
@@ -66,12 +67,11 @@ EXPORT_FORMAT = "onnx"  # @param ["onnx", "savedmodel"]
 
 from animetag.workspace import params_from_env
 
-globals().update(params_from_env(
-    PROFILE=PROFILE, WORKSPACE=WORKSPACE, TAG_IMAGES=TAG_IMAGES, UPLOAD=UPLOAD,
+(PROFILE, WORKSPACE, RUN, TAG_IMAGES, UPLOAD, MAX_TAGS, THRESHOLD, UNDERSCORES_TO_SPACES,
+ RATING_IN_CAPTIONS, EXPORT_FORMAT) = params_from_env(
+    PROFILE=PROFILE, WORKSPACE=WORKSPACE, RUN=RUN, TAG_IMAGES=TAG_IMAGES, UPLOAD=UPLOAD,
     MAX_TAGS=MAX_TAGS, THRESHOLD=THRESHOLD, UNDERSCORES_TO_SPACES=UNDERSCORES_TO_SPACES,
-    RATING_IN_CAPTIONS=RATING_IN_CAPTIONS, EXPORT_FORMAT=EXPORT_FORMAT))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+    RATING_IN_CAPTIONS=RATING_IN_CAPTIONS, EXPORT_FORMAT=EXPORT_FORMAT).values()
 THRESHOLD = THRESHOLD or None
 
 # %%
@@ -79,7 +79,7 @@ from pathlib import Path
 
 from animetag.workspace import ensure_run, workspace
 
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE, run=RUN)
 run = ensure_run(ws)
 folder = Path(TAG_IMAGES) if TAG_IMAGES else ws.home / "to_tag"
 if UPLOAD and "google.colab" in sys.modules:

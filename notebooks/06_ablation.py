@@ -65,15 +65,14 @@ print(check_versions())
 
 # %% tags=["parameters"]
 # Form fields (Colab shows them as a form). An environment variable ANIMETAG_<NAME>
-# overrides each one: that is how `make demo` and the tests run the notebook on the sample.
+# overrides each one (the only settings read from the environment): that is how `make demo`
+# and the tests run the notebook on the sample.
 # EPOCHS: the one budget of every variant (0: 10 on full, the profile's on sample).
 # BACKBONE: the keras.applications backbone; PRETRAINED: start it from ImageNet weights
 # (downloaded; the sample profile always trains it from scratch). MORE_TAGS: the top-K
 # general tags of the "more tags" variant (0: leave it out). POLICY: the threshold policy
 # every variant is scored under. ALLOW_CPU: the full profile without a GPU anyway.
-import os
-
-PROFILE = "sample"  # @param ["sample", "full"]
+PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
 EPOCHS = 0  # @param {type:"integer"}
 BACKBONE = "efficientnetv2_b0"  # @param ["efficientnetv2_b0", "convnext_tiny"] {allow-input: true}
@@ -85,11 +84,9 @@ ALLOW_CPU = False  # @param {type:"boolean"}
 
 from animetag.workspace import params_from_env
 
-globals().update(params_from_env(
+PROFILE, WORKSPACE, EPOCHS, BACKBONE, PRETRAINED, MORE_TAGS, POLICY, BOOTSTRAP, ALLOW_CPU = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BACKBONE=BACKBONE, PRETRAINED=PRETRAINED,
-    MORE_TAGS=MORE_TAGS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU))
-if WORKSPACE:
-    os.environ["ANIMETAG_HOME"] = WORKSPACE
+    MORE_TAGS=MORE_TAGS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU).values()
 
 # %%
 from animetag.colab import require_accelerator
@@ -110,7 +107,7 @@ from animetag.config import train_config
 from animetag.folders import SubsetFolder
 from animetag.workspace import ensure_subset, local_subset, workspace
 
-ws = workspace(PROFILE)
+ws = workspace(PROFILE, WORKSPACE)
 base = SubsetFolder(local_subset(ensure_subset(ws)))
 settings = base.summary["settings"]
 subsets = {"base": base.path}
@@ -172,7 +169,7 @@ if PROFILE == "sample":
 # %% [markdown]
 # ## Where to go from here
 # - Every row's run folder holds `metrics.json` with every policy and per category, and
-#   `per_tag.csv`: open one in notebook 04 (`ANIMETAG_RUN=<its folder>`).
+#   `per_tag.csv`: open one in notebook 04 (its folder as RUN).
 # - Another backbone or loss is one registered function (README, "Adding a backbone or a
 #   loss"); add a `Variant` with its name to compare it here:
 #   `Variant("ConvNeXt-Tiny, BCE", {"model": {"backbone": "convnext_tiny", "weights": "imagenet"}, "loss": "bce"})`.

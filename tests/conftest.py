@@ -28,42 +28,42 @@ def subset_dir(sample_root, tmp_path_factory):
 
 
 def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: int = 0):
-    """A minimal built subset with exact split sizes (random JPEGs, random labels whose rate
-    depends on the image's brightness, so there is something to learn): the files `train`
-    and `evaluate` read, in the format `build_subset` writes."""
+    """A minimal subset with exact split sizes (random JPEGs, random labels whose rate depends
+    on the image's brightness, so there is something to learn), written by the subset
+    builder's own writer (`subset.write_subset_files`), with its settings as subset.json
+    records them."""
     import io
-    import json
+    from collections import Counter
     from pathlib import Path
 
     import numpy as np
     import pandas as pd
     from PIL import Image
 
-    from animetag.shards import ShardWriter
+    from animetag.config import SubsetConfig, to_dict
+    from animetag.folders import write_json_atomic
+    from animetag.subset import SubsetRow, write_subset_files
 
     out = Path(out)
-    (out / "shards").mkdir(parents=True)
+    out.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     names = [f"tag_{j}" for j in range(n_tags)]
     rows, pid = [], 1
     for split, n in sizes.items():
-        writer = ShardWriter(out / "shards", split, n, per_shard=max(1, n // 2))
         for _ in range(n):
             level = rng.uniform(0, 1)
             img = (rng.uniform(0, 255 * level, size=(image_size, image_size, 3))).astype("uint8")
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, format="JPEG", quality=95)
             labels = [j for j in range(n_tags) if rng.uniform() < 0.15 + 0.6 * level * (j % 2)]
-            writer.write(pid, buf.getvalue(), labels)
-            rows.append({"id": pid, "md5": f"{pid:032x}", "split": split, "file": f"{pid}.jpg",
-                         "tags": " ".join(names[j] for j in labels)})
+            rows.append(SubsetRow(pid, f"{pid:032x}", split, f"{pid}.jpg", "", buf.getvalue(), labels))
             pid += 1
-        writer.close()
-    manifest = pd.DataFrame(rows)
-    manifest.to_csv(out / "manifest.csv", index=False)
-    counts = [int(manifest["tags"].str.split().apply(lambda t, n=n: n in t).sum()) for n in names]
-    pd.DataFrame({"tag_id": range(n_tags), "name": names, "category": 0, "count": counts}).to_csv(
-        out / "tags.csv", index=False)
-    (out / "subset.json").write_text(json.dumps({"settings": {"image_size": image_size, "categories": ["general"]},
-                                                 "counts": {"kept": len(rows)}, "images_root": str(out)}))
+    counts = [sum(j in r.labels for r in rows) for j in range(n_tags)]
+    vocab = pd.DataFrame({"tag_id": range(n_tags), "name": names, "category": 0, "count": counts})
+    per_shard = max(1, min(sizes.values()) // 2)
+    write_subset_files(out, rows, vocab, Counter(r.split for r in rows), per_shard)
+    settings = to_dict(SubsetConfig(top_k=n_tags, image_size=image_size, rating_outputs=False,
+                                    images_per_shard=per_shard))
+    write_json_atomic(out / "subset.json", {"settings": settings, "counts": {"kept": len(rows), **sizes},
+                                            "images_root": str(out), "n_tags": n_tags, "n_ratings": 0})
     return out

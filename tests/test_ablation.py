@@ -10,6 +10,7 @@ from animetag import ablation  # noqa: E402
 from animetag.ablation import Variant, ablation_table, run_ablation  # noqa: E402
 
 
+@pytest.mark.slow
 def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subset_dir, tmp_path, monkeypatch):
     import animetag.train
 
@@ -23,7 +24,7 @@ def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subs
     monkeypatch.setattr(animetag.train, "train", counting_train)
     variants = [Variant("thesis"), Variant("no SE", {"model": {"backbone": "resnet"}}),
                 Variant("more tags", subset="more")]
-    kw = dict(subsets={"base": subset_dir, "more": subset_dir}, out=tmp_path / "ab", profile="sample",
+    kw = dict(subsets={"base": subset_dir, "more": subset_dir}, out=tmp_path / "ab", profile="tiny",
               epochs=1, image_size=32, policy="global", n_boot=50)
     df = run_ablation(variants, **kw)
     assert len(calls) == 3 and all(c["epochs"] == 1 and c["image_size"] == 32 for c in calls)
@@ -54,11 +55,13 @@ def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subs
     assert third.drop(index=1).equals(df.drop(index=1))
 
 
-def test_a_policy_without_intervals_or_an_unknown_subset_is_refused(subset_dir, tmp_path):
-    with pytest.raises(ValueError, match="'P=R' has no bootstrap intervals"):
-        run_ablation([Variant("x")], {"base": subset_dir}, tmp_path, "sample", 1, policy="P=R")
+def test_an_unknown_policy_or_subset_is_refused(subset_dir, tmp_path):
+    """Every registered policy has bootstrap intervals now (P=R included); a name that is
+    not registered is refused before anything trains."""
+    with pytest.raises(ValueError, match=r"threshold policy 'P=Q' is not one of \['0.5', 'global', 'P=R', 'per-tag'\]"):
+        run_ablation([Variant("x")], {"base": subset_dir}, tmp_path, "sample", 1, policy="P=Q")
     with pytest.raises(ValueError, match=r"variant 'x': no subset named 'more' \(given: \['base'\]\)"):
-        run_ablation([Variant("x", subset="more")], {"base": subset_dir}, tmp_path, "sample", 1)
+        run_ablation([Variant("x", subset="more")], {"base": subset_dir}, tmp_path, "sample", 1, policy="P=R")
     assert ablation.thesis_variants(more_tags=False)[-1].changes == {
         "model": {"backbone": "efficientnetv2_b0", "weights": "imagenet"}}
 

@@ -37,13 +37,13 @@ def test_errors_name_the_file_and_exit_2(tmp_path, capsys):
 def test_train_settings_out_of_range_end_in_one_line_naming_the_setting(subset_dir, tmp_path, capsys):
     for flag, value, name in (("--epochs", "0", "epochs"), ("--batch-size", "0", "batch_size"),
                               ("--lr", "-1", "lr")):
-        code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run"), "--profile", "sample",
+        code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run"), "--profile", "tiny",
                      flag, value])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith(f"animetag train: error: {name} = ") and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()  # refused before anything was written
     # a split smaller than one batch is named with its size
-    code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run2"), "--profile", "sample",
+    code = main(["train", "--data", str(subset_dir), "--run", str(tmp_path / "run2"), "--profile", "tiny",
                  "--batch-size", "100000", "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "'train' split" in err and "fewer than one batch of 100000" in err

@@ -1,6 +1,7 @@
 """The Colab side: form fields overridden by the environment, the workspace on Drive, and
 the accelerator check of the full profile."""
 
+import json
 import sys
 import types
 
@@ -32,6 +33,26 @@ def test_form_fields_are_overridden_by_the_environment_with_their_types(monkeypa
         params_from_env(**fields)
 
 
+def test_a_workspace_is_its_fields_and_the_profiles_defaults(tmp_path, monkeypatch):
+    """Nothing is read from the environment here: the notebook's fields (after
+    params_from_env) are passed in."""
+    from animetag.workspace import ensure_sample, workspace
+
+    for k in ("HOME", "SUBSET", "RUN", "METADATA", "IMAGES", "PROFILE"):
+        monkeypatch.setenv(f"ANIMETAG_{k}", str(tmp_path / "from-the-environment"))
+    ws = workspace("tiny", tmp_path)
+    assert (ws.subset, ws.run, ws.figures) == (tmp_path / "subsets" / "tiny", tmp_path / "runs" / "tiny",
+                                               tmp_path / "figures" / "tiny")
+    assert ws.on_sample and ws.metadata == [tmp_path / "sample" / "metadata" / "posts.json"]
+    assert ws.images_root == tmp_path / "sample"
+    other = workspace("full", tmp_path, metadata=f"{tmp_path}/a.parquet; {tmp_path}/b.parquet", images=tmp_path / "im",
+                      run=tmp_path / "mine")
+    assert not other.on_sample and other.metadata == [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    assert other.run == tmp_path / "mine" and other.images_root == tmp_path / "im"
+    ensure_sample(ws)  # the tiny profile's sample: 400 posts
+    assert json.loads((tmp_path / "sample" / "sample.json").read_text())["n_images"] == 400
+
+
 def test_the_full_profile_stops_on_a_cpu_unless_allowed():
     assert require_accelerator("full", acc=GPU) == GPU
     assert require_accelerator("sample", acc=CPU) == CPU  # made for a CPU
@@ -42,7 +63,7 @@ def test_the_full_profile_stops_on_a_cpu_unless_allowed():
 
 
 def test_on_colab_the_workspace_defaults_to_drive(monkeypatch, tmp_path):
-    monkeypatch.delenv("ANIMETAG_HOME", raising=False)
+    monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path / "ignored"))  # settings come as arguments, not from here
     outside = data_home()
     assert outside.name == "data"  # the repository's data folder
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
@@ -50,8 +71,7 @@ def test_on_colab_the_workspace_defaults_to_drive(monkeypatch, tmp_path):
     assert data_home() == outside  # Drive not mounted: nowhere to keep things
     (tmp_path / "MyDrive").mkdir()
     assert data_home() == tmp_path / "MyDrive" / "animetag"
-    monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path / "elsewhere"))
-    assert data_home() == tmp_path / "elsewhere"  # the variable (the WORKSPACE field) wins
+    assert data_home(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # the WORKSPACE field wins
     assert str(COLAB_WORKSPACE) == "/content/drive/MyDrive/animetag"
 
 

@@ -35,7 +35,7 @@ def test_a_folder_that_is_not_a_subset_says_so(tmp_path):
 
 def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, monkeypatch):
     from animetag.folders import data_signature
-    from animetag.pipeline import n_tags_of, split_size
+    from animetag.pipeline import n_outputs_of, split_size
     from animetag.subset import read_subset
 
     reads = []
@@ -45,7 +45,7 @@ def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, 
     sig = data_signature(folder)
     sizes = {s: split_size(folder, s) for s in ("train", "val", "test")}
     tags, manifest, summary = read_subset(folder)
-    assert n_tags_of(folder) == sig["n_tags"] == len(tags)
+    assert n_outputs_of(folder) == sig["n_outputs"] == len(tags) == sig["n_tags"] + sig["n_ratings"]
     assert sorted(reads) == ["manifest.csv", "tags.csv"]  # once each, whatever asked
     assert sizes == sig["split_sizes"] and sum(sizes.values()) == len(manifest)
     assert sig["image_size"] == summary["settings"]["image_size"]
@@ -67,6 +67,7 @@ def test_the_policy_table_is_the_one_every_report_uses():
     assert len({p.key for p in table()}) == len({p.name for p in table()}) == len(table())
 
 
+@pytest.mark.slow
 def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
     from pathlib import Path
@@ -86,6 +87,6 @@ def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path,
 
     monkeypatch.setattr(pd, "read_csv", csv)
     monkeypatch.setattr(Path, "read_text", text)
-    train(subset_dir, tmp_path / "run", profile="sample", image_size=16, epochs=1, batch_size=16, verbose=0)
+    train(subset_dir, tmp_path / "run", profile="tiny", image_size=16, epochs=1, batch_size=16, verbose=0)
     of_subset = sorted(p.name for p in reads if p.parent == subset_dir)
     assert of_subset == ["manifest.csv", "subset.json", "tags.csv"]

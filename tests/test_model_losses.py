@@ -104,6 +104,7 @@ def test_precision_choice_follows_the_accelerator():
     assert choose_xla("auto", {"kind": "tpu"}, replicas=8) is False  # the TPU compiles every step itself
 
 
+@pytest.mark.slow
 def test_weight_decay_spares_norms_and_biases_after_a_reload(tmp_path):
     from animetag.optim import AdamW
 
@@ -176,6 +177,7 @@ def test_rating_head_loss_is_the_tag_loss_plus_weighted_cross_entropy_and_skips_
     assert isinstance(back, WithRating) and float(back(y, p)) == pytest.approx(float(loss(y, p)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_rating_head_model_outputs_ratings_then_tags_and_trains(tmp_path):
     from animetag.fitting import compile_model
 

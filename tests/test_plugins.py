@@ -16,12 +16,13 @@ from animetag.model import build_model, float32_copy  # noqa: E402
 from animetag.registry import BACKBONES, LOSSES  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_every_backbone_builds_trains_and_saves_a_portable_tagger(name, tmp_path):
     """weights=None here (no download); on Colab weights='imagenet' starts pretrained."""
     from animetag.fitting import compile_model, training_model
 
-    cfg = train_config("sample", epochs=1, model={"backbone": name})
+    cfg = train_config("tiny", epochs=1, model={"backbone": name})
     keras.utils.set_random_seed(0)
     m = build_model(5, 32, cfg.model, n_ratings=4, rating_probe=True)
     trainer = training_model(m, cfg)  # as a run trains it: uint8 in, augmentation, the tagger
@@ -100,20 +101,22 @@ def test_each_backbone_owns_its_settings():
         parse_sets(["model.dropout"])
 
 
+@pytest.mark.slow
 def test_the_cli_passes_set_and_backbone_into_config_json(tmp_path, subset_dir):
     from animetag.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "sample", "--epochs", "1",
+    assert main(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "tiny", "--epochs", "1",
                  "--image-size", "32", "--backbone", "resnet", "--set", "model.dropout=0.3",
                  "--set", "augment.flip=false"]) == 0
     saved = json.loads((run / "config.json").read_text())["train"]
     assert saved["model"]["backbone"] == "resnet" and saved["model"]["dropout"] == 0.3
-    assert saved["augment"]["flip"] is False and saved["model"]["stem_width"] == 24
+    assert saved["augment"]["flip"] is False and saved["model"]["stem_width"] == 8
     m = keras.saving.load_model(run / "model.keras")
     assert not any("_se_" in layer.name for layer in m.layers)  # no SE blocks in the ablation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, published_gmacs", [("convnext_tiny", 4.47), ("efficientnetv2_b0", 0.72)])
 def test_flops_count_what_the_backbone_papers_publish(name, published_gmacs):
     """At 224 px: ConvNeXt-Tiny 4.5 GMACs (its pointwise layers are Dense layers on the feature
@@ -197,6 +200,7 @@ def _animetag(args, site, tmp_path):
                           timeout=600, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_plugin_package_is_found_by_its_entry_point_in_a_fresh_process(plugin_site, subset_dir, tmp_path):
     """`animetag train --backbone theirs_net --loss theirs_bce` in a new process trains the
     other package's backbone with its own setting; `animetag plugins` lists all three."""
@@ -207,7 +211,7 @@ def test_a_plugin_package_is_found_by_its_entry_point_in_a_fresh_process(plugin_
     assert '{"width": 8}' in listed.stdout  # its settings, with their defaults
 
     run = tmp_path / "run"
-    proc = _animetag(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "sample", "--epochs", "1",
+    proc = _animetag(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "tiny", "--epochs", "1",
                       "--image-size", "32", "--backbone", "theirs_net", "--loss", "theirs_bce",
                       "--set", "model.width=4"], plugin_site, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,3 +271,31 @@ def test_a_policy_registered_beside_the_others_is_evaluated_and_plotted(tmp_path
         assert policies.get("0.2").for_tags(None, ["a", "b"]).tolist() == [0.2, 0.2]  # needs no thresholds.json
     finally:
         POLICIES._items.pop("0.2")
+
+
+def test_a_metadata_format_is_one_registered_reader(tmp_path):
+    """A new file format is one function: registered with its suffix, `load_posts` reads it
+    like the built-in ones (and malformed records are still reported by line)."""
+    import csv
+
+    from animetag.danbooru import load_posts
+    from animetag.registry import READERS
+
+    @READERS.register("tsv", suffixes=(".tsv",))
+    def read_tsv(path, report, columns=None, present=None):
+        """Tab-separated values with a header row."""
+        with open(path, encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            for row in reader:
+                yield reader.line_num, row
+
+    try:
+        p = tmp_path / "posts.tsv"
+        p.write_text("id\tmd5\trating\ttag_string_general\n1\t" + "a" * 32 + "\tg\tsmile 1girl\n"
+                     "x\t\tg\tsmile\n2\t" + "b" * 32 + "\ts\tsolo\n")
+        posts, report = load_posts(p)
+        assert posts["id"].tolist() == [1, 2] and posts["tags_general"].tolist() == ["smile 1girl", "solo"]
+        assert len(report.malformed) == 1 and report.malformed[0]["line"] == 3
+        assert "tsv" in READERS.names() and {"jsonl", "json_array", "csv", "parquet"} <= set(READERS.names())
+    finally:
+        READERS._items.pop("tsv")

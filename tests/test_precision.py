@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # trains and exports (minutes)
+
 keras = pytest.importorskip("keras")
 
 PATHS = [(p, x) for p in ("float32", "mixed_float16", "mixed_bfloat16") for x in ("off", "on")]
@@ -34,7 +36,7 @@ def runs(tmp_path_factory):
     out = {}
     for precision, xla in PATHS:
         run = root / f"{precision}-xla-{xla}"
-        kw = dict(profile="sample", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
+        kw = dict(profile="tiny", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
         with pytest.raises(KeyboardInterrupt):
             train(data, run, callbacks=[_Interrupt()], **kw)
         first = pd.read_csv(run / "history.csv")

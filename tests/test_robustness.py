@@ -18,7 +18,7 @@ from animetag.locks import FolderLocked, folder_lock
 
 keras = pytest.importorskip("keras")
 
-TRAIN = ["--profile", "sample", "--image-size", "32", "--batch-size", "32"]
+TRAIN = ["--profile", "tiny", "--image-size", "32", "--batch-size", "32"]
 
 
 class _StopInEpoch(keras.callbacks.Callback):
@@ -41,12 +41,13 @@ def _trainable(path: Path) -> list[np.ndarray]:
     return [np.array(w.numpy()) for w in model.trainable_weights]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_in_its_first_epoch_resumes_with_the_same_command(subset_dir, tmp_path, capsys):
     from animetag.train import train
 
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(subset_dir, run, profile="sample", image_size=32, batch_size=32, epochs=1, verbose=0,
+        train(subset_dir, run, profile="tiny", image_size=32, batch_size=32, epochs=1, verbose=0,
               callbacks=[_StopInEpoch(0)])
     assert not (run / "checkpoints" / "state.json").exists()
     code = main(["train", "--data", str(subset_dir), "--run", str(run), *TRAIN, "--epochs", "1"])
@@ -54,6 +55,7 @@ def test_a_run_stopped_in_its_first_epoch_resumes_with_the_same_command(subset_d
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0]
 
 
+@pytest.mark.slow
 def test_an_extension_stopped_mid_epoch_resumes_at_the_recomputed_rate_and_learns(subset_dir, tmp_path, capsys):
     from animetag.config import train_config
     from animetag.fitting import lr_schedule
@@ -61,7 +63,7 @@ def test_an_extension_stopped_mid_epoch_resumes_at_the_recomputed_rate_and_learn
     from animetag.train import train
 
     run = tmp_path / "run"
-    kw = dict(profile="sample", image_size=32, batch_size=32, verbose=0)
+    kw = dict(profile="tiny", image_size=32, batch_size=32, verbose=0)
     train(subset_dir, run, epochs=2, **kw)
     before = _trainable(run / "checkpoints" / "last.keras")
     with pytest.raises(KeyboardInterrupt):  # extended to 4 epochs, stopped in the third
@@ -72,7 +74,7 @@ def test_an_extension_stopped_mid_epoch_resumes_at_the_recomputed_rate_and_learn
     hist = pd.read_csv(run / "history.csv")
     assert hist["epoch"].tolist() == [0, 1, 2, 3]
     steps = int((read_subset(subset_dir)[1]["split"] == "train").sum()) // 32
-    schedule = lr_schedule(train_config("sample", epochs=4, image_size=32, batch_size=32), steps)
+    schedule = lr_schedule(train_config("tiny", epochs=4, image_size=32, batch_size=32), steps)
     for e in (2, 3):
         assert hist["learning_rate"].iloc[e] == pytest.approx(float(schedule((e + 1) * steps)), rel=1e-4)
     assert hist["learning_rate"].iloc[2] > 1e-4
@@ -107,6 +109,7 @@ def test_a_bad_setting_is_one_line_and_records_nothing(subset_dir, tmp_path, cap
     assert not (run / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_after_a_bad_setting_the_corrected_command_trains(subset_dir, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--data", str(subset_dir), "--run", str(run), *TRAIN, "--epochs", "1"]
@@ -193,6 +196,7 @@ def _race(lock: str, barrier, q) -> None:
         q.put(("refused", 0.0, 0.0))
 
 
+@pytest.mark.slow
 def test_two_commands_starting_at_once_never_both_hold_the_lock(tmp_path, monkeypatch):
     import types
 
@@ -347,6 +351,7 @@ def test_files_a_run_needs_are_named_when_damaged(subset_dir, tmp_path):
         RunFolder(run).model  # noqa: B018
 
 
+@pytest.mark.slow
 def test_a_failed_export_leaves_nothing_and_an_export_inside_the_run_can_be_redone(tmp_path, monkeypatch):
     from animetag.config import train_config
     from animetag.export import export_run
@@ -391,15 +396,6 @@ def test_evaluate_names_the_splits_it_takes(capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--data", "d", "--run", "r", "--split", "foo"])
     assert e.value.code == 2 and "invalid choice: 'foo' (choose from" in capsys.readouterr().err
-
-
-def test_an_integer_setting_in_the_environment_is_named_when_it_is_not_one(tmp_path, monkeypatch):
-    from animetag.workspace import ensure_sample, workspace
-
-    monkeypatch.setenv("ANIMETAG_HOME", str(tmp_path))
-    monkeypatch.setenv("ANIMETAG_SAMPLE_IMAGES", "3k")
-    with pytest.raises(ValueError, match=r"ANIMETAG_SAMPLE_IMAGES='3k' is not an integer"):
-        ensure_sample(workspace("sample"))
 
 
 def test_an_id_beyond_int64_is_one_malformed_record_of_a_subset_built_from_the_command_line(sample_root, tmp_path,

@@ -98,7 +98,7 @@ def test_a_second_command_on_a_locked_run_refuses_at_once(subset_dir, tmp_path, 
         lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "command": "animetag train",
                                     "since": "now"}))
         t = time.time()
-        code = main(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "sample", "--epochs", "1"])
+        code = main(["train", "--data", str(subset_dir), "--run", str(run), "--profile", "tiny", "--epochs", "1"])
         err = capsys.readouterr().err
         assert code == 2 and f"in use by process {holder.pid}" in err and time.time() - t < 10
         assert not run.exists()

@@ -134,6 +134,7 @@ def test_one_table_for_all_images(run, images, tmp_path):
         tag_paths(t, [images], out=out, fmt="csv", progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["rgb", "bgr"])
 def test_onnx_export_agrees_with_keras(run, images, tmp_path, order):
     ort = pytest.importorskip("onnxruntime")

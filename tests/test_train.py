@@ -46,6 +46,7 @@ def test_pipeline_labels_match_the_manifest(subset_dir):
     assert np.array_equal(x, again)
 
 
+@pytest.mark.slow
 def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     from animetag.train import train
 
@@ -60,7 +61,7 @@ def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     assert {"val_f1_micro", "val_f1_macro", "val_pr_auc", "val_rating_accuracy", "loss"} <= set(hist.columns)
     assert hist["epoch"].tolist() == list(range(10))
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["train"]["image_size"] == 32 and cfg["data"]["n_tags"] == 4 + 30 and cfg["data"]["n_ratings"] == 4
+    assert cfg["train"]["image_size"] == 32 and cfg["data"]["n_outputs"] == 4 + 30 and cfg["data"]["n_tags"] == 30 and cfg["data"]["n_ratings"] == 4
     # model.keras is the best epoch by validation F1-macro and loads with nothing else: in a
     # fresh process without the package (the rating probe's stop-gradient is a stock Identity there)
     import subprocess
@@ -91,11 +92,12 @@ class _Iterations(keras.callbacks.Callback):
         self.start = int(self.model.optimizer.iterations.numpy())
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     from animetag.train import SettingsChanged, train
 
     run = tmp_path / "run"
-    kw = dict(profile="sample", image_size=32, epochs=3, batch_size=32, verbose=0)
+    kw = dict(profile="tiny", image_size=32, epochs=3, batch_size=32, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         train(subset_dir, run, callbacks=[_Interrupt(2)], **kw)
     state = json.loads((run / "checkpoints" / "state.json").read_text())
@@ -141,7 +143,7 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     assert r["resumed_from_epoch"] == 3 and r["epochs_done"] == 5 and it.start == 3 * steps
     hist = pd.read_csv(run / "history.csv")
     assert hist["epoch"].tolist() == [0, 1, 2, 3, 4]
-    new = lr_schedule(train_config("sample", epochs=5, lr=kw.get("lr", 0.003)), steps)
+    new = lr_schedule(train_config("tiny", epochs=5, lr=kw.get("lr", 0.003)), steps)
     assert hist["learning_rate"].iloc[3] == pytest.approx(float(new(4 * steps)), rel=1e-4)
     assert hist["learning_rate"].iloc[3] > 1e-4  # training went on, it did not idle at rate 0
     cfg = json.loads((run / "config.json").read_text())
@@ -152,6 +154,7 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
         train(subset_dir, run, **{**kw, "epochs": 4})
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     from keras import ops
 
@@ -160,7 +163,7 @@ def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(fitting, "make_loss", lambda cfg, n_ratings=0: lambda y, p: ops.mean(p) * float("nan"))
     with pytest.raises(tr.TrainingDiverged, match="epoch 1, batch 1"):
-        tr.train(subset_dir, tmp_path / "run", profile="sample", image_size=32, epochs=1, verbose=0)
+        tr.train(subset_dir, tmp_path / "run", profile="tiny", image_size=32, epochs=1, verbose=0)
 
 
 # split sizes whose remainders at batch 8 are 0, 1, half a batch and a batch minus one: with
@@ -168,6 +171,7 @@ def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
 REMAINDER_CASES = {"r0": 16, "r1": 17, "r4": 20, "r7": 23}
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
     import animetag.train  # noqa: F401  (registers what the checkpoint holds)
     from animetag.losses import make_loss
@@ -185,7 +189,7 @@ def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
         s = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         for name in {list(REMAINDER_CASES)!r}:
             root = {str(tmp_path)!r} + "/" + name
-            r = train(root + "/data", root + "/run", profile="sample", image_size=16, epochs=1, batch_size=8,
+            r = train(root + "/data", root + "/run", profile="tiny", image_size=16, epochs=1, batch_size=8,
                       strategy=s, verbose=0)
             print("RESULT", json.dumps({{"name": name, "replicas": s.num_replicas_in_sync, **r}}))
     """)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.slow  # exports and runs a client (seconds each)
 pytest.importorskip("tf2onnx")
 
 from animetag.tagging import TagChoice, Tagger  # noqa: E402

@@ -30,6 +30,7 @@ from .evaluate import evaluate, evaluate_scores, predict_split, tune_thresholds
 from .folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
 from .metrics import paired_bootstrap_diff
 from .subset import build_subset
+from .vocab import tag_rows
 
 RECORD = "ablation.json"
 
@@ -94,7 +95,7 @@ def _row(variant: Variant, run: RunFolder, subset: SubsetFolder, base_tags: list
          policy: policies.ThresholdPolicy, n_boot: int) -> dict[str, Any]:
 
     full = evaluate(subset, run, split="test", n_boot=n_boot)  # the run's own metrics.json
-    if run.tags["name"].iloc[subset.n_ratings:].tolist() == base_tags:
+    if tag_rows(run.tags)["name"].tolist() == base_tags:
         m = full  # scored on the tags it was trained on: its own evaluation is the row's
     else:  # the base tags alone, thresholds tuned on val as always
         y_val, s_val = _scores_on(run, subset, base_tags, "val")
@@ -129,7 +130,7 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
     pol = policies.get(policy)
     folders = {k: SubsetFolder(v) for k, v in subsets.items()}
     base = folders["base"]
-    base_tags = base.tags["name"].iloc[base.n_ratings:].tolist()
+    base_tags = tag_rows(base.tags)["name"].tolist()
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / RECORD
     done = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}

@@ -59,7 +59,7 @@ class TarIndex:
     The same post in two places (a member appended twice, or in two archives) is resolved as
     tar itself does for a member appended twice: the last one wins, in archive name order and
     then position; each such case is counted (`duplicates`). An archive that ends inside a
-    member header (a download cut off) keeps the members before the cut and is named in
+    member (a download cut off) keeps the whole members before the cut and is named in
     `truncated`."""
 
     by_id: dict[int, Member]
@@ -75,15 +75,19 @@ class TarIndex:
             if path.suffix != ".tar":
                 raise ValueError(f"{path}: only uncompressed .tar archives can be read without extracting them")
             index.archives.append(str(path))
+            size, read = path.stat().st_size, 0
             try:
                 with tarfile.open(path, "r:") as tar:
                     for m in tar:
-                        if m.isfile():
+                        read += 1
+                        if m.isfile() and m.offset_data + m.size <= size:  # a member cut off is left out
                             index._add(Member(str(path), m.name, m.offset_data, m.size))
-                    end = tar.offset
+                    cut = _cut_after(path, tar.offset)
             except tarfile.TarError as e:
-                raise ValueError(f"{path}: not a readable tar archive ({e})") from None
-            if _cut_after(path, end):
+                if not read:
+                    raise ValueError(f"{path}: not a readable tar archive ({e})") from None
+                cut = True  # it ends inside a member: the whole members before are kept
+            if cut:
                 index.truncated.append(str(path))
         return index
 

@@ -31,7 +31,7 @@ from .config import train_config
 from .fitting import compile_model, training_model
 from .folders import SubsetFolder
 from .model import build_model, flops_per_image
-from .pipeline import make_dataset, n_tags_of, split_size
+from .pipeline import make_dataset, n_outputs_of, split_size
 from .reference import PEAK_TFLOPS
 from .tagging import Tagger, find_images
 from .train import choose_precision
@@ -81,15 +81,15 @@ def _feed_rates(data: Path, cfg, batch: int, steps: int) -> dict[str, float]:
     return {"first_pass_decode_img_s": decode, "host_feed_img_s": feed, "host_feed_if_augmenting_on_host_img_s": host_aug}
 
 
-def _fit_rates(data: Path, cfg, n_tags: int, batch: int, steps: int, precision: str, jit: bool,
+def _fit_rates(data: Path, cfg, n_outputs: int, batch: int, steps: int, precision: str, jit: bool,
                rounds: int = 3) -> dict[str, Any]:
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
         n_rat = SubsetFolder.of(data).n_ratings
-        core = build_model(n_tags - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
+        core = build_model(n_outputs - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
         model = training_model(core, cfg)
-        compile_model(model, cfg, n_tags - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
+        compile_model(model, cfg, n_outputs - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
         real = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
                             shuffle_buffer=cfg.shuffle_buffer, repeat=True)
         x, y = next(iter(real))
@@ -126,7 +126,7 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
     (default 50 on an accelerator, 3 on a CPU, where a 256 px step is slow)."""
     data = SubsetFolder.of(data)  # read once, passed on
     cfg = train_config(profile, batch_size=batch_size, image_size=image_size)
-    n_tags = n_tags_of(data)
+    n_outputs = n_outputs_of(data)
     batch = cfg.batch_size
     acc = accelerator()
     fit_steps = fit_steps or (50 if acc["kind"] != "cpu" else 3)
@@ -137,7 +137,7 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
     out["host_augmentation_slowdown"] = out["host_feed_img_s"] / out["host_feed_if_augmenting_on_host_img_s"]
     base = precision or ("float32" if acc["kind"] == "cpu" else choose_precision("auto", acc))
     jit = acc["kind"] != "cpu"
-    r = _fit_rates(data, cfg, n_tags, batch, fit_steps, base, jit=jit)
+    r = _fit_rates(data, cfg, n_outputs, batch, fit_steps, base, jit=jit)
     out["precision"], out["xla"] = base, jit
     out.update({k: r[k] for k in ("step_img_s", "fit_img_s", "input_efficiency", "input_wait_share",
                                   "input_efficiency_rounds")})
@@ -152,7 +152,7 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
     if peak:
         out["model_flop_utilisation"] = achieved / peak
     if acc["kind"] == "gpu" and compare_float32 and base != "float32":
-        f32 = _fit_rates(data, cfg, n_tags, batch, fit_steps, "float32", jit=False)
+        f32 = _fit_rates(data, cfg, n_outputs, batch, fit_steps, "float32", jit=False)
         out["float32_step_img_s"] = f32["step_img_s"]
         out["speedup_over_float32"] = r["step_img_s"] / f32["step_img_s"]
     return _rounded(out)

@@ -189,7 +189,8 @@ def _older_loss_settings(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-# The thesis setting on a GPU, and a slim one that finishes on two CPU cores in minutes.
+# The thesis setting on a GPU; a slim one that finishes on two CPU cores in minutes (the
+# demo); and the smallest that still trains, for the tests and CI (seconds).
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     "sample": {
@@ -204,12 +205,18 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "se_ratio": 8, "dropout": 0.1},
     },
 }
+PROFILES["tiny"] = {**PROFILES["sample"], "profile": "tiny", "image_size": 32, "epochs": 3, "batch_size": 16,
+                    "shuffle_buffer": 256,
+                    "model": {"stem_width": 8, "widths": (8, 16), "depths": (1, 1), "se_ratio": 4, "dropout": 0.1}}
 SUBSET_PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     # the sample also keeps its 10 most common characters, to show the WD layout end to end
     "sample": {"top_k": 100, "top_k_character": 10, "max_images": 25000, "image_size": 64,
                "images_per_shard": 256},
+    "tiny": {"top_k": 40, "top_k_character": 10, "max_images": 25000, "image_size": 32, "images_per_shard": 128},
 }
+# the profiles that run on the built-in sample, and how many posts it is generated with
+SAMPLE_PROFILES = {"sample": 3000, "tiny": 400}
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -300,14 +307,12 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 COLAB_WORKSPACE = Path("/content/drive/MyDrive/animetag")
 
 
-def data_home() -> Path:
-    """Where datasets and runs live: $ANIMETAG_HOME; else, on Colab with Google Drive
-    mounted, `MyDrive/animetag` (so each notebook finds the previous one's outputs and a run
-    survives a disconnect); else `<repo>/data`."""
-
-    env = os.environ.get("ANIMETAG_HOME")
-    if env:
-        return Path(env)
+def data_home(workspace: str | os.PathLike = "") -> Path:
+    """Where datasets and runs live: `workspace` where given (a notebook's WORKSPACE field);
+    else, on Colab with Google Drive mounted, `MyDrive/animetag` (so each notebook finds the
+    previous one's outputs and a run survives a disconnect); else `<repo>/data`."""
+    if str(workspace).strip():
+        return Path(workspace)
     if "google.colab" in sys.modules and COLAB_WORKSPACE.parent.is_dir():
         return COLAB_WORKSPACE
     return repo_root() / "data"

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .config import CATEGORIES, CATEGORY_NAMES
+from .registry import READERS
 
 if TYPE_CHECKING:
     from .present import ImageIndex
@@ -74,18 +75,21 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def _format_of(path: Path) -> str:
+    """The registered reader for a file: by its suffix (`suffixes` at registration), else
+    by its first character (`starts_with`), else JSON lines."""
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     ext = suffixes[-1] if suffixes else ""
-    if ext == ".csv":
-        return "csv"
-    if ext in (".parquet", ".pq"):
-        return "parquet"
+    entries = READERS.entries()
+    for e in entries:
+        if ext in e.extra.get("suffixes", ()):
+            return e.name
     head = _peek(path)
     first = head.lstrip()[:1]
-    if first == "[":
-        return "json_array"
     if first == "{":
         _refuse_single_object(path, head)
+    for e in entries:
+        if first and first in e.extra.get("starts_with", ()):
+            return e.name
     return "jsonl"
 
 
@@ -137,15 +141,7 @@ def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
     `report.absent`); the caller checks the rest with `present.has`."""
     path = Path(path)
     report = report if report is not None else LoadReport()
-    fmt = _format_of(path)
-    if fmt == "jsonl":
-        it = _iter_jsonl(path, report, present)
-    elif fmt == "json_array":
-        it = _iter_json_array(path, report)
-    elif fmt == "csv":
-        it = _iter_csv(path)
-    else:
-        it = _iter_parquet(path, columns, report, present)
+    it = READERS.get(_format_of(path))(path, report, columns, present)
     line = 0
     try:
         for line, rec in it:
@@ -156,7 +152,14 @@ def iter_raw_records(path: str | os.PathLike, report: LoadReport | None = None,
         report.truncated = True
 
 
-def _iter_jsonl(path: Path, report: LoadReport, present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
+# -- the registered readers: (line number, raw record) from one file of a format ------------
+# Each takes (path, report, columns wanted or None, present images or None); a new format is
+# one more function registered here or in a plug-in package.
+
+@READERS.register("jsonl", starts_with="{")
+def _iter_jsonl(path: Path, report: LoadReport, columns: Iterable[str] | None = None,
+                present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
+    """JSON lines, one post per line (Danbooru's own dumps; nyanko7's posts.json)."""
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
@@ -173,7 +176,9 @@ def _iter_jsonl(path: Path, report: LoadReport, present: ImageIndex | None = Non
                 report.add_malformed(str(path), lineno, f"invalid JSON: {e.msg} (column {e.colno})")
 
 
-def _iter_json_array(path: Path, report: LoadReport, chunk: int = 1 << 20) -> Iterator[tuple[int, Any]]:
+@READERS.register("json_array", starts_with="[")
+def _iter_json_array(path: Path, report: LoadReport, columns: Iterable[str] | None = None,
+                     present: ImageIndex | None = None, chunk: int = 1 << 20) -> Iterator[tuple[int, Any]]:
     """Stream the elements of a top-level JSON array without reading the whole file."""
     dec = json.JSONDecoder()
     with _open_text(path) as f:
@@ -245,7 +250,10 @@ def _element_end(buf: str, pos: int) -> int:
     return -1
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+@READERS.register("csv", suffixes=(".csv",))
+def _iter_csv(path: Path, report: LoadReport, columns: Iterable[str] | None = None,
+              present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
+    """CSV with a header row (Kaggle's exports)."""
     csv.field_size_limit(1 << 26)
     with _open_text(path) as f:
         reader = csv.DictReader(f)
@@ -253,7 +261,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
             yield reader.line_num, row
 
 
-def _iter_parquet(path: Path, columns: Iterable[str] | None, report: LoadReport,
+@READERS.register("parquet", suffixes=(".parquet", ".pq"))
+def _iter_parquet(path: Path, report: LoadReport, columns: Iterable[str] | None = None,
                   present: ImageIndex | None = None) -> Iterator[tuple[int, Any]]:
     """Rows of the wanted columns, a batch at a time; with `present`, each batch is filtered
     in Arrow first, so only the rows with an image here become Python objects."""

@@ -28,7 +28,7 @@ from .locks import folder_lock
 from .metrics import bootstrap_f1_ci, f1_at, per_tag_report
 from .reference import comparison_rows
 from .subset import label_matrix
-from .vocab import category_name, rating_labels
+from .vocab import category_name, rating_labels, split_outputs, tag_rows
 
 
 class DataMismatch(ValueError):
@@ -190,20 +190,21 @@ def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_
     signature = check_run_data(data, run)
     all_rows, manifest, summary = data.read()
     n_rat = data.n_ratings
-    tags = all_rows.iloc[n_rat:].reset_index(drop=True)
+    tags = tag_rows(all_rows)
     model = run.model  # loaded once, for both splits and its size
     _, y_val_all, s_val_all = predict_split(data, run, "val", signature=signature, model=model)
     ids, y_all, s_all = predict_split(data, run, split, signature=signature, model=model)
     # the rating head is judged as a 4-way choice; every metric below is over the tag rows
-    y_val, s_val, y, s = y_val_all[:, n_rat:], s_val_all[:, n_rat:], y_all[:, n_rat:], s_all[:, n_rat:]
+    (_, y_val), (_, s_val) = split_outputs(y_val_all, n_rat), split_outputs(s_val_all, n_rat)
+    (y_rating, y), (s_rating, s) = split_outputs(y_all, n_rat), split_outputs(s_all, n_rat)
     metrics, th = evaluate_scores(y_val, s_val, y, s, n_boot=n_boot)
     metrics = {"split": split, **metrics}
     cats = by_category(tags, y, s, th)
     metrics["by_category"] = cats
     if n_rat:
-        metrics["rating"] = rating_metrics(y_all[:, :n_rat], s_all[:, :n_rat])
+        metrics["rating"] = rating_metrics(y_rating, s_rating)
 
-    Y_train = label_matrix(manifest, all_rows)[manifest["split"].to_numpy() == "train"][:, n_rat:]
+    Y_train = split_outputs(label_matrix(manifest, all_rows)[manifest["split"].to_numpy() == "train"], n_rat)[1]
     rep = per_tag_report(y, s, per_tag_thresholds(th))
     per_tag = pd.DataFrame({
         "tag": tags["name"], "category": [category_name(c) for c in tags["category"]],

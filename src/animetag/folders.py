@@ -137,7 +137,6 @@ class SubsetFolder(_Folder):
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
-
         self.summary  # noqa: B018
         return pd.read_csv(self.path / self.MANIFEST, keep_default_na=False, dtype={"md5": str, "tags": str})
 
@@ -153,8 +152,13 @@ class SubsetFolder(_Folder):
 
     @property
     def n_ratings(self) -> int:
-
+        """The rating rows tags.csv starts with (4, or 0 without a rating head)."""
         return n_ratings(self.tags)
+
+    @property
+    def n_tags(self) -> int:
+        """The tag rows: the outputs less the ratings (subset.json's and metrics.json's n_tags)."""
+        return self.n_outputs - self.n_ratings
 
     def split_size(self, split: str) -> int:
         return int((self.manifest["split"] == split).sum())
@@ -265,13 +269,13 @@ def refuse_overwriting_another_kind(out: str | os.PathLike, kind: str) -> None:
 
 
 def data_signature(subset_dir: str | os.PathLike | SubsetFolder) -> dict[str, Any]:
-    """What a run is bound to: the output rows (`n_tags` counts them all, `n_ratings` the
-    rating rows among them) in order, the image size, and which image lies in which split."""
+    """What a run is bound to: the output rows in order (`n_outputs` of them: `n_ratings`
+    rating rows, then `n_tags` tags), the image size, and which image lies in which split."""
     subset = SubsetFolder.of(subset_dir)
     tags, manifest = subset.tags, subset.manifest
     names = "\n".join(tags["name"]).encode()
     splits = "\n".join(f"{i}:{s}" for i, s in sorted(zip(manifest["id"].astype(int), manifest["split"]))).encode()
-    return {"n_tags": len(tags), "n_ratings": subset.n_ratings, "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
+    return {"n_outputs": len(tags), "n_tags": subset.n_tags, "n_ratings": subset.n_ratings, "tags_sha1": hashlib.sha1(names).hexdigest()[:12],
             "image_size": subset.image_size,
             "split_sizes": {s: subset.split_size(s) for s in ("train", "val", "test")},
             "split_sha1": hashlib.sha1(splits).hexdigest()[:12]}
@@ -279,7 +283,9 @@ def data_signature(subset_dir: str | os.PathLike | SubsetFolder) -> dict[str, An
 
 def data_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """How `now` differs from a run's recorded data signature (keys a run recorded only;
-    runs from older versions lack some)."""
+    runs from older versions lack some; theirs named every output row `n_tags`)."""
+    if "n_tags" in recorded and "n_outputs" not in recorded:
+        recorded = {**recorded, "n_outputs": recorded["n_tags"], "n_tags": recorded["n_tags"] - recorded.get("n_ratings", 0)}
     return diff(recorded, {k: v for k, v in now.items() if k in recorded})
 
 

@@ -23,7 +23,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 CACHE_SHARE = 0.5
 
 
-def n_tags_of(subset_dir: str | Path | SubsetFolder) -> int:
+def n_outputs_of(subset_dir: str | Path | SubsetFolder) -> int:
     """The subset's output rows (ratings and tags)."""
     return SubsetFolder.of(subset_dir).n_outputs
 
@@ -95,7 +95,7 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
         raise ValueError(f"batch size: {batch_size} must be at least 1")
     subset = SubsetFolder.of(subset_dir)  # a SubsetFolder passed in is not read again
     files = list_shards(subset, split)
-    n_tags = subset.n_outputs
+    n_outputs = subset.n_outputs
     n = subset.split_size(split)
     if training:
         require_whole_batch(n, batch_size, subset_dir, split)
@@ -109,7 +109,7 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     size = image_size or stored
 
     def decode(serialized):
-        jpeg, y, pid = parse_example(serialized, n_tags)
+        jpeg, y, pid = parse_example(serialized, n_outputs)
         img = tf.io.decode_jpeg(jpeg, channels=3)
         if size != stored:  # shards hold the subset's size; resize only when asked for another
             img = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(img, [size, size], antialias=True), 0, 255)),
@@ -132,7 +132,7 @@ def make_dataset(subset_dir: str | Path, split: str, batch_size: int, image_size
     if pad_to_batch and not training:
         ds = ds.map(lambda img, y, pid: (img, y, pid, tf.constant(1.0)))
         pad = steps * batch_size - n
-        blank = (tf.zeros([size, size, 3], tf.uint8), tf.zeros([n_tags], tf.float32), tf.constant(-1, tf.int64),
+        blank = (tf.zeros([size, size, 3], tf.uint8), tf.zeros([n_outputs], tf.float32), tf.constant(-1, tf.int64),
                  tf.constant(0.0))
         ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
 

@@ -3,7 +3,8 @@ one function registered under a name where it is defined. The CLI's choices, the
 dropdowns and the docs are built from the names; a name is checked where it is used, and an
 unknown one is an error that lists the known ones.
 
-The built-in plug-ins live in `animetag.model`, `animetag.losses` and `animetag.policies`
+The built-in plug-ins live in `animetag.model`, `animetag.losses`, `animetag.policies` and
+`animetag.danbooru` (the metadata readers, one per file format)
 (imported when a registry is first asked, so listing policies does not import Keras).
 Other packages add theirs through the entry-point group `animetag.plugins`: each entry point
 names a module whose import registers its plug-ins (in their `pyproject.toml`)::
@@ -171,3 +172,4 @@ def json_dict(obj: Any) -> dict[str, Any]:
 BACKBONES = Registry("backbone", "animetag.model")
 LOSSES = Registry("loss", "animetag.losses")
 POLICIES = Registry("threshold policy", "animetag.policies")
+READERS = Registry("metadata format", "animetag.danbooru")

@@ -393,27 +393,7 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
             data = data[: len(data) // 3]
         if data is not None and kind != "missing_file":
             (_mk(tmp / folder / bucket) / f"{pid}.{ext}").write_bytes(data)
-        general = [] if kind == "no_tags" else post.general
-        rec = {
-            "id": float(pid) if i % 9 == 4 else pid,  # messy: some ids as floats
-            "created_at": int(1_600_000_000_000 + pid * 1000),  # epoch milliseconds
-            "md5": md5, "file_ext": "png" if kind == "mode_P" else ext, "rating": post.rating,
-            "image_width": str(w) if i % 7 == 3 else w, "image_height": h,
-            "tag_string": " ".join(sorted(general + post.character + post.copyright + post.artist + post.meta)),
-            "tag_string_general": " ".join(general),
-            "tag_string_character": " ".join(post.character),
-            "tag_string_copyright": " ".join(post.copyright),
-            "tag_string_artist": " ".join(post.artist),
-            "tag_string_meta": " ".join(post.meta),
-            "is_deleted": False,
-            "score": int(prng.integers(0, 200)),
-        }
-        if i % 11 == 6:  # messy: fields missing altogether
-            del rec["image_height"], rec["score"]
-        if kind == "no_tags":
-            for c in ("tag_string", "tag_string_character", "tag_string_copyright",
-                      "tag_string_artist", "tag_string_meta"):
-                rec[c] = ""
+        rec = _record(i, pid, post, (w, h), md5, "png" if kind == "mode_P" else ext, kind, prng)
         line = json.dumps(rec)
         if kind == "malformed_json":
             line = line[: len(line) // 2]  # cut off mid-record, as a broken export is
@@ -428,6 +408,34 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
         shutil.rmtree(out)
     tmp.rename(out)
     return desc
+
+
+def _record(i: int, pid: int, post: Post, size: tuple[int, int], md5: str, ext: str, kind: str | None,
+            prng: np.random.Generator) -> dict[str, Any]:
+    """Post `pid`'s metadata record as Danbooru's exports write it, messy in the ways real
+    dumps are (ids as floats, sizes as text, fields missing) and broken as `kind` asks."""
+    general = [] if kind == "no_tags" else post.general
+    rec = {
+        "id": float(pid) if i % 9 == 4 else pid,  # messy: some ids as floats
+        "created_at": int(1_600_000_000_000 + pid * 1000),  # epoch milliseconds
+        "md5": md5, "file_ext": ext, "rating": post.rating,
+        "image_width": str(size[0]) if i % 7 == 3 else size[0], "image_height": size[1],
+        "tag_string": " ".join(sorted(general + post.character + post.copyright + post.artist + post.meta)),
+        "tag_string_general": " ".join(general),
+        "tag_string_character": " ".join(post.character),
+        "tag_string_copyright": " ".join(post.copyright),
+        "tag_string_artist": " ".join(post.artist),
+        "tag_string_meta": " ".join(post.meta),
+        "is_deleted": False,
+        "score": int(prng.integers(0, 200)),
+    }
+    if i % 11 == 6:  # messy: fields missing altogether
+        del rec["image_height"], rec["score"]
+    if kind == "no_tags":
+        for c in ("tag_string", "tag_string_character", "tag_string_copyright",
+                  "tag_string_artist", "tag_string_meta"):
+            rec[c] = ""
+    return rec
 
 
 def _mk(p: Path) -> Path:

@@ -49,7 +49,6 @@ class ShardWriter:
 
 
 def list_shards(subset_dir: str | Path, split: str) -> list[str]:
-
     shard_dir = Path(subset_dir) / SubsetFolder.SHARDS
     files = sorted(str(p) for p in shard_dir.glob(f"{split}-*.tfrecord"))
     if not files:
@@ -57,7 +56,7 @@ def list_shards(subset_dir: str | Path, split: str) -> list[str]:
     return files
 
 
-def parse_example(serialized, n_tags: int):
+def parse_example(serialized, n_outputs: int):
     """A serialized example as (JPEG bytes, multi-hot float32 labels, id)."""
     import tensorflow as tf
 
@@ -67,8 +66,8 @@ def parse_example(serialized, n_tags: int):
         "labels": tf.io.VarLenFeature(tf.int64),
     })
     idx = tf.sparse.to_dense(f["labels"])
-    y = tf.minimum(tf.reduce_sum(tf.one_hot(idx, n_tags, dtype=tf.float32), axis=0), 1.0)
-    y = tf.ensure_shape(tf.reshape(y, [n_tags]), [n_tags])
+    y = tf.minimum(tf.reduce_sum(tf.one_hot(idx, n_outputs, dtype=tf.float32), axis=0), 1.0)
+    y = tf.ensure_shape(tf.reshape(y, [n_outputs]), [n_outputs])
     return f["image"], y, f["id"]
 
 
@@ -77,11 +76,11 @@ def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
     import tensorflow as tf
 
 
-    n_tags = SubsetFolder.of(subset_dir).n_outputs
+    n_outputs = SubsetFolder.of(subset_dir).n_outputs
     ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)
     ids, images, labels = [], [], []
     for ser in ds:
-        jpeg, y, pid = parse_example(ser, n_tags)
+        jpeg, y, pid = parse_example(ser, n_outputs)
         images.append(tf.io.decode_jpeg(jpeg, channels=3).numpy())
         labels.append(y.numpy())
         ids.append(int(pid))

@@ -20,7 +20,7 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +72,6 @@ class LeftOut:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-
     return tqdm(total=total, desc=desc, disable=not enabled, unit="img")
 
 
@@ -466,6 +465,41 @@ def _shortfall(n_kept: int, n_tried: int, n_eligible: int, index: ImageIndex, cf
     return out
 
 
+@dataclass
+class SubsetRow:
+    """One kept post as a subset folder stores it."""
+
+    id: int
+    md5: str
+    split: str
+    file: str  # where its image came from
+    rating: str
+    jpeg: bytes  # the square image, as the shards hold it
+    labels: list[int]  # its rows of tags.csv (rating row included)
+
+
+def write_subset_files(folder: Path, rows: Iterable[SubsetRow], vocab: pd.DataFrame, n_split: dict[str, int],
+                       images_per_shard: int) -> None:
+    """The shards, manifest.csv and tags.csv of a subset folder, from its rows in order: the
+    one writer of the format (`n_split`: how many rows each split has)."""
+    folder = Path(folder)
+    shard_dir = folder / SubsetFolder.SHARDS
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True)
+    writers = {s: ShardWriter(shard_dir, s, n_split[s], images_per_shard) for s in SPLITS if n_split.get(s)}
+    names, n_rat = vocab["name"].tolist(), n_ratings(vocab)
+    with open(folder / SubsetFolder.MANIFEST, "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["id", "md5", "split", "file", "rating", "tags"])
+        for r in rows:
+            writers[r.split].write(r.id, r.jpeg, r.labels)
+            wr.writerow([r.id, r.md5, r.split, r.file, r.rating, " ".join(names[i] for i in r.labels if i >= n_rat)])
+    for w in writers.values():
+        w.close()
+    vocab.to_csv(folder / SubsetFolder.TAGS, index=False)
+
+
 def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, paths: list[Path],
                   images_root: Path) -> dict[str, Any]:
     """3. split, shards, tables; returns the summary (subset.json is the caller's to write)."""
@@ -486,29 +520,19 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
         raise ValueError(f"the {' and '.join(empty)} split of {len(kept)} images came out empty; "
                          "use more images (--max-images) or larger val/test fractions")
     split_of = dict(zip(kept, split))
-    shard_dir = partial / SubsetFolder.SHARDS
-    if shard_dir.exists():
-        shutil.rmtree(shard_dir)
-    shard_dir.mkdir()
     n_split = Counter(split.tolist())
-    writers = {s: ShardWriter(shard_dir, s, n_split[s], cfg.images_per_shard) for s in SPLITS if n_split[s]}
     t_write = time.time()
-    for cf in d.chunk_files:
-        with open(cf, "rb") as f:
-            for r, jpeg, _, _ in pickle.load(f)[0]:
-                if jpeg is not None and r in split_of:
-                    writers[split_of[r]].write(int(posts.at[r, "id"]), jpeg, lab_of[r])
-    for w in writers.values():
-        w.close()
+
+    def rows() -> Iterator[SubsetRow]:
+        for cf in d.chunk_files:
+            with open(cf, "rb") as f:
+                for r, jpeg, _, _ in pickle.load(f)[0]:
+                    if jpeg is not None and r in split_of:
+                        p = posts.loc[r]
+                        yield SubsetRow(int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"], jpeg, lab_of[r])
+
+    write_subset_files(partial, rows(), vocab_df, n_split, cfg.images_per_shard)
     names = vocab_df["name"].tolist()
-    with open(partial / SubsetFolder.MANIFEST, "w", newline="", encoding="utf-8") as f:
-        wr = csv.writer(f)
-        wr.writerow(["id", "md5", "split", "file", "rating", "tags"])
-        for r in kept:
-            p = posts.loc[r]
-            wr.writerow([int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"],
-                         " ".join(names[i] for i in lab_of[r] if i >= n_rat)])
-    vocab_df.to_csv(partial / SubsetFolder.TAGS, index=False)
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
                    "left_out": dict(left_out.counts)})

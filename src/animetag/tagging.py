@@ -238,29 +238,13 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
 
     table_path = (out_dir or Path.cwd()) / f"tags.{fmt}"
     if fmt == "txt":
-        clashes = caption_collisions({f: caption_path(f) for f in files})
-        if clashes:
-            listed = "; ".join(f"{a} and {b} -> {c}" for a, b, c in clashes[:5])
-            more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
-            raise ValueError(f"{len(clashes)} pairs of images would share one caption file: {listed}{more}. "
-                             "Rename one of each pair, or tag them into different --out folders")
-        if out_dir is not None:
-            _check_writable(out_dir, "output folder")
-        else:  # captions beside the images: every image folder must take files
-            for folder in sorted({f.parent for f in files}):
-                _check_writable(folder, "image folder (captions are written beside the images; or give --out)")
+        _check_captions({f: caption_path(f) for f in files}, out_dir)
+        if not overwrite:
+            todo = [f for f in files if not caption_path(f).exists()]
+            report.skipped_existing = len(files) - len(todo)
+            files = todo
     else:
-        _check_writable(table_path.parent, "output folder")
-        kind = animetag_folder(table_path.parent)
-        if kind:  # its tags.csv is that folder's output list, never a caption table
-            raise ValueError(f"{table_path.parent} is a {kind} folder: {table_path.name} there is its own; "
-                             "write the table to another folder (--out)")
-        if table_path.exists() and not overwrite:
-            raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
-    if fmt == "txt" and not overwrite:
-        todo = [f for f in files if not caption_path(f).exists()]
-        report.skipped_existing = len(files) - len(todo)
-        files = todo
+        _check_table(table_path, overwrite)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(files), desc="tagging", unit="img", disable=not progress)
     for i in range(0, len(files), tagger.batch_size):
@@ -284,14 +268,47 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
         bar.update(len(batch))
     bar.close()
     if fmt != "txt":
-        if fmt == "json":
-            write_json_atomic(table_path, {"images": rows, "errors": report.errors})
-        else:
-            with atomic_path(table_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["file", "rating", "rating_score", "tags", "scores"])
-                for r in rows:
-                    w.writerow([r["file"], r["rating"], "" if r["rating_score"] is None else f"{r['rating_score']:.4f}",
-                                ", ".join(r["tags"]), " ".join(f"{s:.4f}" for s in r["scores"])])
+        _write_table(table_path, fmt, rows, report.errors)
         report.outputs.append(str(table_path))
     return report
+
+
+def _check_captions(captions: dict[Path, Path], out_dir: Path | None) -> None:
+    """Before any image is tagged: no two images share a caption file, and every folder a
+    caption goes to takes files."""
+    clashes = caption_collisions(captions)
+    if clashes:
+        listed = "; ".join(f"{a} and {b} -> {c}" for a, b, c in clashes[:5])
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise ValueError(f"{len(clashes)} pairs of images would share one caption file: {listed}{more}. "
+                         "Rename one of each pair, or tag them into different --out folders")
+    if out_dir is not None:
+        _check_writable(out_dir, "output folder")
+    else:  # captions beside the images: every image folder must take files
+        for folder in sorted({f.parent for f in captions}):
+            _check_writable(folder, "image folder (captions are written beside the images; or give --out)")
+
+
+def _check_table(table_path: Path, overwrite: bool) -> None:
+    """Before any image is tagged: the table's folder takes files, is no subset or run folder
+    (whose tags.csv is its output list), and an existing table is replaced only when asked."""
+    _check_writable(table_path.parent, "output folder")
+    kind = animetag_folder(table_path.parent)
+    if kind:
+        raise ValueError(f"{table_path.parent} is a {kind} folder: {table_path.name} there is its own; "
+                         "write the table to another folder (--out)")
+    if table_path.exists() and not overwrite:
+        raise FileExistsError(f"{table_path} exists; pass --overwrite to replace it")
+
+
+def _write_table(table_path: Path, fmt: str, rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+    """One table for all images, written whole (csv, or json with the unreadable images)."""
+    if fmt == "json":
+        write_json_atomic(table_path, {"images": rows, "errors": errors})
+        return
+    with atomic_path(table_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "rating", "rating_score", "tags", "scores"])
+        for r in rows:
+            w.writerow([r["file"], r["rating"], "" if r["rating_score"] is None else f"{r['rating_score']:.4f}",
+                        ", ".join(r["tags"]), " ".join(f"{s:.4f}" for s in r["scores"])])

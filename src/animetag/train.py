@@ -34,6 +34,7 @@ from .metrics import prior_baseline
 from .model import build_model, float32_copy
 from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
 from .subset import label_matrix
+from .vocab import split_outputs
 
 
 class SettingsChanged(ValueError):
@@ -214,6 +215,28 @@ def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full"
         return _train(data, run, profile, strategy, callbacks, verbose, **overrides)
 
 
+def _extension_of(run: RunFolder, old: dict[str, Any] | None, record: dict[str, Any], cfg: TrainConfig,
+                  done_before: int) -> int | None:
+    """A run folder that holds a run already: the epochs it was started with, when the same
+    run is asked for another number of epochs (an extension), else None (a resume). Any other
+    change of settings or data is another run: refused (SettingsChanged), listing them."""
+    if old is None:
+        return None
+    changes = (diff(_as_now(old.get("train", {})), record["train"], "train.")
+               + [f"data.{c}" for c in data_differences(old.get("data", {}), record["data"])])
+    others = [c for c in changes if not c.startswith("train.epochs:")]
+    if others:
+        raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
+                              "or the original settings, to resume (only the number of epochs may "
+                              "change). Differences (was -> now):\n  " + "\n  ".join(others))
+    if len(others) == len(changes):
+        return None
+    if cfg.epochs < done_before:
+        raise SettingsChanged(f"{run} has trained {done_before} epochs already; ask for at least "
+                              f"that many (epochs {cfg.epochs})")
+    return int(old["train"]["epochs"])
+
+
 def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -> dict[str, Any]:
     data, run = SubsetFolder.of(data), RunFolder.of(run)  # each file of the subset is read once
     cfg = with_plugin_settings(train_config(profile, **overrides))
@@ -227,23 +250,9 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     record = {"train": cfg.to_dict(), "data": sig}
     cfg_path = run / run.CONFIG
     old = run.config
-    extended_from = None
     state = run.state
     done_before = int(state.get("epochs_done", 0))
-    if old is not None:
-        changes = (diff(_as_now(old.get("train", {})), record["train"], "train.")
-                   + [f"data.{c}" for c in data_differences(old.get("data", {}), sig)])
-        # more (or fewer) epochs extend the run; any other change makes it another run
-        others = [c for c in changes if not c.startswith("train.epochs:")]
-        if others:
-            raise SettingsChanged(f"{run} was started with other settings; use a new --run folder, "
-                                  "or the original settings, to resume (only the number of epochs may "
-                                  "change). Differences (was -> now):\n  " + "\n  ".join(others))
-        if len(others) < len(changes):
-            if cfg.epochs < done_before:
-                raise SettingsChanged(f"{run} has trained {done_before} epochs already; ask for at least "
-                                      f"that many (epochs {cfg.epochs})")
-            extended_from = int(old["train"]["epochs"])
+    extended_from = _extension_of(run, old, record, cfg, done_before)
     acc = accelerator()
     precision = choose_precision(cfg.precision, acc)
     strategy = strategy or choose_strategy(acc)
@@ -294,11 +303,11 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
             else:
                 done = 0
                 n_rat = sig["n_ratings"]
-                core = build_model(sig["n_tags"] - n_rat, cfg.image_size, cfg.model,
+                core = build_model(sig["n_tags"], cfg.image_size, cfg.model,
                                    synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat,
                                    rating_probe=not cfg.rating_joint)
                 model = training_model(core, cfg)
-                compile_model(model, cfg, sig["n_tags"] - n_rat, steps, jit, steps_per_execution(acc), n_rat)
+                compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc), n_rat)
         record_settings()
         hist_path = run / run.HISTORY
         _keep_history(hist_path, done)
@@ -312,19 +321,24 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    state = run.state
-    hist = pd.read_csv(hist_path)
+    return _summary(data, run, model, done, time.time() - t0, precision, jit)
+
+
+def _summary(data: SubsetFolder, run: RunFolder, model: keras.Model, resumed_from: int, seconds: float,
+             precision: str, jit: bool) -> dict[str, Any]:
+    """What `train` returns: where the run is, its best epoch's validation figures, and the
+    prior baseline (each tag at its training frequency) to read them against."""
+    hist = pd.read_csv(run / run.HISTORY)
     best = hist.loc[hist["val_f1_macro"].idxmax()]
-    Y = label_matrix(data.manifest, data.tags)[:, data.n_ratings:]  # tags only
+    Y = split_outputs(label_matrix(data.manifest, data.tags), data.n_ratings)[1]
     split = data.manifest["split"].to_numpy()
-    base = prior_baseline(Y[split == "train"], Y[split == "val"])
     return {
-        "run": str(run), "model": str(run.model_path), "epochs_done": state.get("epochs_done", 0),
-        "resumed_from_epoch": done, "seconds": round(time.time() - t0, 1),
+        "run": str(run), "model": str(run.model_path), "epochs_done": run.state.get("epochs_done", 0),
+        "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1),
         "params": int(model.count_params()), "precision": precision, "xla": jit,
         "best_epoch": int(best["epoch"]) + 1,
         "val_f1_micro": float(best["val_f1_micro"]), "val_f1_macro": float(best["val_f1_macro"]),
         "val_pr_auc": float(best.get("val_pr_auc", np.nan)),
         "val_rating_accuracy": float(best.get("val_rating_accuracy", np.nan)),
-        "prior_baseline_val": base,
+        "prior_baseline_val": prior_baseline(Y[split == "train"], Y[split == "val"]),
     }

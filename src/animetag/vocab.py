@@ -40,6 +40,12 @@ def tag_rows(tags: pd.DataFrame) -> pd.DataFrame:
     return tags.iloc[n_ratings(tags):].reset_index(drop=True)
 
 
+def split_outputs(a: np.ndarray, n_rat: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rating columns, tag columns) of labels or scores laid out as the output rows."""
+    a = np.asarray(a)
+    return a[..., :n_rat], a[..., n_rat:]
+
+
 def rating_rows(counts: dict[str, int]) -> pd.DataFrame:
     """The four rating rows with their post counts (tag_id 9999999, as WD marks them: no
     Danbooru tag)."""

@@ -1,7 +1,10 @@
 """Where a notebook's inputs and outputs live, and building a missing prerequisite.
 
-In the `sample` profile a missing prerequisite (the sample, its subset, a trained run) is
-built from the built-in sample; in `full` it is named in a clear error instead.
+A notebook passes its form fields; the environment is read in one place only,
+`params_from_env`, which lets `make demo`, nbmake and CI set a form field from outside
+(ANIMETAG_<FIELD>). In the profiles that run on the built-in sample (`sample`, `tiny`) a
+missing prerequisite (the sample, its subset, a trained run) is built from it; in `full` it
+is named in a clear error instead.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import data_home, subset_config
+from .config import SAMPLE_PROFILES, data_home, subset_config
 from .danbooru import load_posts
 from .folders import RunFolder, SubsetFolder
 from .present import ImageIndex
@@ -29,6 +32,11 @@ class Workspace:
     subset: Path
     run: Path
     figures: Path
+
+    @property
+    def on_sample(self) -> bool:
+        """Whether this profile runs on the built-in sample (built when missing)."""
+        return self.profile in SAMPLE_PROFILES
 
 
 def params_from_env(**params):
@@ -53,11 +61,6 @@ def params_from_env(**params):
     return out
 
 
-def env(name: str, default: str) -> str:
-    v = os.environ.get(name, "")
-    return v if v.strip() else default
-
-
 def split_paths(text: str) -> list[Path]:
     """Paths from a form field: separated by `;` or new lines; else the whole text when it
     names an existing file or folder (a Drive path may hold spaces); else separated by spaces
@@ -77,43 +80,45 @@ def profile_for_source(profile: str, metadata: str = "", mirror: str = "") -> tu
     """(profile, note): a Danbooru mirror or real metadata named with the `sample` profile
     (64 px, a slim model) switches to `full`, with a note saying so. Metadata of the built-in
     sample (a folder with `sample.json` above it) is not real."""
-    if profile != "sample":
+    if profile not in SAMPLE_PROFILES:
         return profile, ""
     if mirror and mirror != "none":
-        return "full", f"PROFILE switched from 'sample' to 'full': a Danbooru mirror is named ({mirror})"
+        return "full", f"PROFILE switched from {profile!r} to 'full': a Danbooru mirror is named ({mirror})"
     for p in split_paths(metadata):
         if not any((d / "sample.json").exists() for d in p.resolve().parents):
-            return "full", (f"PROFILE switched from 'sample' to 'full': {p} is real metadata, not the built-in "
-                            "sample (the sample profile trains a slim model at 64 px)")
+            return "full", (f"PROFILE switched from {profile!r} to 'full': {p} is real metadata, not the built-in "
+                            f"sample (the {profile} profile trains a slim model on small images)")
     return profile, ""
 
 
-def workspace(profile: str | None = None) -> Workspace:
-    """Paths from the ANIMETAG_* environment variables, with the profile's defaults."""
-    profile = profile or env("ANIMETAG_PROFILE", "sample")
-    home = Path(env("ANIMETAG_HOME", str(data_home())))
-    metadata = split_paths(env("ANIMETAG_METADATA", ""))
-    images = env("ANIMETAG_IMAGES", "")
-    if profile == "sample" and not metadata:
-        metadata = [home / "sample" / "metadata" / "posts.json"]
-        images = images or str(home / "sample")
-    subset = Path(env("ANIMETAG_SUBSET", str(home / "subsets" / profile)))
-    run = Path(env("ANIMETAG_RUN", str(home / "runs" / profile)))
-    figures = Path(env("ANIMETAG_FIGURES", str(home / "figures" / profile)))
-    return Workspace(profile, home, metadata, Path(images) if images else None, subset, run, figures)
+def workspace(profile: str = "sample", home: str | os.PathLike = "", metadata: str = "",
+              images: str | os.PathLike = "", subset: str | os.PathLike = "", run: str | os.PathLike = "",
+              figures: str | os.PathLike = "") -> Workspace:
+    """A notebook's folders from its form fields (WORKSPACE as `home`, METADATA, IMAGES,
+    SUBSET, RUN), each empty one the profile's default: `<home>/subsets/<profile>`, ... and,
+    on the sample profiles, the built-in sample as metadata and images."""
+    home = data_home(home)
+    paths = split_paths(metadata)
+    if profile in SAMPLE_PROFILES and not paths:
+        paths = [home / "sample" / "metadata" / "posts.json"]
+        images = images or home / "sample"
+    return Workspace(profile, home, paths, Path(images) if str(images).strip() else None,
+                     Path(subset) if str(subset).strip() else home / "subsets" / profile,
+                     Path(run) if str(run).strip() else home / "runs" / profile,
+                     Path(figures) if str(figures).strip() else home / "figures" / profile)
 
 
 def ensure_sample(ws: Workspace, n_images: int | None = None, seed: int = 0) -> Path:
-    """The built-in sample under ws.home/sample, generated if it is missing."""
+    """The built-in sample under ws.home/sample, generated if it is missing (with the
+    profile's number of posts: sample 3,000, tiny 400)."""
     root = ws.home / "sample"
     if not (root / "sample.json").exists():
-
-        generate(root, n_images=n_images or params_from_env(SAMPLE_IMAGES=3000)["SAMPLE_IMAGES"], seed=seed)
+        generate(root, n_images=n_images or SAMPLE_PROFILES.get(ws.profile, SAMPLE_PROFILES["sample"]), seed=seed)
     return root
 
 
 def ensure_metadata(ws: Workspace) -> list[Path]:
-    if ws.profile == "sample" and ws.metadata == [ws.home / "sample" / "metadata" / "posts.json"]:
+    if ws.on_sample and ws.metadata == [ws.home / "sample" / "metadata" / "posts.json"]:
         ensure_sample(ws)
     missing = [p for p in ws.metadata if not p.exists()]
     if not ws.metadata or missing:
@@ -147,7 +152,7 @@ def ensure_subset(ws: Workspace, **overrides) -> Path:
     """The subset folder, built first if it is missing (`sample`), else a clear error (`full`)."""
     if (ws.subset / SubsetFolder.SUMMARY).exists():
         return ws.subset
-    if ws.profile != "sample" and not ws.metadata:
+    if not ws.on_sample and not ws.metadata:
         raise FileNotFoundError(f"no built subset at {ws.subset}: run notebook 01 (or `animetag subset`) first")
 
     ensure_metadata(ws)
@@ -157,16 +162,16 @@ def ensure_subset(ws: Workspace, **overrides) -> Path:
     return ws.subset
 
 
-def ensure_run(ws: Workspace) -> Path:
-    """The trained run folder, trained first on the sample if it is missing (`sample`)."""
+def ensure_run(ws: Workspace, **settings) -> Path:
+    """The trained run folder, trained first on the sample if it is missing (the sample
+    profiles, with the profile's settings and any `settings` given), else a clear error."""
     if (ws.run / RunFolder.MODEL).exists():
         return ws.run
-    if ws.profile != "sample":
+    if not ws.on_sample:
         RunFolder(ws.run).require_model()  # the error that says what to do
     from .train import train
 
-    epochs = params_from_env(EPOCHS=0)["EPOCHS"] or None
-    train(ensure_subset(ws), ws.run, profile="sample", epochs=epochs)
+    train(ensure_subset(ws), ws.run, profile=ws.profile, **settings)
     return ws.run
 
 
