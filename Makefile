@@ -51,12 +51,12 @@ ablation: $(VENV)/.dev
 	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(ABLATION)
 
-## test: unit tests, the notebooks under nbmake, and the notebook sources in sync
+## test: unit tests, the notebooks under nbmake (tiny profile, in order on one worker), and
+## the notebook sources in sync; two pytest-xdist workers
 test: $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME)
-	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest tests
-	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny \
-		$(BIN)/python -m pytest --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup tests --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source
 notebooks: $(VENV)/.dev

@@ -67,3 +67,12 @@ def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: 
     write_json_atomic(out / "subset.json", {"settings": settings, "counts": {"kept": len(rows), **sizes},
                                             "images_root": str(out), "n_tags": n_tags, "n_ratings": 0})
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), the notebooks run one after the
+    other on one worker, in their order (each builds on the one before, in one workspace);
+    the unit tests spread over both."""
+    for item in items:
+        if item.nodeid.split("::")[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))

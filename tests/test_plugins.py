@@ -299,3 +299,33 @@ def test_a_metadata_format_is_one_registered_reader(tmp_path):
         assert "tsv" in READERS.names() and {"jsonl", "json_array", "csv", "parquet"} <= set(READERS.names())
     finally:
         READERS._items.pop("tsv")
+
+
+def test_the_readme_plugin_example_runs_as_written():
+    """The README's plug-in module, executed as it stands: its backbone doubles the ResNet's
+    widths, its loss and policy work through the same paths as the built-in ones."""
+    import re
+    from pathlib import Path
+
+    from animetag import policies
+    from animetag.fitting import with_plugin_settings
+    from animetag.losses import make_loss
+    from animetag.registry import POLICIES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n# my_package/animetag_plugins.py\n(.*?)```", readme, re.S).group(1)
+    exec(compile(code, "README plug-in example", "exec"), {"__name__": "my_package.animetag_plugins"})
+    try:
+        cfg = with_plugin_settings(train_config("tiny", model={"backbone": "wide_resnet"}, loss="bce_smooth",
+                                                loss_settings={"smoothing": 0.2}))
+        m = build_model(5, 32, cfg.model)
+        assert m.get_layer("stage2_block1_b_conv").filters == 2 * cfg.model.settings["widths"][1]
+        assert make_loss(cfg).get_config()["label_smoothing"] == 0.2
+        rng = np.random.default_rng(0)
+        y = (rng.uniform(size=(80, 4)) < 0.3).astype(int)
+        s = np.clip(y * 0.4 + rng.uniform(size=y.shape) * 0.6, 0, 1)
+        assert 0 < policies.get("top-F1-macro").tune(y, s, {}) < 1
+    finally:
+        BACKBONES._items.pop("wide_resnet")
+        LOSSES._items.pop("bce_smooth")
+        POLICIES._items.pop("top-F1-macro")

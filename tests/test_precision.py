@@ -27,30 +27,38 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    from animetag.train import train
+def data(tmp_path_factory):
     from conftest import write_subset
 
     root = tmp_path_factory.mktemp("precision")
-    data = write_subset(root / "data", {"train": 48, "val": 16, "test": 8}, image_size=32)
-    out = {}
-    for precision, xla in PATHS:
-        run = root / f"{precision}-xla-{xla}"
-        kw = dict(profile="tiny", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
-        with pytest.raises(KeyboardInterrupt):
-            train(data, run, callbacks=[_Interrupt()], **kw)
-        first = pd.read_csv(run / "history.csv")
-        result = train(data, run, **kw)
-        out[(precision, xla)] = {"run": run, "first_epoch": first, "result": result}
+    return write_subset(root / "data", {"train": 48, "val": 16, "test": 8}, image_size=32)
+
+
+@pytest.fixture(params=PATHS, ids=[f"{p}-{x}" for p, x in PATHS])
+def path_run(request, data, tmp_path):
+    """One path's run: interrupted after its first epoch, then resumed with the same call.
+    One path per test, so two workers train two paths at once."""
+    from animetag.train import train
+
+    precision, xla = request.param
+    run = tmp_path / f"{precision}-xla-{xla}"
+    kw = dict(profile="tiny", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, run, callbacks=[_Interrupt()], **kw)
+    first = pd.read_csv(run / "history.csv")
+    result = train(data, run, **kw)
     x = np.random.default_rng(7).integers(0, 256, size=(6, 32, 32, 3)).astype("float32")
-    np.save(root / "x.npy", x)
-    return root, out, x
+    np.save(tmp_path / "x.npy", x)
+    return {"precision": precision, "xla": xla, "run": run, "first_epoch": first, "result": result, "x": x,
+            "root": tmp_path}
 
 
-@pytest.mark.parametrize("precision,xla", PATHS)
-def test_each_path_trains_finite_and_resumes(runs, precision, xla):
-    _, out, _ = runs
-    r = out[(precision, xla)]
+def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path_run):
+    """Per path: the resume, the model.keras a fresh process without the package loads (float32
+    weights, no optimizer, the same scores), its distance from the training precision, and a
+    float32 ONNX export that agrees with it."""
+    r = path_run
+    precision, xla = r["precision"], r["xla"]
     assert len(r["first_epoch"]) == 1 and np.isfinite(r["first_epoch"]["loss"]).all()
     res = r["result"]
     assert res["resumed_from_epoch"] == 1 and res["epochs_done"] == 2
@@ -59,63 +67,52 @@ def test_each_path_trains_finite_and_resumes(runs, precision, xla):
     assert hist["epoch"].tolist() == [0, 1] and np.isfinite(hist[["loss", "val_loss"]].to_numpy()).all()
     cfg = json.loads((r["run"] / "config.json").read_text())
     assert cfg["runtime"]["precision"] == precision
+    _loads_in_a_fresh_process_without_the_package(r)
+    _exports_a_float32_onnx_model_that_agrees(r)
 
 
-def test_model_keras_loads_in_a_fresh_process_without_the_package(runs):
+def _loads_in_a_fresh_process_without_the_package(r):
     from animetag.model import with_dtype_policy
 
-    root, out, x = runs
-    runs_list = [str(r["run"]) for r in out.values()]
+    root, x = r["root"], r["x"]
     code = textwrap.dedent(f"""
         import sys
         sys.modules["animetag"] = None  # any attempt to import the package fails
         import numpy as np, keras
         x = np.load({str(root / 'x.npy')!r})
-        scores = {{}}
-        for i, run in enumerate({runs_list!r}):
-            m = keras.saving.load_model(run + "/model.keras")
-            assert getattr(m, "optimizer", None) is None, "model.keras carries an optimizer"
-            assert {{w.dtype for w in m.weights}} == {{"float32"}}, {{w.dtype for w in m.weights}}
-            scores[str(i)] = np.asarray(m(x, training=False))
-        np.savez({str(root / 'fresh.npz')!r}, **scores)
+        m = keras.saving.load_model({str(r['run'] / 'model.keras')!r})
+        assert getattr(m, "optimizer", None) is None, "model.keras carries an optimizer"
+        assert {{w.dtype for w in m.weights}} == {{"float32"}}, {{w.dtype for w in m.weights}}
+        np.save({str(root / 'fresh.npy')!r}, np.asarray(m(x, training=False)))
         print("animetag imported:", any(k.startswith("animetag.") for k in sys.modules))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "animetag imported: False" in proc.stdout
-    fresh = np.load(root / "fresh.npz")
-    gaps = {}
-    for i, ((precision, _), r) in enumerate(out.items()):
-        m = keras.saving.load_model(r["run"] / "model.keras")
-        here = np.asarray(m(x, training=False))
-        np.testing.assert_allclose(fresh[str(i)], here, atol=1e-6)
-        # the float32 file against the same weights computed in the training precision
-        mixed = np.asarray(with_dtype_policy(m, precision)(x, training=False), dtype=np.float32)
-        gaps[precision] = max(gaps.get(precision, 0.0), float(np.abs(mixed - here).max()))
-    print("training precision vs the float32 model.keras, largest score difference:", gaps)
-    for precision, gap in gaps.items():
-        assert gap <= MIXED_TOLERANCE[precision], (precision, gap)
+    m = keras.saving.load_model(r["run"] / "model.keras")
+    here = np.asarray(m(x, training=False))
+    np.testing.assert_allclose(np.load(root / "fresh.npy"), here, atol=1e-6)
+    # the float32 file against the same weights computed in the training precision
+    mixed = np.asarray(with_dtype_policy(m, r["precision"])(x, training=False), dtype=np.float32)
+    gap = float(np.abs(mixed - here).max())
+    print(f"{r['precision']}: training precision vs the float32 model.keras, largest score difference {gap:.2e}")
+    assert gap <= MIXED_TOLERANCE[r["precision"]], gap
 
 
-def test_every_path_exports_a_float32_onnx_model_that_agrees(runs):
+def _exports_a_float32_onnx_model_that_agrees(r):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     from animetag.export import export_run
 
-    root, out, x = runs
-    worst = {}
-    for (precision, xla), r in out.items():
-        e = export_run(r["run"], root / f"export-{precision}-{xla}", "onnx", channel_order="rgb")
-        graph = onnx.load(e["model"]).graph
-        float_types = {onnx.TensorProto.FLOAT}
-        assert {t.data_type for t in graph.initializer if t.data_type in
-                (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)} <= float_types
-        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-        sess = ort.InferenceSession(e["model"], providers=["CPUExecutionProvider"])
-        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        want = np.asarray(keras.saving.load_model(r["run"] / "model.keras")(x, training=False))
-        assert (got[:, want.shape[1]:] == 0).all()  # the character placeholder of a model without characters
-        got = got[:, : want.shape[1]]
-        worst[(precision, xla)] = float(np.abs(got - want).max())
-    print("ONNX vs model.keras, largest score difference:", worst)
-    assert max(worst.values()) < 1e-5, worst
+    e = export_run(r["run"], r["root"] / "export", "onnx", channel_order="rgb")
+    graph = onnx.load(e["model"]).graph
+    assert {t.data_type for t in graph.initializer if t.data_type in
+            (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)} <= {onnx.TensorProto.FLOAT}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    sess = ort.InferenceSession(e["model"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: r["x"]})[0]
+    want = np.asarray(keras.saving.load_model(r["run"] / "model.keras")(r["x"], training=False))
+    assert (got[:, want.shape[1]:] == 0).all()  # the character placeholder of a model without characters
+    worst = float(np.abs(got[:, : want.shape[1]] - want).max())
+    print(f"ONNX vs model.keras, largest score difference {worst:.2e}")
+    assert worst < 1e-5, worst

@@ -131,12 +131,18 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
 
     hist = pd.read_csv(run / "history.csv")
     assert hist["learning_rate"].iloc[-1] == pytest.approx(0.0, abs=1e-6)  # the 3-epoch schedule ran out
-    # a run recorded by an older version lacks the settings added since: it resumes all the same
+    # a run recorded by an older version lacks the settings added since, and wrote others as
+    # they were then (the loss's settings flat, a `weights` field in every model group, every
+    # output row counted as n_tags): it resumes all the same
     rec = json.loads((run / "config.json").read_text())
     for key in ("rating_loss_weight", "rating_joint"):
         del rec["train"][key]
-    for key in ("backbone", "weights"):
-        del rec["train"]["model"][key]
+    del rec["train"]["model"]["backbone"]
+    rec["train"]["model"]["weights"] = ""
+    loss = rec["train"].pop("loss_settings")
+    rec["train"].update({"focal_alpha": loss["alpha"], "focal_gamma": loss["gamma"], "asl_gamma_neg": 4.0,
+                         "asl_gamma_pos": 0.0, "asl_clip": 0.05})
+    rec["data"]["n_tags"] = rec["data"].pop("n_outputs")
     (run / "config.json").write_text(json.dumps(rec))
     it = _Iterations()
     r = train(subset_dir, run, callbacks=[it], **{**kw, "epochs": 5})
