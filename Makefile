@@ -53,10 +53,13 @@ ablation: $(VENV)/.dev
 
 ## test: unit tests, the notebooks under nbmake (tiny profile, in order on one worker), and
 ## the notebook sources in sync; two pytest-xdist workers
-test: $(VENV)/.dev $(WD_CLIENT)/.installed
+## (the two environments are installed side by side; the notebooks' bootstrap at 200 resamples)
+test:
+	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME)
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny \
-		$(BIN)/python -m pytest -n 2 --dist loadgroup tests --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+		ANIMETAG_BOOTSTRAP=200 $(BIN)/python -m pytest -n 2 --dist loadgroup tests --nbmake \
+		--nbmake-timeout=900 $(NOTEBOOKS)
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source
 notebooks: $(VENV)/.dev

@@ -86,7 +86,7 @@ EPOCHS, BATCH_SIZE, LR = EPOCHS or None, BATCH_SIZE or None, LR or None
 # would take days) unless `ALLOW_CPU` is set; the `sample` profile is made for a CPU.
 
 # %%
-from animetag.colab import require_accelerator
+from animetag.devices import require_accelerator
 
 print(require_accelerator(PROFILE, ALLOW_CPU))
 

@@ -89,7 +89,7 @@ PROFILE, WORKSPACE, EPOCHS, BACKBONE, PRETRAINED, MORE_TAGS, POLICY, BOOTSTRAP, 
     MORE_TAGS=MORE_TAGS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU).values()
 
 # %%
-from animetag.colab import require_accelerator
+from animetag.devices import require_accelerator
 
 print(require_accelerator(PROFILE, ALLOW_CPU))
 

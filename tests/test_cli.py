@@ -63,3 +63,31 @@ def test_a_full_disk_ends_in_one_line_naming_the_path(tmp_path, capsys, monkeypa
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and "o.partial" in err
+
+
+def test_tags_named_in_a_file_are_kept_exactly_and_a_typo_names_its_closest_tags(sample_root, tmp_path, capsys):
+    """`--tags FILE`: those tags, of any category (a character, an artist, general tags written
+    with spaces), alone; beside the top-k with --top-k. A name on no post stops the build
+    before anything is decoded, with the closest known names."""
+    meta, root = str(sample_root / "metadata" / "posts.json"), str(sample_root)
+    names = tmp_path / "mine.txt"
+    names.write_text("# my tags\nhatsune_miku, kantoku\nLong Hair\nsolo\n")
+    args = ["subset", "--metadata", meta, "--images-root", root, "--profile", "sample", "--image-size", "16",
+            "--workers", "1", "--tags", str(names)]
+    assert main([*args, "--out", str(tmp_path / "alone")]) == 0, capsys.readouterr().err
+    tags = pd.read_csv(tmp_path / "alone" / "tags.csv")
+    rows = tags[tags["category"] != 9]
+    assert sorted(rows["name"]) == ["hatsune_miku", "kantoku", "long_hair", "solo"]
+    assert dict(zip(rows["name"], rows["category"])) == {"long_hair": 0, "solo": 0, "hatsune_miku": 4, "kantoku": 1}
+    m = pd.read_csv(tmp_path / "alone" / "manifest.csv", keep_default_na=False)
+    kept = m["tags"].str.split().explode().dropna()
+    assert set(kept) <= set(rows["name"])
+    assert rows.set_index("name")["count"].to_dict() == kept.value_counts().to_dict()  # over the kept posts
+    assert main([*args, "--top-k", "5", "--out", str(tmp_path / "beside")]) == 0
+    beside = pd.read_csv(tmp_path / "beside" / "tags.csv")
+    assert {"hatsune_miku", "kantoku"} <= set(beside["name"]) and (beside["category"] == 0).sum() >= 5
+    names.write_text("hatsune_mikku\nsolo\nnot_a_tag_at_all\n")
+    assert main([*args, "--out", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 3 tags named are on no post" in err and "hatsune_mikku (closest: hatsune_miku" in err
+    assert not (tmp_path / "typo").exists()

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from animetag.colab import NoAccelerator, require_accelerator
 from animetag.config import COLAB_WORKSPACE, data_home
+from animetag.devices import NoAccelerator, require_accelerator
 from animetag.workspace import params_from_env
 
 CPU = {"kind": "cpu", "name": "CPU", "count": 1, "compute_capability": None}

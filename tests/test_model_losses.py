@@ -124,7 +124,7 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
 
     import tensorflow as tf
 
-    import animetag.colab as colab
+    import animetag.devices as devices
     from animetag.train import steps_per_execution
 
     calls = []
@@ -142,9 +142,9 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
     for var in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(glob, "glob", lambda p: [])
-    assert colab.accelerator()["kind"] == "cpu" and calls == []  # no sign of a TPU: never asked
+    assert devices.accelerator()["kind"] == "cpu" and calls == []  # no sign of a TPU: never asked
     monkeypatch.setattr(glob, "glob", lambda p: ["/dev/accel0"] if p.startswith("/dev/accel") else [])
-    acc = colab.accelerator()
+    acc = devices.accelerator()
     assert acc["kind"] == "tpu" and calls == ["local"]
     assert acc["count"] is None  # no fixed 8: the strategy reports the cores it finds
     assert steps_per_execution(acc) > 1 and steps_per_execution({"kind": "gpu"}) == 1
@@ -152,7 +152,7 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
     calls.clear()
     monkeypatch.setattr(glob, "glob", lambda p: [])
     monkeypatch.setenv("TPU_NAME", "my-node")
-    assert colab.accelerator()["kind"] == "cpu" and calls == [None]
+    assert devices.accelerator()["kind"] == "cpu" and calls == [None]
 
 
 def test_rating_head_loss_is_the_tag_loss_plus_weighted_cross_entropy_and_skips_unrated(tmp_path):

@@ -19,7 +19,10 @@ from animetag.registry import BACKBONES, LOSSES  # noqa: E402
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_every_backbone_builds_trains_and_saves_a_portable_tagger(name, tmp_path):
-    """weights=None here (no download); on Colab weights='imagenet' starts pretrained."""
+    """weights=None here (no download); on Colab weights='imagenet' starts pretrained. The two
+    training steps run eagerly: tracing a keras.applications network's training step costs
+    half a minute on two cores, and the compiled forward pass is exercised by `predict` below
+    (and the compiled training step by notebook 06 and every other training test)."""
     from animetag.fitting import compile_model, training_model
 
     cfg = train_config("tiny", epochs=1, model={"backbone": name})
@@ -31,6 +34,7 @@ def test_every_backbone_builds_trains_and_saves_a_portable_tagger(name, tmp_path
     y[np.arange(4), np.arange(4)] = 1
     y[:, 4] = 1
     compile_model(trainer, cfg, 5, steps_per_epoch=2, jit=False, n_ratings=4)
+    trainer.run_eagerly = True
     before = [w.numpy().copy() for w in m.trainable_weights]
     loss = trainer.fit(x, y, batch_size=2, epochs=1, verbose=0).history["loss"][0]
     x = x.astype("float32")

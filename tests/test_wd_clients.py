@@ -162,3 +162,46 @@ def test_a_model_without_characters_gets_one_zero_character_row(tmp_path, photos
     assert np.abs(scores[:, :10] - tagger.scores(x)).max() < 1e-4
     chosen, _ = _imgutils(tmp_path / "wd", 0.5, 0.0, photos, tmp_path)
     assert all(row["character"] == {} for row in chosen)  # the placeholder passes no threshold
+
+
+def _as_kohya_feeds(path: Path, side: int = 448) -> np.ndarray:
+    """An image as kohya's `tag_images_by_wd14_tagger.py` prepares it: RGB, padded to a
+    square with white (the image centred), resized to 448 with OpenCV's area filter (here
+    Pillow's BOX filter: the same area average for a shrink, without OpenCV), float32, BGR."""
+    a = np.asarray(Image.open(path).convert("RGB"))
+    size = max(a.shape[:2])
+    pad_x, pad_y = size - a.shape[1], size - a.shape[0]
+    a = np.pad(a, ((pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)),
+               mode="constant", constant_values=255)
+    assert size > side  # the area filter, as kohya's script picks for a shrink
+    a = np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BOX)).astype(np.float32)
+    return a[:, :, ::-1]
+
+
+def test_a_448_export_fed_as_kohyas_script_feeds_it_agrees_with_animetag_tag(export, photos, tmp_path):
+    """kohya's script fixes IMAGE_SIZE = 448; `--input-size 448` takes it and resizes to the
+    training size inside. Its scores on kohya's input agree with `animetag tag` on the same
+    files within the tolerance the export's README states (0.05)."""
+    ort = pytest.importorskip("onnxruntime")
+    from animetag.cli import main
+
+    run, _ = export
+    out = tmp_path / "kohya"
+    assert main(["export", "--run", str(run), "--out", str(out), "--input-size", "448"]) == 0
+    info = json.loads((out / "export.json").read_text())
+    assert info["image_size"] == 448 and info["model_image_size"] == 48
+    assert "within 0.05" in (out / "README.md").read_text()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [448, 448, 3]
+    jpegs = [f for f in photos if f.suffix == ".jpg"]  # kohya drops alpha instead of compositing it: not compared
+    got = sess.run(None, {sess.get_inputs()[0].name: np.stack([_as_kohya_feeds(f) for f in jpegs])})[0]
+    want = Tagger(run).scores(Tagger(run).load_readable(jpegs)[1])
+    gap = float(np.abs(got - want).max())
+    print(f"448 export fed as kohya's script feeds it vs animetag tag: largest score difference {gap:.4f}")
+    assert gap < 0.05, gap
+    # an image already at 448 is resized in the graph exactly as Pillow resizes it for `animetag tag`
+    square = np.asarray(Image.open(jpegs[2]).convert("RGB").resize((448, 448), Image.Resampling.BICUBIC))
+    small = np.asarray(Image.fromarray(square).resize((48, 48), Image.Resampling.BICUBIC), np.float32)
+    direct = Tagger(run).scores(small[None])
+    graph = sess.run(None, {sess.get_inputs()[0].name: square[None, :, :, ::-1].astype(np.float32)})[0]
+    assert np.abs(graph - direct).max() < 2e-3, np.abs(graph - direct).max()

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import Augment
-from .colab import accelerator
 from .config import train_config
+from .devices import accelerator
 from .fitting import compile_model, training_model
 from .folders import SubsetFolder
 from .model import build_model, flops_per_image

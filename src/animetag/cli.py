@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from .config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, subset_config
+from .config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, read_tag_names, subset_config
 from .locks import FolderLocked
 from .policies import names as policy_names
 from .registry import BACKBONES, LOSSES, POLICIES
@@ -53,7 +53,10 @@ def cmd_sample(a: argparse.Namespace) -> int:
 def cmd_subset(a: argparse.Namespace) -> int:
     from .subset import build_subset
 
-    cfg = subset_config(a.profile, top_k=a.top_k, top_k_character=a.top_k_character,
+    tags = read_tag_names(a.tags) if a.tags else None
+    if tags and a.top_k is None:  # the tags named alone, unless a top-k is asked for beside them
+        a.top_k, a.top_k_character = 0, a.top_k_character or 0
+    cfg = subset_config(a.profile, top_k=a.top_k, tags=tags, top_k_character=a.top_k_character,
                         rating_outputs=a.rating_outputs, rating_scheme=a.rating_scheme,
                         max_images=a.max_images, image_size=a.image_size,
                         categories=tuple(_csv(a.categories)) if a.categories else None,
@@ -123,8 +126,8 @@ def cmd_tag(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_run
 
-    print(json.dumps(export_run(a.run, a.out, a.format, channel_order=a.channel_order, overwrite=a.overwrite),
-                     indent=2))
+    print(json.dumps(export_run(a.run, a.out, a.format, channel_order=a.channel_order, overwrite=a.overwrite,
+                                input_size=a.input_size), indent=2))
     return 0
 
 
@@ -161,7 +164,11 @@ def _subset_parser(sub) -> None:
                         "in it whose members are ID.ext or MD5.ext (read in place, never extracted); or one .tar")
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default="full", choices=sorted(SUBSET_PROFILES))
-    s.add_argument("--top-k", type=int, help="tags kept from --categories (default 100)")
+    s.add_argument("--top-k", type=int, help="tags kept from --categories (default 100; with --tags, 0)")
+    s.add_argument("--tags", metavar="FILE",
+                   help="keep exactly these tags, of any category (one per line, or comma separated; spaces or "
+                        "underscores); with --top-k, beside the top-k. A name on no post is an error naming "
+                        "its closest known tags")
     s.add_argument("--top-k-character", type=int,
                    help="characters kept beside them, after the general tags as the WD taggers order them "
                         "(default 0: the thesis setting)")
@@ -248,6 +255,9 @@ def _export_parser(sub) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--channel-order", default="bgr", choices=["bgr", "rgb"],
                    help="input channel order; bgr (default) is what WD-tagger tools feed")
+    s.add_argument("--input-size", type=_at_least(8),
+                   help="the side the exported model takes, resized inside to the training size "
+                        "(448 for kohya's tag_images_by_wd14_tagger.py); default: the training size")
     s.add_argument("--overwrite", action="store_true",
                    help="remove OUT and export again (refused when OUT holds or lies inside the run folder)")
     s.set_defaults(fn=cmd_export)

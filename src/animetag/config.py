@@ -28,7 +28,8 @@ RATING_SCHEMES = ("auto", "current", "legacy")
 class SubsetConfig:
     """How a training subset is chosen and built (`animetag subset`)."""
 
-    top_k: int = 100
+    top_k: int = 100  # 0: only the `tags` named
+    tags: tuple[str, ...] = ()  # tags kept by name, any category, beside the top-k (`--tags FILE`)
     top_k_character: int = 0  # characters kept beside the top-k tags (0: none, the thesis setting)
     rating_outputs: bool = True  # the four rating rows first, as the WD taggers have them
     rating_scheme: str = "auto"  # auto | current (g/s/q/e) | legacy (before 2022: s meant safe)
@@ -49,7 +50,7 @@ class SubsetConfig:
     workers: int = 0  # 0: one per CPU core
 
     def __post_init__(self) -> None:
-        check(self, "", {"top_k": POSITIVE, "top_k_character": NON_NEGATIVE, "max_images": POSITIVE,
+        check(self, "", {"top_k": NON_NEGATIVE, "top_k_character": NON_NEGATIVE, "max_images": POSITIVE,
                           "image_size": (8, None, True, None), "min_tags": NON_NEGATIVE,
                           "val_fraction": (0, 1, True, False), "test_fraction": (0, 1, True, False),
                           "max_pixels": POSITIVE, "images_per_shard": POSITIVE,
@@ -60,8 +61,9 @@ class SubsetConfig:
         bad = [r for r in self.ratings if r not in RATINGS]
         if bad:
             raise ValueError(f"ratings: unknown {bad}; choose from {list(RATINGS)}")
-        if self.top_k < 1 or self.max_images < 1 or self.image_size < 8:
-            raise ValueError("top_k and max_images must be >= 1 and image_size >= 8")
+        self.tags = tuple(dict.fromkeys(tag_name(t) for t in self.tags if tag_name(t)))
+        if self.top_k < 1 and not self.tags and not self.top_k_character:
+            raise ValueError("top_k = 0 and no tags named: nothing to keep; give top_k, or the tags (--tags FILE)")
         if self.top_k_character < 0:
             raise ValueError(f"top_k_character: {self.top_k_character} must be 0 or more")
         if self.rating_scheme not in RATING_SCHEMES:
@@ -217,6 +219,22 @@ SUBSET_PROFILES: dict[str, dict[str, Any]] = {
 }
 # the profiles that run on the built-in sample, and how many posts it is generated with
 SAMPLE_PROFILES = {"sample": 3000, "tiny": 400}
+
+
+def tag_name(text: str) -> str:
+    """A tag as Danbooru writes it: lowercase, underscores for spaces ("Long Hair" -> long_hair)."""
+    return "_".join(str(text).strip().lower().split())
+
+
+def read_tag_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Tag names from a file: one per line, or separated by commas; `#` starts a comment."""
+    names = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0]
+        names += [tag_name(t) for t in line.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"{path}: no tag names in it (one per line, or separated by commas)")
+    return tuple(dict.fromkeys(names))
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -16,21 +16,29 @@ import pandas as pd
 
 from . import policies
 from .folders import EXPORT_INFO, RunFolder, refuse_overwriting_another_kind, write_json_atomic
+from .images import resize_matrix
 from .locks import refuse_removing_inputs
 from .model import EMBEDDING, float32_copy
 from .vocab import category_name, n_ratings
 
 README = """# {name}
 
-A multi-label Danbooru tagger exported by animetag ({fmt}), laid out as the WD taggers are:
-tools written for them (dghs-imgutils, the WebUI and ComfyUI WD14 taggers, kohya's
-scripts) read it as they read those.
+A multi-label Danbooru tagger exported by animetag ({fmt}), laid out as the WD taggers are
+(`model.onnx` + `selected_tags.csv`). Which tools read it, and how that was checked:
+
+- dghs-imgutils' WD14 client: in animetag's tests, its tags for the same images equal
+  animetag's own;
+- SmilingWolf's WD tagger app, ComfyUI-WD14-Tagger, wd14-tagger-standalone and the WebUI
+  extension: loaded by hand with the real clients (the project's own tags on 40 of 40
+  images in SmilingWolf's app);
+- kohya's `tag_images_by_wd14_tagger.py` feeds 448 x 448 whatever the model says: export with
+  `--input-size 448` for it (a test feeds such an export as that script does).
 
 ## Input
 
 `{model_file}`: one batch of images, shape `[batch, {size}, {size}, 3]`, float32, channel
 order **{order}**, values **0-255** (no normalisation: the model rescales inside). The batch
-size is free. Each image is prepared exactly as in training:
+size is free. `animetag tag` prepares each image so:
 
 1. decoded at full size (no reduced-size JPEG decoding), first frame, EXIF orientation applied;
 2. converted to RGB, transparent pixels composited onto white;
@@ -39,10 +47,12 @@ size is free. Each image is prepared exactly as in training:
 4. resized once, the whole square to {size}x{size}, with Pillow's bicubic filter
    (`Image.BICUBIC`);
 5. {order_step}.
-
+{resize_note}
 This is the WD taggers' own preprocessing; the only differences are EXIF orientation (step 1),
 and an image so long and thin that its white square would exceed 64M pixels, which is
-resized before it is padded.
+resized before it is padded. Training read the same squares as stored in the subset's
+shards, saved as JPEG at quality 95 after step 4: so a score here can differ slightly from
+what the model saw in training (by up to about 0.03 on real JPEGs).
 
 ## Outputs
 
@@ -55,14 +65,24 @@ resized before it is padded.
 
 - `selected_tags.csv`: `tag_id,name,category,count,threshold`. The first four columns are
   the WD taggers' (category 9 rating, 0 general, 4 character); `count` is the number of
-  training-subset posts with the tag. `threshold` is the tuned threshold of each tag (blank
-  for ratings: an image has the rating with the highest score){threshold_note}.
+  the training subset's kept posts with the tag (or rating). `threshold` is the tuned
+  threshold of each tag (blank for ratings: an image has the rating with the highest
+  score){threshold_note}.
 - `thresholds.json`: the tuned thresholds (tuned on validation images, never on test):
   `global` (best F1-micro), `precision_equals_recall` (the WD taggers' policy) and one per tag.
   The same JSON is in the ONNX model's metadata under `thresholds`.
 - `export.json`: input size, layout, channel order, value range, outputs.
 
 Channel order {order}{order_note}.
+"""
+
+RESIZE_NOTE = """
+This export takes {feed}x{feed} squares and resizes them to the {size}x{size} the model was
+trained at inside the graph, with Pillow's bicubic filter (as two matrix products, rounded
+as Pillow rounds). A tool that resizes to {feed} itself (kohya's script: white padding,
+OpenCV's area filter) therefore resizes twice; its scores agree with `animetag tag` on the
+same images within 0.05 (the bound the project's test holds it to; 0.001 measured there, on
+a small untrained model: a trained one is more sensitive).
 """
 
 
@@ -75,6 +95,27 @@ def _with_channel_order(model, order: str):
     inp = keras.Input(model.input_shape[1:], name="image")
     flipped = keras.ops.flip(inp, axis=-1)
     return keras.Model(inp, model(flipped), name=f"{model.name}_bgr")
+
+
+def _with_input_size(model, n: int):
+    """The model behind a resize from n x n to its own size, in the graph: Pillow's bicubic
+    filter as two matrix products (the width first, each pass clipped and rounded to whole
+    levels as Pillow does), so a tool with a fixed input size (kohya's 448) can feed it."""
+    import keras
+
+    size = int(model.input_shape[1])
+    if n == size:
+        return model
+    w = resize_matrix(n, size).astype("float32")
+
+    def resize(x):
+        x = keras.ops.einsum("bhwc,vw->bhvc", x, keras.ops.convert_to_tensor(w))
+        x = keras.ops.round(keras.ops.clip(x, 0.0, 255.0))
+        x = keras.ops.einsum("uh,bhvc->buvc", keras.ops.convert_to_tensor(w), x)
+        return keras.ops.round(keras.ops.clip(x, 0.0, 255.0))
+
+    inp = keras.Input((n, n, 3), name="image")
+    return keras.Model(inp, model(keras.layers.Lambda(resize, name=f"resize_{n}_to_{size}")(inp)), name=model.name)
 
 
 CHARACTER = 4
@@ -129,8 +170,9 @@ def _name_outputs_and_add_metadata(path: Path, metadata: dict[str, str]) -> None
 
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx", channel_order: str = "bgr",
-               overwrite: bool = False) -> dict[str, Any]:
-    """Write the export folder `out`; returns a summary (files and sizes)."""
+               overwrite: bool = False, input_size: int | None = None) -> dict[str, Any]:
+    """Write the export folder `out`; returns a summary (files and sizes). `input_size`: the
+    side the exported model takes (default: the training size), resized inside the graph."""
 
     from . import losses  # noqa: F401  (registers the custom loss)
 
@@ -139,6 +181,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         raise ValueError(f"format: {fmt!r} is not one of onnx, savedmodel")
     if channel_order not in ("rgb", "bgr"):
         raise ValueError(f"channel order: {channel_order!r} is not rgb or bgr")
+    if input_size is not None and input_size < 8:
+        raise ValueError(f"input size: {input_size} is below 8")
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -150,13 +194,14 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        return _export(RunFolder.of(run), out, tmp, fmt, channel_order)
+        return _export(RunFolder.of(run), out, tmp, fmt, channel_order, input_size)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing half-written
         raise
 
 
-def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str) -> dict[str, Any]:
+def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str,
+            input_size: int | None) -> dict[str, Any]:
     import keras
 
     # float32 throughout, also for a model.keras saved in mixed precision by an older version
@@ -167,8 +212,9 @@ def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str) 
     rows = run.tags
     if not (rows["category"] == CHARACTER).any():
         two, rows = _with_placeholder_character(two), pd.concat([rows, PLACEHOLDER], ignore_index=True)
-    model = _with_channel_order(two, channel_order)
-    model(np.zeros((1, size, size, 3), np.float32))  # an export needs a model that has been called
+    feed = input_size or size
+    model = _with_channel_order(_with_input_size(two, feed), channel_order)
+    model(np.zeros((1, feed, feed, 3), np.float32))  # an export needs a model that has been called
     model_file = "model.onnx" if fmt == "onnx" else "saved_model"
     model.export(str(tmp / model_file), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
     n_rat = n_ratings(rows)
@@ -183,7 +229,8 @@ def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str) 
     else:
         table.to_csv(tmp / "selected_tags.csv", index=False)
     n_embed = int(embedding.shape[-1])
-    info = {"format": fmt, "image_size": size, "channel_order": channel_order, "value_range": [0, 255],
+    info = {"format": fmt, "image_size": feed, "model_image_size": size, "channel_order": channel_order,
+            "value_range": [0, 255],
             "layout": "NHWC", "n_outputs": len(rows), "n_ratings": n_rat, "n_tags": int((rows["tag_id"].iloc[n_rat:] != -1).sum()),
             "outputs": {"scores": len(rows), "embedding": n_embed},
             "preprocessing": "RGB (transparency onto white), pad to a white square (centred), one bicubic resize"}
@@ -195,7 +242,8 @@ def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str) 
             "(which flip RGB to BGR) feed it correctly" if channel_order == "bgr" else
             ": feed images as decoded, without the BGR flip WD tools apply")
     (tmp / "README.md").write_text(README.format(
-        name=run.path.name, fmt=fmt, model_file=model_file, size=size, order=channel_order.upper(),
+        name=run.path.name, fmt=fmt, model_file=model_file, size=feed, order=channel_order.upper(),
+        resize_note=RESIZE_NOTE.format(feed=feed, size=size) if feed != size else "",
         order_step=("flipped to BGR channel order and fed as float32" if channel_order == "bgr"
                     else "fed in RGB channel order as float32"),
         n_rows=len(rows), n_embed=n_embed, outputs_text=_outputs_text(n_rat, rows),

@@ -151,3 +151,27 @@ def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str]:
     except ImageError as e:
         return pid, None, e.reason, str(e)
     return pid, encode_jpeg(im, quality), "", ""
+
+
+def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Pillow's bicubic kernel (a = -0.5), support 2."""
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) weights of Pillow's bicubic resize along one axis, antialiased as
+    Pillow does it (the kernel widened by the scale when shrinking): `W @ column` resizes a
+    column as `Image.resize(..., BICUBIC)` does, before Pillow's rounding to 8 bits. Applied
+    to both axes inside an exported model, it lets a tool feed another size."""
+    scale = n_in / n_out
+    support = 2.0 * max(scale, 1.0)
+    w = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        j = np.arange(lo, hi)
+        k = _bicubic((j - center + 0.5) / max(scale, 1.0))
+        w[i, lo:hi] = k / k.sum()
+    return w

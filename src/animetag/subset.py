@@ -10,6 +10,7 @@ the partial folder: an interrupted build, run again with the same settings, resu
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .archives import Member
-from .config import CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
+from .config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
 from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
 from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
 from .images import prepare_for_shard
@@ -97,9 +98,11 @@ def tag_vocabulary(posts: pd.DataFrame, cfg: SubsetConfig) -> pd.DataFrame:
         best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [(t, cat_of[t], n) for t, n in best]
 
-    rows = top(cfg.categories, cfg.top_k, set())
+    rows = top(cfg.categories, cfg.top_k, set()) if cfg.top_k else []
     if cfg.top_k_character and "character" not in cfg.categories:
         rows += top(("character",), cfg.top_k_character, {t for t, _, _ in rows})
+    if cfg.tags:
+        rows += named_tags(posts, cfg.tags, {t for t, _, _ in rows})
     tags = wd_sorted(pd.DataFrame(rows, columns=["name", "category", "count"]))
     tags.insert(0, "tag_id", range(len(tags)))
     rated = posts["rating"].isin(list(RATING_NAMES)) if len(posts) else pd.Series([], dtype=bool)
@@ -109,8 +112,38 @@ def tag_vocabulary(posts: pd.DataFrame, cfg: SubsetConfig) -> pd.DataFrame:
     return tags
 
 
+def named_tags(posts: pd.DataFrame, names: Iterable[str], taken: set[str]) -> list[tuple[str, int, int]]:
+    """(name, category, count) of each tag named (`--tags`), in whichever category the
+    metadata has it; a name no post has is an error that lists it with its closest known
+    names, before anything is decoded."""
+    wanted = [n for n in names if n not in taken]
+    counts: dict[str, Counter[str]] = {}
+    for c in CATEGORIES:
+        if f"tags_{c}" in posts:
+            counts[c] = Counter(t for s in posts[f"tags_{c}"] for t in set(tag_list(s)))
+    out, unknown = [], []
+    for n in wanted:
+        found = [(counts[c][n], c) for c in counts if counts[c][n]]
+        if not found:
+            unknown.append(n)
+            continue
+        count, cat = max(found)
+        out.append((n, CATEGORY_IDS[cat], count))
+    if unknown:
+        known = {t for cnt in counts.values() for t in cnt}
+        hints = [f"{n} (closest: {', '.join(difflib.get_close_matches(n, known, n=3, cutoff=0.6)) or 'none'})"
+                 for n in unknown[:20]]
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        raise ValueError(f"--tags: {len(unknown)} of the {len(wanted)} tags named are on no post with an image here: "
+                         + "; ".join(hints) + more)
+    return out
+
+
 def label_categories(cfg: SubsetConfig) -> tuple[str, ...]:
-    """The metadata tag categories a subset's labels come from."""
+    """The metadata tag categories a subset's labels come from (every one, when tags are
+    named: a named tag may be of any category)."""
+    if cfg.tags:
+        return CATEGORIES
     extra = ("character",) if cfg.top_k_character and "character" not in cfg.categories else ()
     return tuple(cfg.categories) + extra
 
@@ -349,7 +382,7 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
     reason = "no_kept_tag" if cfg.min_tags <= 1 else "too_few_kept_tags"
     keep_idx = np.flatnonzero(~few)
     labels = [labels[i] for i in keep_idx]
-    drop(few, reason, f"fewer than {cfg.min_tags} of the top-{cfg.top_k} tags")
+    drop(few, reason, f"fewer than {cfg.min_tags} of the {len(vocab)} kept tags")
     counts["eligible"] = len(posts)
 
     return _Eligible(posts, vocab_df, labels, left_out, counts, rating_info, warnings_list)
@@ -531,6 +564,9 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
                         p = posts.loc[r]
                         yield SubsetRow(int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"], jpeg, lab_of[r])
 
+    # `count`: the kept posts with each row, the subset's own images (the tags were chosen by
+    # their count over every post with an image here, which max_images and failed decodes cut)
+    vocab_df = vocab_df.assign(count=Y.sum(0).astype(int))
     write_subset_files(partial, rows(), vocab_df, n_split, cfg.images_per_shard)
     names = vocab_df["name"].tolist()
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
@@ -544,8 +580,9 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
         "counts": counts,
         "vocabulary": {"counted_over": "posts_with_image",
                        "posts": counts["vocabulary_posts"],
-                       "note": "tag counts (tags.csv) are over the posts with an image here that pass the "
-                               "filters (deleted, rating, duplicates), not over all the metadata"},
+                       "note": "the tags were chosen by their count over the posts with an image here that "
+                               "pass the filters (deleted, rating, duplicates), not over all the metadata; "
+                               "tags.csv's count is over the kept posts (the subset's images)"},
         "shortfall": d.shortfall,
         "warnings": e.warnings,
         "n_tags": len(vocab_df) - n_rat,

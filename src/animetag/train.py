@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .colab import accelerator, tpu_resolver
 from .config import TrainConfig, diff, train_config
+from .devices import accelerator, tpu_resolver
 from .fitting import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
 from .folders import RunFolder, SubsetFolder, atomic_path, data_differences, data_signature, run_lock, write_json_atomic
 from .locks import folder_lock
