@@ -27,7 +27,7 @@ $(VENV)/.dev: $(VENV)/.installed requirements-dev.txt
 
 # A WD-tagger client (dghs-imgutils) in its own environment: the test that reads our export
 # with it. Kept apart because it pins numpy<2; never a runtime requirement.
-WD_CLIENT := $(VENV)/wd-client
+WD_CLIENT := $(VENV)-wd-client
 $(WD_CLIENT)/.installed: requirements-wd-client.txt
 	$(PYTHON) -m venv $(WD_CLIENT)
 	$(WD_CLIENT)/bin/python -m pip install -q --upgrade pip
