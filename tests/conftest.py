@@ -69,6 +69,7 @@ def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: 
     return out
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), the notebooks run one after the
     other on one worker, in their order (each builds on the one before, in one workspace);

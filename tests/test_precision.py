@@ -1,7 +1,8 @@
 """Every precision and compile path, at tiny sizes on the CPU: float32, mixed float16 and mixed
-bfloat16, each with XLA on and off. Each trains an epoch with a finite loss, is interrupted,
-resumes, saves a model.keras that loads in a fresh process that never imports animetag, and
-exports to a float32 ONNX model that agrees with it."""
+bfloat16, each with XLA on and off. Each trains with a finite loss (every precision, and XLA
+once, interrupted after its first epoch and resumed), saves a model.keras that loads in a
+fresh process that never imports animetag, and exports to a float32 ONNX model that agrees
+with it."""
 
 import json
 import subprocess
@@ -17,6 +18,11 @@ pytestmark = pytest.mark.slow  # trains and exports (minutes)
 keras = pytest.importorskip("keras")
 
 PATHS = [(p, x) for p in ("float32", "mixed_float16", "mixed_bfloat16") for x in ("off", "on")]
+# the paths stopped after their first epoch and resumed: every precision (its optimizer and
+# loss-scale state come back), and XLA once (a checkpoint compiled with XLA reloads and goes on).
+# XLA changes how a step is compiled, not what a checkpoint holds; an XLA build costs half a
+# minute on two cores, so the mixed XLA paths train their two epochs in one go.
+RESUMED = {("float32", "off"), ("mixed_float16", "off"), ("mixed_bfloat16", "off"), ("float32", "on")}
 # how far the model computed in each precision may lie from its float32 copy (scores in 0-1)
 MIXED_TOLERANCE = {"float32": 1e-5, "mixed_float16": 5e-3, "mixed_bfloat16": 4e-2}
 
@@ -43,10 +49,13 @@ def path_run(request, data, tmp_path):
     precision, xla = request.param
     run = tmp_path / f"{precision}-xla-{xla}"
     kw = dict(profile="tiny", image_size=32, epochs=2, batch_size=16, precision=precision, xla=xla, verbose=0)
-    with pytest.raises(KeyboardInterrupt):
-        train(data, run, callbacks=[_Interrupt()], **kw)
-    first = pd.read_csv(run / "history.csv")
+    if (precision, xla) in RESUMED:
+        with pytest.raises(KeyboardInterrupt):
+            train(data, run, callbacks=[_Interrupt()], **kw)
+        first = pd.read_csv(run / "history.csv")
     result = train(data, run, **kw)
+    if (precision, xla) not in RESUMED:
+        first = pd.read_csv(run / "history.csv").iloc[:1]
     x = np.random.default_rng(7).integers(0, 256, size=(6, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     return {"precision": precision, "xla": xla, "run": run, "first_epoch": first, "result": result, "x": x,
@@ -61,7 +70,7 @@ def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path
     precision, xla = r["precision"], r["xla"]
     assert len(r["first_epoch"]) == 1 and np.isfinite(r["first_epoch"]["loss"]).all()
     res = r["result"]
-    assert res["resumed_from_epoch"] == 1 and res["epochs_done"] == 2
+    assert res["resumed_from_epoch"] == (1 if (precision, xla) in RESUMED else 0) and res["epochs_done"] == 2
     assert res["precision"] == precision and res["xla"] == (xla == "on")
     hist = pd.read_csv(r["run"] / "history.csv")
     assert hist["epoch"].tolist() == [0, 1] and np.isfinite(hist[["loss", "val_loss"]].to_numpy()).all()

@@ -77,7 +77,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import train
 
     settings = deep_merge(dict(epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size, loss=a.loss,
-                               lr=a.lr, precision=a.precision, xla=a.xla,
+                               lr=a.lr, precision=a.precision, xla=a.xla, init_from=a.init_from,
+                               freeze_backbone_epochs=a.freeze_backbone_epochs,
                                model={"backbone": a.backbone} if a.backbone else None),
                           parse_sets(a.set or []))
     result = train(a.data, a.run, profile=a.profile, **settings)
@@ -210,6 +211,11 @@ def _train_parser(sub) -> None:
                         "(repeatable)")
     s.add_argument("--loss", help="a registered loss (`animetag plugins` lists them; default focal, the thesis's)")
     s.add_argument("--lr", type=float)
+    s.add_argument("--init-from", metavar="RUN",
+                   help="start from this trained run's weights (same image size and backbone): the tags both "
+                        "know keep their outputs, new tags start at their prior (fine-tuning with your tags)")
+    s.add_argument("--freeze-backbone-epochs", type=_at_least(0), metavar="N",
+                   help="with --init-from: train the head alone for the first N epochs")
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
     s.add_argument("--xla", choices=["auto", "on", "off"], help="XLA compilation (auto: on a GPU or TPU)")
     s.set_defaults(fn=cmd_train)

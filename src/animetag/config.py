@@ -138,6 +138,8 @@ class TrainConfig:
     cache: str = "auto"  # auto | memory | off
     shuffle_buffer: int = 2048
     seed: int = 0
+    init_from: str = ""  # a trained run whose weights this one starts from (fine-tuning; `--init-from`)
+    freeze_backbone_epochs: int = 0  # with init_from: the backbone stays as the parent left it this many epochs
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -156,9 +158,14 @@ class TrainConfig:
                                  f"--set {name}.{dataclasses.fields(cls)[1].name}=...")
         check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
                          "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
-                         "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE},
+                         "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE,
+                         "freeze_backbone_epochs": NON_NEGATIVE},
               {"cache": ("auto", "memory", "off"), "xla": ("auto", "on", "off"),
                "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16")})
+
+        if self.freeze_backbone_epochs and not self.init_from:
+            raise ValueError(f"freeze_backbone_epochs = {self.freeze_backbone_epochs}: only with init_from "
+                             "(a backbone trained elsewhere to keep); a new backbone has nothing to keep")
 
     def to_dict(self) -> dict[str, Any]:
         return {**to_dict(self), "model": self.model.to_dict()}

@@ -25,10 +25,10 @@ from .folders import (
     write_json_atomic,
 )
 from .locks import folder_lock
-from .metrics import bootstrap_f1_ci, f1_at, per_tag_report
+from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff, per_tag_report
 from .reference import comparison_rows
 from .subset import label_matrix
-from .vocab import category_name, rating_labels, split_outputs, tag_rows
+from .vocab import category_name, n_ratings, rating_labels, split_outputs, tag_rows
 
 
 class DataMismatch(ValueError):
@@ -219,6 +219,8 @@ def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_
                                         for k, v in th.items()}}
     write_json_atomic(run / run.THRESHOLDS, thresholds)
 
+    if (run.config or {}).get("parent"):
+        metrics["fine_tuned"] = forgetting(run, data, split, tags["name"].tolist(), y_val, s_val, y, s, n_boot)
     kind = data_label(summary)
     params = int(model.count_params())
     run_rows = _run_rows(metrics, th, {"data": data_kind or kind, "n_test_images": len(y), "params": params,
@@ -226,6 +228,53 @@ def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_
     metrics["comparison"] = comparison_rows(run_rows)
     write_json_atomic(run / run.METRICS, metrics)
     return metrics
+
+
+def _scores(model, data: SubsetFolder, split: str) -> np.ndarray:
+    """Another run's scores on this subset's images (nothing cached in that run's folder)."""
+    import keras
+
+    from .pipeline import make_dataset
+
+    size = int(model.input_shape[1])
+    return np.concatenate([np.asarray(model(keras.ops.cast(x, "float32"), training=False), np.float32)
+                           for x, _ in make_dataset(data, split, 64, size)])
+
+
+def forgetting(run: RunFolder, data: SubsetFolder, split: str, names: list[str], y_val: np.ndarray,
+               s_val: np.ndarray, y: np.ndarray, s: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """A fine-tuned run (`--init-from`): its old tags (those it took from its parent) and its
+    new tags scored apart, and the parent scored on the same images over the old tags, each
+    with thresholds tuned on this subset's validation split; the old tags' change from the
+    parent with a paired bootstrap interval (the same images): what fine-tuning cost them."""
+    info = run.config["parent"]
+    parent = RunFolder(info["run"])
+    old = [j for j, n in enumerate(names) if n in set(info["from_parent"])]
+    new = [j for j, n in enumerate(names) if n in set(info["new"])]
+    policy = policies.get(policies.DEFAULT_TAGGING)
+
+    def scored(yv, sv, yt, st) -> dict[str, Any]:
+        th = policies.tune_all(yv, sv)
+        return {"n_tags": int(yt.shape[1]), **policy_f1(yt, st, th), "_pred": st >= np.asarray(policy.threshold(th))}
+
+    out: dict[str, Any] = {"parent": str(parent.path), "policy": policy.key,
+                           "old_tags": scored(y_val[:, old], s_val[:, old], y[:, old], s[:, old]),
+                           "new_tags": scored(y_val[:, new], s_val[:, new], y[:, new], s[:, new])}
+    if parent.model_path.exists() and old:
+        theirs = tag_rows(parent.tags)["name"].tolist()
+        cols = [theirs.index(names[j]) + n_ratings(parent.tags) for j in old]
+        model = parent.model
+        pv, pt = _scores(model, data, "val")[:, cols], _scores(model, data, split)[:, cols]
+        out["parent_old_tags"] = scored(y_val[:, old], pv, y[:, old], pt)
+        out["old_tags_change"] = paired_bootstrap_diff(y[:, old], out["parent_old_tags"]["_pred"],
+                                                       out["old_tags"]["_pred"], n_boot=n_boot)
+        out["old_tags_change_note"] = ("this run minus its parent on the same test images, over the tags both "
+                                       "know, thresholds tuned on this subset's validation split; "
+                                       "[difference, low, high] of a paired 95% bootstrap")
+    for k in ("old_tags", "new_tags", "parent_old_tags"):
+        if k in out:
+            out[k].pop("_pred")
+    return out
 
 
 def _run_rows(metrics: dict[str, Any], th: dict[str, Any], base: dict[str, Any], tags: pd.DataFrame) -> list[dict]:

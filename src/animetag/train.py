@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from .config import TrainConfig, diff, train_config
 from .devices import accelerator, tpu_resolver
+from .finetune import backbone_frozen, check_parent, initialise_from, set_backbone_trainable
 from .fitting import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
 from .folders import RunFolder, SubsetFolder, atomic_path, data_differences, data_signature, run_lock, write_json_atomic
 from .locks import folder_lock
@@ -240,6 +242,13 @@ def _extension_of(run: RunFolder, old: dict[str, Any] | None, record: dict[str, 
 def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -> dict[str, Any]:
     data, run = SubsetFolder.of(data), RunFolder.of(run)  # each file of the subset is read once
     cfg = with_plugin_settings(train_config(profile, **overrides))
+    parent = None
+    if cfg.init_from:
+        parent = RunFolder.of(Path(cfg.init_from).resolve())
+        if parent.path == run.path.resolve():
+            raise ValueError(f"--init-from {cfg.init_from}: that is this run's own folder")
+        cfg = replace(cfg, init_from=str(parent.path))
+        check_parent(parent, cfg)  # before the run folder records anything
     sig = data_signature(data)
     n_train, n_val = sig["split_sizes"]["train"], sig["split_sizes"]["val"]
     require_whole_batch(n_train, cfg.batch_size, data, "train")  # before the run folder records settings
@@ -306,18 +315,34 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                 core = build_model(sig["n_tags"], cfg.image_size, cfg.model,
                                    synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat,
                                    rating_probe=not cfg.rating_joint)
+                if parent is not None:
+                    record["parent"] = initialise_from(core, parent, data)
+                    set_backbone_trainable(core, cfg.freeze_backbone_epochs == 0)
                 model = training_model(core, cfg)
                 compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc), n_rat)
         record_settings()
         hist_path = run / run.HISTORY
         _keep_history(hist_path, done)
-        cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
-               keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False),
-               keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
-               _Checkpoints(run, float(state.get("best", -1.0))), *(callbacks or [])]
-        if done < cfg.epochs:
-            model.fit(ds_train, validation_data=ds_val, epochs=cfg.epochs, initial_epoch=done,
+
+        def fit(until: int) -> None:
+            cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
+                   keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False),
+                   keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
+                   _Checkpoints(run, float(run.state.get("best", -1.0))), *(callbacks or [])]
+            model.fit(ds_train, validation_data=ds_val, epochs=until, initial_epoch=done,
                       callbacks=cbs, verbose=verbose, shuffle=False)
+
+        if done < cfg.freeze_backbone_epochs:  # the head alone first (a run started --init-from)
+            fit(min(cfg.freeze_backbone_epochs, cfg.epochs))
+            done = min(cfg.freeze_backbone_epochs, cfg.epochs)
+        if done < cfg.epochs and backbone_frozen(core_of(model)):  # then everything, the schedule going on
+            with strategy.scope():
+                set_backbone_trainable(core_of(model), True)
+                compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc), sig["n_ratings"])
+                model.optimizer.build(model.trainable_variables)
+                model.optimizer.iterations.assign(done * steps)
+        if done < cfg.epochs:
+            fit(cfg.epochs)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
