@@ -51,15 +51,17 @@ ablation: $(VENV)/.dev
 	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(ABLATION)
 
-## test: unit tests, the notebooks under nbmake (tiny profile, in order on one worker), and
-## the notebook sources in sync; two pytest-xdist workers
-## (the two environments are installed side by side; the notebooks' bootstrap at 200 resamples)
+## test: the unit tests on two pytest-xdist workers and, beside them, the notebooks in order
+## under nbmake (tiny profile, bootstrap at 200 resamples; their report follows the tests');
+## the two environments are installed side by side
 test:
 	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(WD_CLIENT)/.installed
-	rm -rf $(TEST_HOME)
-	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny \
-		ANIMETAG_BOOTSTRAP=200 $(BIN)/python -m pytest -n 2 --dist loadgroup tests --nbmake \
-		--nbmake-timeout=900 $(NOTEBOOKS)
+	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
+	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 $(BIN)/python -m pytest \
+		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
+	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 tests; t=$$?; \
+	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \
+	test $$t -eq 0 && test $$n -eq 0
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source
 notebooks: $(VENV)/.dev

@@ -27,6 +27,22 @@ def subset_dir(sample_root, tmp_path_factory):
     return out
 
 
+def write_tar(path, members: list[tuple[str, bytes]]):
+    """An uncompressed tar archive holding `members` (name, bytes), in order."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: int = 0):
     """A minimal subset with exact split sizes (random JPEGs, random labels whose rate depends
     on the image's brightness, so there is something to learn), written by the subset
@@ -67,13 +83,3 @@ def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: 
     write_json_atomic(out / "subset.json", {"settings": settings, "counts": {"kept": len(rows), **sizes},
                                             "images_root": str(out), "n_tags": n_tags, "n_ratings": 0})
     return out
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), the notebooks run one after the
-    other on one worker, in their order (each builds on the one before, in one workspace);
-    the unit tests spread over both."""
-    for item in items:
-        if item.nodeid.split("::")[0].endswith(".ipynb"):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))

@@ -284,17 +284,10 @@ def test_command_options_are_checked(capsys, args, words):
     assert e.value.code == 2 and words in capsys.readouterr().err
 
 
-def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    import io
-    import tarfile
+def _tar(path, members: list[tuple[str, bytes]]):
+    from conftest import write_tar
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return write_tar(path, members)
 
 
 def test_archives_duplicates_last_wins_counted_and_a_cut_download_named(tmp_path):

@@ -1,9 +1,7 @@
 """Direct tests of the small modules the end-to-end tests only pass through: archives,
 shards, vocab, plots and the benchmarks' arithmetic."""
 
-import io
 import json
-import tarfile
 
 import numpy as np
 import pandas as pd
@@ -16,12 +14,9 @@ MD5 = "0123456789abcdef0123456789abcdef"
 
 
 def _tar(path, members: list[tuple[str, bytes]]):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    from conftest import write_tar
+
+    return write_tar(path, members)
 
 
 # -- archives --------------------------------------------------------------------------------
