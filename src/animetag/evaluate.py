@@ -70,21 +70,25 @@ def predict_split(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike
         z = np.load(cache)
         if "key" in z.files and str(z["key"]) == key:
             return z["ids"], z["labels"], z["scores"]
+    ids_a, ys_a, ss_a = predict(model or run.model, data, split, batch_size)
+    with atomic_path(cache) as tmp:
+        np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
+    return ids_a, ys_a, ss_a
+
+
+def predict(model, data: SubsetFolder, split: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, scores) of a split under `model`, uncached."""
     import keras
 
     from .pipeline import make_dataset
 
-    model = model or run.model
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
     for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
         ss.append(np.asarray(model(keras.ops.cast(x, "float32"), training=False), dtype=np.float32))
         ys.append(y.numpy().astype(np.uint8))
         ids.append(pid.numpy())
-    ids_a, ys_a, ss_a = np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
-    with atomic_path(cache) as tmp:
-        np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
-    return ids_a, ys_a, ss_a
+    return np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
 
 
 F1 = ("f1_micro", "f1_macro")
@@ -230,17 +234,6 @@ def _evaluate(data: SubsetFolder, run: RunFolder, split: str, n_boot: int, data_
     return metrics
 
 
-def _scores(model, data: SubsetFolder, split: str) -> np.ndarray:
-    """Another run's scores on this subset's images (nothing cached in that run's folder)."""
-    import keras
-
-    from .pipeline import make_dataset
-
-    size = int(model.input_shape[1])
-    return np.concatenate([np.asarray(model(keras.ops.cast(x, "float32"), training=False), np.float32)
-                           for x, _ in make_dataset(data, split, 64, size)])
-
-
 def forgetting(run: RunFolder, data: SubsetFolder, split: str, names: list[str], y_val: np.ndarray,
                s_val: np.ndarray, y: np.ndarray, s: np.ndarray, n_boot: int) -> dict[str, Any]:
     """A fine-tuned run (`--init-from`): its old tags (those it took from its parent) and its
@@ -264,7 +257,7 @@ def forgetting(run: RunFolder, data: SubsetFolder, split: str, names: list[str],
         theirs = tag_rows(parent.tags)["name"].tolist()
         cols = [theirs.index(names[j]) + n_ratings(parent.tags) for j in old]
         model = parent.model
-        pv, pt = _scores(model, data, "val")[:, cols], _scores(model, data, split)[:, cols]
+        pv, pt = predict(model, data, "val")[2][:, cols], predict(model, data, split)[2][:, cols]  # nothing cached there
         out["parent_old_tags"] = scored(y_val[:, old], pv, y[:, old], pt)
         out["old_tags_change"] = paired_bootstrap_diff(y[:, old], out["parent_old_tags"]["_pred"],
                                                        out["old_tags"]["_pred"], n_boot=n_boot)
@@ -329,6 +322,6 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 def policy_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """F1 of the reported split under each threshold policy, with its threshold, rounded."""
     rows = {p.label: {"threshold": f"{metrics[p.key]['threshold']:.2f}" if "threshold" in metrics[p.key] else
-                      p.describe({p.saved: 0.5}) if p.fixed else "per tag",
+                      p.describe({}) if p.fixed else "per tag",
                       **{k: metrics[p.key][k] for k in F1}} for p in policies.table()}
     return pd.DataFrame(rows).T.astype({"f1_micro": float, "f1_macro": float}).round(3)
