@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 # tensorflow-cpu is the small CPU-only build (x86-64); elsewhere the regular package.
 TF_PKG ?= $(shell [ "$$(uname -m)" = x86_64 ] && echo tensorflow-cpu || echo tensorflow)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
-# the study itself; notebook 06's six trainings are `make ablation`
+# the study itself; notebook 06's six trainings are `make ablation`, notebook 07's three `make teach`
 ABLATION := notebooks/06_ablation.ipynb
-DEMO_NOTEBOOKS := $(filter-out $(ABLATION),$(NOTEBOOKS))
+TEACH := notebooks/07_teach_your_tags.ipynb
+DEMO_NOTEBOOKS := $(filter-out $(ABLATION) $(TEACH),$(NOTEBOOKS))
 DEMO_HOME ?= $(CURDIR)/data
 TEST_HOME ?= $(CURDIR)/build/test-home
 
-.PHONY: setup dev demo ablation test notebooks lint clean
+.PHONY: setup dev demo ablation teach test notebooks lint clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,11 @@ demo: $(VENV)/.dev
 ablation: $(VENV)/.dev
 	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(ABLATION)
+
+## teach: notebook 07 on the sample (a parent, its fine-tuning with the characters, and from scratch)
+teach: $(VENV)/.dev
+	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
+		--out $(DEMO_HOME)/executed $(TEACH)
 
 ## test: the unit tests on two pytest-xdist workers and, beside them, the notebooks in order
 ## under nbmake (tiny profile, bootstrap at 200 resamples; their report follows the tests');

@@ -45,7 +45,8 @@ def family(sample_root, tmp_path_factory):
     meta = sample_root / "metadata" / "posts.json"
     common = dict(top_k=20, image_size=32, images_per_shard=64, workers=2)
     build_subset(meta, sample_root, root / "old", SubsetConfig(top_k_character=0, **common), progress=False)
-    build_subset(meta, sample_root, root / "new", SubsetConfig(top_k_character=5, **common), progress=False)
+    build_subset(meta, sample_root, root / "new", SubsetConfig(top_k_character=5, splits_from=str(root / "old"),
+                                                               **common), progress=False)
     keras.utils.set_random_seed(0)
     train(root / "old", root / "parent", profile="tiny", epochs=2, batch_size=16, verbose=0)
     return root
@@ -125,8 +126,59 @@ def test_the_backbone_waits_while_the_head_learns_then_all_train_on_and_a_stop_b
     from animetag.evaluate import evaluate
 
     m = evaluate(family / "new", run, n_boot=100)["fine_tuned"]
+    assert m["parent_trained_on_test"]["checked"] and m["parent_trained_on_test"]["trained_on"] == 0
     assert m["old_tags"]["n_tags"] == 20 and m["new_tags"]["n_tags"] == 5 and m["parent_old_tags"]["n_tags"] == 20
     key = m["policy"]
     for k in ("f1_micro", "f1_macro"):
         diff, lo, hi = m["old_tags_change"][k]
         assert diff == pytest.approx(m["old_tags"][key][k] - m["parent_old_tags"][key][k], abs=1e-9) and lo <= diff <= hi
+
+
+def test_a_subset_built_with_splits_from_keeps_each_shared_post_in_its_split(family, sample_root, tmp_path):
+    """Without it the two subsets' splits differ and the parent trained on some of the child's
+    test images (which evaluation counts and warns about); with it, on none."""
+    from animetag.config import SubsetConfig
+    from animetag.folders import RunFolder, SubsetFolder, trained_on
+    from animetag.subset import build_subset
+
+    old, new = SubsetFolder(family / "old").manifest, SubsetFolder(family / "new").manifest
+    both = old.merge(new, on="id", suffixes=("_old", "_new"))
+    assert len(both) >= 0.95 * len(new) and (both["split_old"] == both["split_new"]).all()
+    assert SubsetFolder(family / "new").summary["splits_from"]["kept_their_split"] == len(both)
+    parent = RunFolder(family / "parent")
+    assert trained_on(parent, SubsetFolder(family / "new")) == {
+        "checked": True, "subset": str((family / "old").resolve()), "images": int((new["split"] == "test").sum()),
+        "trained_on": 0}
+    build_subset(sample_root / "metadata" / "posts.json", sample_root, tmp_path / "plain",
+                 SubsetConfig(top_k_character=5, top_k=20, image_size=32, images_per_shard=64, workers=2, seed=3),
+                 progress=False)
+    plain = SubsetFolder(tmp_path / "plain")
+    seen = set(old.loc[old["split"] == "train", "id"])
+    test = plain.manifest.loc[plain.manifest["split"] == "test", "id"]
+    leak = trained_on(parent, plain)
+    assert leak["trained_on"] == sum(i in seen for i in test) > 0
+
+
+def test_the_teach_study_trains_three_runs_once_and_its_differences_are_the_tables(family, capsys):
+    """Notebook 07's study: the parent without the new tags, fine-tuned with them, and from
+    scratch for the same total epochs; run again, nothing is trained; each paired difference
+    is the difference of the table's F1 values."""
+    from animetag.teach import teach, teach_table
+
+    out = family / "teach"
+    runs = teach(family / "old", family / "new", out, "tiny", epochs=1, finetune_epochs=1, batch_size=16)
+    assert [runs[k]["settings"]["train"]["epochs"] for k in ("parent", "fine-tuned", "scratch")] == [1, 1, 2]
+    assert runs["fine-tuned"]["settings"]["train"]["init_from"] == str((out / "parent").resolve())
+    capsys.readouterr()
+    again = teach(family / "old", family / "new", out, "tiny", epochs=1, finetune_epochs=1, batch_size=16)
+    assert again == runs and capsys.readouterr().out.count("done before") == 3
+    table, d = teach_table(family / "new", runs, n_boot=100)
+    assert d["n_old_tags"] == 20 and d["n_new_tags"] == 5 and pd.isna(table.loc["parent", "new_f1_micro"])
+    for key, a, b, group in (("old_tags_fine_tuned_minus_parent", "fine-tuned", "parent", "old"),
+                             ("new_tags_fine_tuned_minus_scratch", "fine-tuned", "scratch", "new"),
+                             ("old_tags_fine_tuned_minus_scratch", "fine-tuned", "scratch", "old")):
+        for k in ("f1_micro", "f1_macro"):
+            diff, lo, hi = d[key][k]
+            assert diff == pytest.approx(table.loc[a, f"{group}_{k}"] - table.loc[b, f"{group}_{k}"], abs=1e-9)
+            assert lo <= diff <= hi
+    assert table.loc["fine-tuned + parent", "epochs"] == table.loc["scratch", "epochs"] == 2

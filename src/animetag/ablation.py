@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from . import policies
-from .config import deep_merge, subset_config, train_config
+from .config import deep_merge, train_config
 from .evaluate import evaluate, evaluate_scores, predict_split, tune_thresholds
 from .folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
 from .metrics import paired_bootstrap_diff
-from .subset import build_subset
+from .subset import twin_subset
 from .vocab import tag_rows
 
 RECORD = "ablation.json"
@@ -65,21 +65,10 @@ def more_tags_subset(base: str | Path, out: str | Path, top_k: int, profile: str
     """The base subset's twin with `top_k` general tags: built (once) from the metadata and
     images its subset.json records, with its settings (size, seed, image count) but `top_k`."""
 
-    base, out = SubsetFolder.of(base), Path(out)
-    if (out / SubsetFolder.SUMMARY).exists():
-        return out
-    summary = base.summary
-    settings = summary["settings"]
+    settings = SubsetFolder.of(base).summary["settings"]
     if top_k <= settings["top_k"]:
         raise ValueError(f"more tags: top_k {top_k} is not more than the base subset's {settings['top_k']}")
-    metadata = [Path(p) for p in summary["metadata"]]
-    missing = [str(p) for p in [*metadata, Path(summary["images_root"])] if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"the base subset {base} was built from {', '.join(missing)}, which is not here "
-                                "now: mount or copy it back, or leave the more-tags variant out (MORE_TAGS=0)")
-    build_subset(metadata, summary["images_root"], out, subset_config(profile, **{**settings, "top_k": top_k}),
-                 overwrite=True)
-    return out
+    return twin_subset(base, out, profile, "leave the more-tags variant out (MORE_TAGS=0)", top_k=top_k)
 
 
 def _scores_on(run: RunFolder, subset: SubsetFolder, names: list[str], split: str):

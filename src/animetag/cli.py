@@ -62,7 +62,7 @@ def cmd_subset(a: argparse.Namespace) -> int:
                         categories=tuple(_csv(a.categories)) if a.categories else None,
                         min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
                         exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None, tag_table=a.tag_table,
-                        seed=a.seed, workers=a.workers)
+                        seed=a.seed, workers=a.workers, splits_from=a.splits_from)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed once below, from the summary
         s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
@@ -188,6 +188,10 @@ def _subset_parser(sub) -> None:
     s.add_argument("--tag-table", help="a CSV of tag name and category (the WD taggers' selected_tags.csv, or "
                                        "name,category lines) that categorises flat tag strings")
     s.add_argument("--seed", type=int)
+    s.add_argument("--splits-from", metavar="SUBSET",
+                   help="posts this subset holds keep their split (train, val or test): build the subset of a "
+                        "run you fine-tune (--init-from) with its parent's subset here, so that no test image "
+                        "is one the parent trained on")
     s.add_argument("--workers", type=int)
     s.add_argument("--overwrite", action="store_true",
                    help="remove OUT and build it again (refused when OUT holds or lies inside the metadata "

@@ -42,6 +42,7 @@ class SubsetConfig:
     tag_table: str = ""  # name,category CSV that categorises flat tag strings (e.g. selected_tags.csv)
     include_deleted: bool = False
     seed: int = 0
+    splits_from: str = ""  # a subset folder: posts it holds keep their split here (fine-tuning a run trained on it)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_pixels: int = 64_000_000  # larger images are refused, never decoded

@@ -5,6 +5,7 @@ with bootstrap confidence intervals, a per-tag report and the published comparis
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .folders import (
     data_differences,
     data_signature,
     run_lock,
+    trained_on,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -252,7 +254,13 @@ def forgetting(run: RunFolder, data: SubsetFolder, split: str, names: list[str],
 
     out: dict[str, Any] = {"parent": str(parent.path), "policy": policy.key,
                            "old_tags": scored(y_val[:, old], s_val[:, old], y[:, old], s[:, old]),
-                           "new_tags": scored(y_val[:, new], s_val[:, new], y[:, new], s[:, new])}
+                           "new_tags": scored(y_val[:, new], s_val[:, new], y[:, new], s[:, new]),
+                           "parent_trained_on_test": trained_on(parent, data, split)}
+    leak = out["parent_trained_on_test"]
+    if leak.get("trained_on"):
+        warnings.warn(f"the parent {parent} trained on {leak['trained_on']} of the {leak['images']} {split} images: "
+                      "its old tags' F1 there is optimistic and the change from it too. Build the fine-tuned "
+                      "run's subset with --splits-from the parent's subset", stacklevel=2)
     if parent.model_path.exists() and old:
         theirs = tag_rows(parent.tags)["name"].tolist()
         cols = [theirs.index(names[j]) + n_ratings(parent.tags) for j in old]

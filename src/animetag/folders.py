@@ -289,6 +289,20 @@ def data_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]
     return diff(recorded, {k: v for k, v in now.items() if k in recorded})
 
 
+def trained_on(run: RunFolder, data: SubsetFolder, split: str = "test") -> dict[str, Any]:
+    """How many of `data`'s `split` images `run` trained on, read from the subset its
+    config.json records (a parent scored on its child's test images must not have trained on
+    them: build the child's subset with `--splits-from` the parent's)."""
+    where = (run.config or {}).get("subset")
+    if not where or not (Path(where) / SubsetFolder.MANIFEST).exists():
+        return {"checked": False, "why": f"the subset {run} trained on is not recorded or not here ({where or 'none'})"}
+    theirs = SubsetFolder(where).manifest
+    seen = set(theirs.loc[theirs["split"] == "train", "id"].astype(int))
+    ours = data.manifest
+    ids = ours.loc[ours["split"] == split, "id"].astype(int)
+    return {"checked": True, "subset": where, "images": int(len(ids)), "trained_on": int(ids.isin(seen).sum())}
+
+
 def run_lock(run: str | os.PathLike) -> Path:
     """The lock file of a run folder, beside it (`RUN.lock`): held by train and evaluate."""
     run = Path(run)

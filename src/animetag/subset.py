@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .archives import Member
-from .config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, to_dict
+from .config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, subset_config, to_dict
 from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
 from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
 from .images import prepare_for_shard
@@ -188,6 +188,28 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     split[rest[v]] = "val"
     split[rest[t]] = "test"
     return split
+
+
+def assign_splits(Y: np.ndarray, ids: np.ndarray, cfg: SubsetConfig) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Each kept post's split: stratified over the labels `Y`; with `cfg.splits_from`, a post
+    that subset holds keeps the split it has there and only the others are split here, so a
+    run fine-tuned from one trained on that subset is never tested on an image its parent
+    trained on. Returns the splits and what `subset.json` records of the carried ones."""
+    if not cfg.splits_from:
+        return stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed), None
+    before = SubsetFolder.of(cfg.splits_from).manifest
+    theirs = dict(zip(before["id"].astype(int), before["split"]))
+    known = np.array([i in theirs for i in ids.tolist()], dtype=bool)
+    split = np.array([theirs.get(i, "train") for i in ids.tolist()], dtype=object)
+    new = np.flatnonzero(~known)
+    if len(new) >= 10:  # enough to split the newcomers as any subset is split
+        split[new] = stratified_split(Y[new], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    record = {"subset": str(Path(cfg.splits_from).resolve()), "kept_their_split": int(known.sum()),
+              "split_here": int(len(new)) if len(new) >= 10 else 0,
+              "new_to_train": 0 if len(new) >= 10 else int(len(new)),
+              "note": "posts the other subset holds keep its split; the rest are split here (fewer than 10: all "
+                      "to train)"}
+    return split, record
 
 
 def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
@@ -546,7 +568,7 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     n_min = min_images(cfg)
     if len(kept) < n_min:
         raise ValueError(_too_few_message(len(kept), n_min, cfg, left_out, images_root))
-    split = stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split, kept_splits = assign_splits(Y, posts.loc[kept, "id"].astype(int).to_numpy(), cfg)
     wanted = {"train": 1.0, "val": cfg.val_fraction, "test": cfg.test_fraction}
     empty = [s for s in SPLITS if wanted[s] > 0 and not (split == s).any()]
     if empty:
@@ -584,6 +606,7 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
                                "pass the filters (deleted, rating, duplicates), not over all the metadata; "
                                "tags.csv's count is over the kept posts (the subset's images)"},
         "shortfall": d.shortfall,
+        "splits_from": kept_splits,
         "warnings": e.warnings,
         "n_tags": len(vocab_df) - n_rat,
         "n_ratings": n_rat,
@@ -594,6 +617,26 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
         "left_out_unlisted": left_out.unlisted(),
     }
     return summary
+
+
+def twin_subset(base: str | os.PathLike, out: str | os.PathLike, profile: str, instead: str = "",
+                **changes: Any) -> Path:
+    """`base`'s twin with some settings changed (`changes`), built from the metadata and
+    images its subset.json records, with its other settings (size, seed, image count); built
+    once: a twin already there with these settings is returned as it is. `instead`: what the
+    user can do when base's inputs are gone."""
+    base, out = SubsetFolder.of(base), Path(out)
+    summary = base.summary
+    cfg = subset_config(profile, **{**summary["settings"], **changes})
+    if (out / SubsetFolder.SUMMARY).exists() and SubsetFolder(out).summary["settings"] == to_dict(cfg):
+        return out
+    metadata = [Path(p) for p in summary["metadata"]]
+    missing = [str(p) for p in [*metadata, Path(summary["images_root"])] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"the base subset {base} was built from {', '.join(missing)}, which is not here "
+                                f"now: mount or copy it back{', or ' + instead if instead else ''}")
+    build_subset(metadata, summary["images_root"], out, cfg, overwrite=True)
+    return out
 
 
 def read_subset(subset_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

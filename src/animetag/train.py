@@ -256,7 +256,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
         raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
                          "or a larger val_fraction")
     run.path.mkdir(parents=True, exist_ok=True)
-    record = {"train": cfg.to_dict(), "data": sig}
+    record = {"train": cfg.to_dict(), "data": sig, "subset": str(data.path.resolve())}  # where it was trained
     cfg_path = run / run.CONFIG
     old = run.config
     state = run.state
