@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from .config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, read_tag_names, subset_config
 from .locks import FolderLocked
@@ -96,9 +97,46 @@ def cmd_plugins(a: argparse.Namespace) -> int:
     return 0
 
 
+def _print_comparison(r: dict, out: Path) -> None:
+    from .compare import compare_table
+
+    print(f"images: {r['images']['test']} from {r['images']['test_from']} (truth: {r['images']['truth']}); "
+          f"{r['thresholds']}")
+    for k, v in r["run_all_tags"].items():
+        print(f"the run, all its {r['run_tags']} tags, {k}: F1-micro {v['f1_micro']:.4f}, F1-macro {v['f1_macro']:.4f}")
+    if r["caption_tags_outside_the_run"]:
+        unknown = r["caption_tags_outside_the_run"]
+        print(f"caption tags outside the run's vocabulary (not scored): {len(unknown)}, e.g. "
+              + ", ".join(f"{t} ({n})" for t, n in list(unknown.items())[:10]))
+    for s in r["images"]["skipped"]:
+        print(f"  skipped {s.get('image') or s.get('file')}: {s['reason']} ({s['detail']})", file=sys.stderr)
+    if r["taggers"]:
+        print(compare_table(r).to_string(index=False))
+    print(f"wrote compare.json and compare.csv to {out}")
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import compare
+    from .foreign import read_aliases
+
+    out = Path(a.out) if a.out else Path(a.run) / "compare"
+    r = compare(a.run, a.tagger or [], data=a.data, labels=a.labels, out=out,
+                aliases=read_aliases(a.aliases) if a.aliases else None, n_boot=a.bootstrap, batch_size=a.batch_size)
+    _print_comparison(r, out)
+    return 0
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import comparison_table, evaluate
 
+    if a.labels:  # a labelled folder is the test set: the run alone, as `compare` scores it
+        from .compare import compare
+
+        out = Path(a.run) / "labels" / Path(a.labels).resolve().name
+        _print_comparison(compare(a.run, [], data=a.data, labels=a.labels, out=out, n_boot=a.bootstrap), out)
+        return 0
+    if not a.data:
+        raise ValueError("evaluate: give --data SUBSET (or --labels FOLDER)")
     m = evaluate(a.data, a.run, split=a.split, n_boot=a.bootstrap)
     print(json.dumps({k: v for k, v in m.items() if k not in ("comparison", "ci95_by_policy")}, indent=2))
     print(comparison_table(m).to_string(index=False))
@@ -227,11 +265,37 @@ def _train_parser(sub) -> None:
 
 def _evaluate_parser(sub) -> None:
     s = sub.add_parser("evaluate", help="metrics, tuned thresholds and the published comparison")
-    s.add_argument("--data", required=True)
+    s.add_argument("--data", help="the subset the run was trained on (with --labels: optional, its validation "
+                                  "split tunes the thresholds; default the subset the run records)")
     s.add_argument("--run", required=True)
+    s.add_argument("--labels", metavar="FOLDER",
+                   help="your own labelled images as the test set: each image with a caption .txt beside it (tags "
+                        "comma or space separated); writes RUN/labels/FOLDER_NAME/compare.json")
     s.add_argument("--split", default="test", choices=["val", "test"])
     s.add_argument("--bootstrap", type=_at_least(1), default=1000, help="resamples for the 95%% intervals")
     s.set_defaults(fn=cmd_evaluate)
+
+
+def _compare_parser(sub) -> None:
+    s = sub.add_parser("compare", help="the run beside published taggers on the same images, over shared tags",
+                       description="Scores the run and each --tagger on the same images (each reads the original "
+                                   "files and prepares them its own way), over the tags both know, under every "
+                                   "threshold policy tuned on the same validation images, with paired bootstrap "
+                                   "intervals of each tagger's F1 minus the run's.")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", help="the run's subset: its test split is scored (and its validation split tunes "
+                                  "the thresholds)")
+    s.add_argument("--labels", metavar="FOLDER", help="a folder of images with caption .txt files as the test set "
+                                                      "instead of the test split")
+    s.add_argument("--tagger", action="append", metavar="[NAME=]FOLDER|OWNER/REPO",
+                   help="a tagger in the WD layout (model.onnx + selected_tags.csv) or Camie v2's "
+                        "(*.onnx + *-metadata.json); a Hugging Face repository id is downloaded. Repeat for more")
+    s.add_argument("--aliases", metavar="CSV", help="tag aliases (Danbooru's antecedent_name,consequent_name) "
+                                                    "applied to both sides' names")
+    s.add_argument("--out", help="folder for compare.json and compare.csv (default RUN/compare)")
+    s.add_argument("--bootstrap", type=_at_least(1), default=1000, help="resamples for the 95%% intervals")
+    s.add_argument("--batch-size", type=_at_least(1), default=32)
+    s.set_defaults(fn=cmd_compare)
 
 
 def _tag_parser(sub) -> None:
@@ -301,8 +365,8 @@ def _plugins_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="animetag", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_sample_parser, _subset_parser, _train_parser, _evaluate_parser, _tag_parser, _export_parser,
-                _plugins_parser, _bench_parser):
+    for add in (_sample_parser, _subset_parser, _train_parser, _evaluate_parser, _compare_parser, _tag_parser,
+                _export_parser, _plugins_parser, _bench_parser):
         add(sub)
     return p
 

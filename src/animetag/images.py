@@ -63,15 +63,21 @@ def open_rgb_square(src: str | os.PathLike | bytes, size: int, max_pixels: int =
     Raises ImageError with reason `missing_file`, `too_large` (checked before decoding),
     `corrupt_image` or `not_an_image`; its message names the file.
     """
+    return square_resize(open_rgb(src, max_pixels), size, max_pixels)
+
+
+def open_rgb(src: str | os.PathLike | bytes, max_pixels: int = 64_000_000) -> Image.Image:
+    """Decode one image at full size as RGB: the first frame, EXIF orientation applied,
+    transparent pixels on white. Raises ImageError as `open_rgb_square` does."""
     try:
-        return _open_rgb_square(src, size, max_pixels)
+        return _open_rgb(src, max_pixels)
     except ImageError as e:
         if isinstance(src, bytes):
             raise
         raise ImageError(e.reason, f"{src}: {e}") from None
 
 
-def _open_rgb_square(src, size: int, max_pixels: int) -> Image.Image:
+def _open_rgb(src, max_pixels: int) -> Image.Image:
     try:
         f = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
     except OSError as e:
@@ -100,7 +106,7 @@ def _open_rgb_square(src, size: int, max_pixels: int) -> Image.Image:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageError("corrupt_image", str(e) or type(e).__name__) from None
-    return square_resize(rgb, size, max_pixels)
+    return rgb
 
 
 def square_resize(im: Image.Image, size: int, max_pixels: int = 64_000_000) -> Image.Image:

@@ -1,0 +1,182 @@
+"""The published taggers, run as their own clients run them, so that `animetag compare` can
+score them beside a run on the same images.
+
+Two layouts are read:
+
+- **WD** (SmilingWolf's WD taggers v2/v3, animetimm exports, animetag's own export): a
+  folder with `model.onnx` and `selected_tags.csv` (`name`, `category`: 9 rating, 0
+  general, 4 character). Input NHWC float32, its size read from the ONNX input, channel
+  order BGR, values 0-255: each image on a white square, resized with Pillow's bicubic
+  filter. The outputs are probabilities, one per row of the CSV. Published thresholds: a
+  `threshold` or `best_threshold` column where the CSV has one, else the WD app's defaults
+  (general 0.35, character 0.85).
+- **Camie v2** (`camie-tagger-v2.onnx` + `camie-tagger-v2-metadata.json`): input NCHW, the
+  size from `model_info.img_size` (512), RGB; the image resized with its aspect kept (the
+  long side to the size, Lanczos), centred on a square of (124, 116, 104), scaled to 0-1 and
+  normalised with the ImageNet mean and deviation. Outputs are logits, the refined ones
+  second (the first output when there is one); tag names and categories from
+  `dataset_info.tag_mapping` (`idx_to_tag`, `tag_to_category`). Taken from its model card's
+  inference code as third-party clients reproduce it; not checked against the real file here.
+
+A tagger is a folder, or on Colab a Hugging Face repository id (`owner/name`, fetched with
+huggingface_hub: only its .onnx, .csv and .json files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .images import open_rgb, open_rgb_square
+
+WD_DEFAULTS = {"general": 0.35, "character": 0.85}  # SmilingWolf's app's sliders
+CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating", 10: "year"}
+CAMIE_PAD = (124, 116, 104)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def canonical(name: str, aliases: dict[str, str] | None = None) -> str:
+    """A tag name as both sides are matched: lower case, underscores for spaces, then its
+    alias's target where a tag table gives one (`long hair` and `Long_Hair` are one tag)."""
+    n = "_".join(str(name).strip().lower().split())
+    return (aliases or {}).get(n, n)
+
+
+def read_aliases(path: str | os.PathLike) -> dict[str, str]:
+    """Tag aliases from a CSV: Danbooru's `antecedent_name,consequent_name` (its tag_aliases
+    export), or any two columns old name, current name."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    cols = (["antecedent_name", "consequent_name"] if {"antecedent_name", "consequent_name"} <= set(df.columns)
+            else list(df.columns[:2]))
+    if len(cols) < 2:
+        raise ValueError(f"{path}: an alias table needs two columns (antecedent_name, consequent_name)")
+    if "status" in df.columns:
+        df = df[df["status"].isin(["active", ""])]
+    return {canonical(a): canonical(b) for a, b in zip(df[cols[0]], df[cols[1]]) if a and b}
+
+
+@dataclass
+class ForeignTagger:
+    """One published tagger: its outputs' tag names and categories, and how it is fed."""
+
+    name: str
+    path: Path
+    layout: str  # "wd" or "camie"
+    names: list[str]  # every output's tag name, as the tagger writes it
+    categories: list[str]  # every output's category name ("rating" for the rating rows)
+    size: int
+    published: np.ndarray | None = None  # one threshold per output, where it ships them
+    published_source: str = ""
+    model_file: Path | None = None
+    _session: Any = field(default=None, repr=False)
+
+    @property
+    def session(self):
+        if self._session is None:
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(str(self.model_file), providers=["CPUExecutionProvider"])
+        return self._session
+
+    def prepare(self, src: str | os.PathLike | bytes) -> np.ndarray:
+        """One image as this tagger's clients prepare it (raises images.ImageError)."""
+        if self.layout == "wd":
+            return np.asarray(open_rgb_square(src, self.size), dtype=np.float32)[..., ::-1]  # BGR
+        im = open_rgb(src)
+        w, h = im.size
+        if w >= h:
+            nw, nh = self.size, max(1, int(self.size * h / w))
+        else:
+            nw, nh = max(1, int(self.size * w / h)), self.size
+        canvas = Image.new("RGB", (self.size, self.size), CAMIE_PAD)
+        canvas.paste(im.resize((nw, nh), Image.Resampling.LANCZOS), ((self.size - nw) // 2, (self.size - nh) // 2))
+        x = (np.asarray(canvas, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return x.transpose(2, 0, 1)
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (n_images x n_outputs) of a prepared batch."""
+        sess = self.session
+        feed = {sess.get_inputs()[0].name: batch.astype(np.float32)}
+        fixed = sess.get_inputs()[0].shape[0]
+        if isinstance(fixed, int) and fixed != len(batch):  # a model exported for one image at a time
+            return np.concatenate([self.scores(batch[i: i + 1]) for i in range(len(batch))])
+        outs = sess.run(None, feed)
+        if self.layout == "wd":
+            return np.asarray(outs[0], np.float32)
+        logits = np.asarray(outs[1] if len(outs) > 1 else outs[0], np.float64)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def _onnx_size(model_file: Path, nchw: bool) -> int | None:
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    side = shape[2] if nchw else shape[1]
+    return side if isinstance(side, int) else None
+
+
+def _read_wd(folder: Path, name: str) -> ForeignTagger:
+    model = folder / "model.onnx"
+    tags = pd.read_csv(folder / "selected_tags.csv", keep_default_na=False)
+    missing = [c for c in ("name", "category") if c not in tags.columns]
+    if missing:
+        raise ValueError(f"{folder / 'selected_tags.csv'}: no {missing} column (the WD layout has name, category)")
+    cats = [CATEGORY_NAMES.get(int(c), str(c)) for c in tags["category"]]
+    size = _onnx_size(model, nchw=False)
+    if size is None:
+        raise ValueError(f"{model}: its input size is not fixed in the model; the WD layout fixes it (448)")
+    column = next((c for c in ("threshold", "best_threshold") if c in tags.columns), None)
+    if column:
+        published = pd.to_numeric(tags[column], errors="coerce").to_numpy(np.float64)
+        source = f"selected_tags.csv's {column} column"
+    else:
+        published = np.array([WD_DEFAULTS.get(c, np.nan) for c in cats])
+        source = "the WD app's defaults (general 0.35, character 0.85)"
+    return ForeignTagger(name, folder, "wd", tags["name"].astype(str).tolist(), cats, size, published, source, model)
+
+
+def _read_camie(folder: Path, meta_file: Path, name: str) -> ForeignTagger:
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    try:
+        mapping = meta["dataset_info"]["tag_mapping"]
+        idx_to_tag, tag_to_cat = mapping["idx_to_tag"], mapping.get("tag_to_category", {})
+    except (KeyError, TypeError):
+        raise ValueError(f"{meta_file}: no dataset_info.tag_mapping.idx_to_tag (Camie v2's metadata)") from None
+    names = [idx_to_tag[str(i)] for i in range(len(idx_to_tag))]
+    cats = [str(tag_to_cat.get(n, "general")) for n in names]
+    models = sorted(folder.glob("*.onnx"))
+    if not models:
+        raise FileNotFoundError(f"{folder}: Camie metadata but no .onnx model beside it")
+    size = int(meta.get("model_info", {}).get("img_size") or _onnx_size(models[0], nchw=True) or 512)
+    return ForeignTagger(name, folder, "camie", names, cats, size, None, "", models[0])
+
+
+def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> ForeignTagger:
+    """A tagger from `spec`: `[NAME=]FOLDER` or `[NAME=]OWNER/REPO` (a Hugging Face
+    repository, downloaded; needs huggingface_hub and a network). The layout is read from
+    the files: WD (`model.onnx` + `selected_tags.csv`) or Camie v2 (`*-metadata.json`)."""
+    name, _, where = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    folder = Path(where).expanduser()
+    if not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", where):
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(where, allow_patterns=["*.onnx", "*.csv", "*.json"], cache_dir=cache_dir))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"tagger {spec!r}: no folder {folder} (and not a Hugging Face repository id)")
+    name = name or (where if not Path(where).exists() else folder.name)
+    if (folder / "model.onnx").is_file() and (folder / "selected_tags.csv").is_file():
+        return _read_wd(folder, name)
+    metas = [p for p in folder.glob("*.json") if p.name.endswith("metadata.json")]
+    if metas:
+        return _read_camie(folder, metas[0], name)
+    raise ValueError(f"tagger {spec!r}: {folder} holds neither model.onnx + selected_tags.csv (the WD layout) "
+                     "nor a Camie *-metadata.json with its .onnx")
