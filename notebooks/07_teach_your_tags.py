@@ -43,7 +43,7 @@
 # ```
 #
 # **Needs:** three trainings. On the `full` profile that is a GPU runtime and hours; the
-# `sample` profile runs on a CPU in about ten minutes, on synthetic images.
+# `sample` profile runs on a CPU in about seven minutes (two cores), on synthetic images.
 
 # %%
 # Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).

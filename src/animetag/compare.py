@@ -31,7 +31,7 @@ from .images import ImageError, load_array
 from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
 from .subset import label_matrix
 from .tagging import find_images
-from .vocab import category_name, split_outputs, tag_rows
+from .vocab import category_name, n_ratings, split_outputs, tag_rows
 
 RESULT = "compare.json"
 TABLE = "compare.csv"
@@ -167,27 +167,43 @@ def _skips(images: ImageSet, ok: np.ndarray, who: str) -> list[dict[str, str]]:
     return out
 
 
-class _Run:
-    """The run as one of the scorers: `animetag tag`'s preprocessing, its tag outputs."""
+class RunTagger:
+    """A run folder as one of the taggers (the run compared, or another run beside it):
+    `animetag tag`'s preprocessing, its tag outputs, its thresholds.json as published."""
 
-    def __init__(self, run: RunFolder):
+    layout = "animetag run"
+
+    def __init__(self, run: RunFolder, name: str = ""):
         self.folder = run
+        self.name, self.path = name or run.path.name, run.path
         self.model = run.model
         self.size = int(self.model.input_shape[1])
         rows = run.tags
-        self.n_ratings = int((rows["category"] == 9).sum())
+        self.n_ratings = n_ratings(rows)
         tags = tag_rows(rows)
         self.names = tags["name"].tolist()
         self.categories = [category_name(c) for c in tags["category"]]
+        saved = run.thresholds()
+        self.published = policies.get(policies.DEFAULT_TAGGING).for_tags(saved, self.names) if saved else None
+        self.published_source = f"its thresholds.json ({policies.DEFAULT_TAGGING}, tuned on its validation split)"
 
     def prepare(self, src) -> np.ndarray:
         return load_array(src, self.size).astype(np.float32)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def scores(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(x), np.float32)[:, self.n_ratings:]
 
 
-def shared_tags(run_names: list[str], tagger: ForeignTagger, aliases: dict[str, str] | None = None
+def load_any(spec: str) -> ForeignTagger | RunTagger:
+    """A run folder (model.keras + tags.csv) as a `RunTagger`, anything else by `load_tagger`."""
+    name, _, where = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    folder = Path(where)
+    if (folder / RunFolder.MODEL).is_file() and (folder / RunFolder.TAGS).is_file():
+        return RunTagger(RunFolder(folder), name)
+    return load_tagger(spec)
+
+
+def shared_tags(run_names: list[str], tagger: ForeignTagger | RunTagger, aliases: dict[str, str] | None = None
                 ) -> tuple[list[int], list[int]]:
     """(the run's tag columns, the tagger's output columns) of the tags both know, matched by
     canonical name (rating rows excluded), in the run's order."""
@@ -233,8 +249,10 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
                                 f"({val_source or 'not recorded'}): give --data SUBSET")
     subset = SubsetFolder.of(val_source)
     check_run_data(subset, folder)
-    ours = _Run(folder)
-    foreign = [load_tagger(t) for t in taggers]
+    ours = RunTagger(folder, "run")
+    foreign = [load_any(t) for t in taggers]
+    if len({t.name for t in foreign} | {"run"}) != len(foreign) + 1:
+        raise ValueError(f"compare: two taggers share a name ({[t.name for t in foreign]}); name them NAME=PATH")
     names = ours.names
     val = subset_images(subset, "val", names)
     unknown: dict[str, int] = {}
@@ -250,7 +268,7 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
 
     # each tagger's scores are kept over the tags it shares with the run only (Camie has 70k outputs)
     shared = {t.name: shared_tags(names, t, aliases) for t in foreign}
-    scorers: list[tuple[str, Callable, Callable]] = [("run", ours.prepare, ours.predict)]
+    scorers: list[tuple[str, Callable, Callable]] = [("run", ours.prepare, ours.scores)]
     scorers += [(t.name, t.prepare, _columns(t.scores, shared[t.name][1])) for t in foreign]
     scores: dict[str, dict[str, np.ndarray]] = {}
     ok = {"val": np.ones(len(val.keys), bool), "test": np.ones(len(test.keys), bool)}
