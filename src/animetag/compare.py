@@ -379,3 +379,20 @@ def compare_table(result: dict[str, Any]) -> pd.DataFrame:
 
 def _ci(d: list[float]) -> str:
     return f"{d[0]:+.4f} ({d[1]:+.4f} to {d[2]:+.4f})"
+
+
+def stand_in_taggers(run: str | os.PathLike, out: str | os.PathLike) -> list[str]:
+    """Two taggers in the WD layout made from `run`, for a demonstration where nothing can
+    be downloaded (the built-in sample): its export taking 448 px as WD v3 does (resized in
+    the graph), and that export cut to its general tags in reverse order, written with
+    spaces (another vocabulary and order). Specs for `compare`."""
+    from .export import export_run
+    from .foreign import cut_tagger
+
+    out = Path(out)
+    wd = out / "export-448"
+    export_run(run, wd, input_size=448, overwrite=True)
+    tags = pd.read_csv(wd / "selected_tags.csv", keep_default_na=False)
+    general = tags.loc[tags["category"] == 0, "name"].tolist()[::-1]
+    cut = cut_tagger(wd, out / "general-only", [n.replace("_", " ") for n in general])
+    return [f"export-448={wd}", f"general-only={cut}"]

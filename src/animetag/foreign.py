@@ -84,7 +84,9 @@ class ForeignTagger:
         if self._session is None:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(self.model_file), providers=["CPUExecutionProvider"])
+            # a GPU where onnxruntime-gpu has one (`pip install onnxruntime-gpu` on a Colab GPU runtime)
+            wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+            self._session = ort.InferenceSession(str(self.model_file), providers=wanted)
         return self._session
 
     def prepare(self, src: str | os.PathLike | bytes) -> np.ndarray:
@@ -180,3 +182,33 @@ def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> Foreig
         return _read_camie(folder, metas[0], name)
     raise ValueError(f"tagger {spec!r}: {folder} holds neither model.onnx + selected_tags.csv (the WD layout) "
                      "nor a Camie *-metadata.json with its .onnx")
+
+
+def cut_tagger(src: str | os.PathLike, out: str | os.PathLike, keep: list[str]) -> Path:
+    """A WD-layout tagger cut down to the tags `keep` (by name, in that order): its ONNX
+    scores gathered to those rows, and a selected_tags.csv naming them. A smaller, faster
+    tagger for the tags one cares about; animetag's demo makes a stand-in for a foreign
+    tagger with another vocabulary this way. Needs the `onnx` package."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    src, out = Path(src), Path(out)
+    tags = pd.read_csv(src / "selected_tags.csv", keep_default_na=False)
+    row = {canonical(n): i for i, n in enumerate(tags["name"])}
+    missing = [n for n in keep if canonical(n) not in row]
+    if missing:
+        raise ValueError(f"{src}: no {missing[:5]} among its tags")
+    rows = [row[canonical(n)] for n in keep]
+    m = onnx.load(str(src / "model.onnx"))
+    g = m.graph
+    first = g.output[0].name
+    g.initializer.append(numpy_helper.from_array(np.array(rows, np.int64), "kept_rows"))
+    g.node.append(helper.make_node("Gather", [first, "kept_rows"], ["kept_scores"], axis=1))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("kept_scores", TensorProto.FLOAT, None))
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(out / "model.onnx"))
+    kept = tags.iloc[rows].reset_index(drop=True)
+    kept["name"] = list(keep)
+    kept.to_csv(out / "selected_tags.csv", index=False)
+    return out
