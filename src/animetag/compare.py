@@ -26,7 +26,7 @@ from . import policies
 from .archives import Member, TarIndex
 from .evaluate import check_run_data
 from .folders import RunFolder, SubsetFolder, write_csv_atomic, write_json_atomic
-from .foreign import ForeignTagger, canonical, load_tagger
+from .foreign import ForeignTagger, canonical, cut_tagger, load_tagger
 from .images import ImageError, load_array
 from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
 from .subset import label_matrix
@@ -387,7 +387,6 @@ def stand_in_taggers(run: str | os.PathLike, out: str | os.PathLike) -> list[str
     the graph), and that export cut to its general tags in reverse order, written with
     spaces (another vocabulary and order). Specs for `compare`."""
     from .export import export_run
-    from .foreign import cut_tagger
 
     out = Path(out)
     wd = out / "export-448"
