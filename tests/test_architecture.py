@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "animetag"
 # third-party modules that are heavy to load or optional: a function may import them where used
 HEAVY = {"tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "huggingface_hub", "google", "matplotlib",
-         "sklearn", "pyarrow", "iterstrat", "IPython"}
+         "sklearn", "pyarrow", "iterstrat", "IPython", "imagehash"}
 
 
 def _modules() -> dict[str, ast.Module]:

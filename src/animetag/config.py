@@ -43,6 +43,8 @@ class SubsetConfig:
     include_deleted: bool = False
     seed: int = 0
     splits_from: str = ""  # a subset folder: posts it holds keep their split here (fine-tuning a run trained on it)
+    split_by: str = "family"  # family: parent/child chains, identical files and near-duplicates share a split; random
+    near_duplicate_bits: int = 24  # pHash (256 bits) distance that makes two images one family; negative: off
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_pixels: int = 64_000_000  # larger images are refused, never decoded
@@ -56,6 +58,8 @@ class SubsetConfig:
                           "val_fraction": (0, 1, True, False), "test_fraction": (0, 1, True, False),
                           "max_pixels": POSITIVE, "images_per_shard": POSITIVE,
                           "jpeg_quality": (1, 100, True, True), "workers": NON_NEGATIVE})
+        if self.split_by not in ("family", "random"):
+            raise ValueError(f"split_by: {self.split_by!r} is not one of family, random")
         bad = [c for c in self.categories if c not in CATEGORIES]
         if bad:
             raise ValueError(f"categories: unknown {bad}; choose from {list(CATEGORIES)}")

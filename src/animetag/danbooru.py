@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .present import ImageIndex
 
 MAX_ID = 2**63 - 1  # ids are stored as int64
-COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted")
+COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted", "parent_id")
 
 
 class MalformedRecord(ValueError):
@@ -348,6 +348,16 @@ def _rating(v: Any) -> str:
     return RATING_WORDS.get(r, r)
 
 
+def _parent(v: Any) -> int:
+    """A post's `parent_id` (the original it is a variant of), 0 for none or an unreadable one:
+    an optional field never costs a post."""
+    try:
+        pid = to_int(v, 0) or 0
+    except MalformedRecord:
+        return 0
+    return pid if 0 < pid <= MAX_ID else 0
+
+
 def _field(rec: dict[str, Any], name: str) -> Any:
     """A record's field, or the same field of its `media_asset` (where some mirrors keep
     `md5`, `file_ext` and the image size)."""
@@ -411,6 +421,7 @@ def normalise(rec: Any, keep: tuple[str, ...] = CATEGORIES, tag_table: dict[str,
         "image_width": to_int(_field(rec, "image_width"), 0),
         "image_height": to_int(_field(rec, "image_height"), 0),
         "is_deleted": to_bool(rec.get("is_deleted")),
+        "parent_id": _parent(rec.get("parent_id")),
         "file": "" if _blank(rec.get("file")) else str(rec["file"]),
     }
     tags = rec.get("tags")
@@ -471,6 +482,7 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
 
     names = (*COLUMNS, "file", *(f"tags_{c}" for c in keep), "source", "line")
     types = {"id": pa.int64(), "image_width": pa.int64(), "image_height": pa.int64(), "is_deleted": pa.bool_(),
+             "parent_id": pa.int64(),
              "source": pa.int32(), "line": pa.int64()}
     cols: dict[str, list[Any]] = {c: [] for c in names}
     batches: list[pa.RecordBatch] = []

@@ -138,9 +138,10 @@ def encode_jpeg(im: Image.Image, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str]:
+def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str, str]:
     """Worker: (id, path or archive member, size, max_pixels, quality) -> (id, JPEG bytes or
-    None, reason, detail). A member of a tar archive is read from it by offset."""
+    None, reason, detail, perceptual hash of the square or ""). A member of a tar archive is
+    read from it by offset."""
     pid, src, size, max_pixels, quality = args
     try:
         if hasattr(src, "read"):  # an archives.Member
@@ -155,8 +156,10 @@ def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str]:
         else:
             im = open_rgb_square(Path(src), size, max_pixels)
     except ImageError as e:
-        return pid, None, e.reason, str(e)
-    return pid, encode_jpeg(im, quality), "", ""
+        return pid, None, e.reason, str(e), ""
+    from .families import phash  # imagehash loads scipy: only in the workers that decode
+
+    return pid, encode_jpeg(im, quality), "", "", phash(im)
 
 
 def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:

@@ -312,10 +312,10 @@ def add_detail(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
-def _encode(img: Image.Image, fmt: str) -> bytes:
+def _encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     if fmt == "JPEG":
-        img.save(buf, "JPEG", quality=90)
+        img.save(buf, "JPEG", quality=quality)
     elif fmt == "WEBP":
         img.save(buf, "WEBP", quality=90, method=0)
     else:
@@ -363,9 +363,11 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
         "truncated_image": 3, "missing_file": 5, "no_tags": 7, "duplicate_md5": 11,
         "malformed_json": 13, **{f"mode_{m}": 17 + i for i, m in enumerate(ODD_MODES)},
     }
-    lines: list[str] = []
+    records: list[tuple[dict[str, Any], str | None]] = []
     truth_lines: list[str] = []
     md5_of: dict[int, str] = {}
+    recent: list[tuple[int, int, Post, Image.Image]] = []  # plain posts a variant may come from
+    children: dict[int, dict[str, Any]] = {}
     for i, pid in enumerate(ids.tolist()):
         prng = np.random.default_rng([seed, pid])
         post = draw_post(prng, pid)
@@ -375,6 +377,14 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
             img = add_detail(img, prng)
         bucket = f"{pid % 1000:04d}"
         kind = next((k for k, j in broken.items() if j == i), None)
+        family = None
+        if kind is None and i < n_images - n_orig and recent:
+            family = _family_member(np.random.default_rng([seed, pid, 7]), recent)
+        if family:  # a variant of a recent post: its picture edited, its tags as the original's
+            parent_i, parent_post, parent_img, edit, frng = family
+            img, (w, h) = _edit(parent_img, edit, frng), parent_img.size
+            post = _variant_post(parent_post, pid, frng)
+            children[pid] = {"of": ids[parent_i].item(), "edit": edit}
         if kind and kind.startswith("mode_"):
             data, ext = _odd_mode(img, kind[5:])
             folder = "512px" if ext == "jpg" else "original"
@@ -382,7 +392,8 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
             ext = "png" if i % 2 else "webp"
             data, folder = _encode(img, "PNG" if ext == "png" else "WEBP"), "original"
         else:
-            ext, data, folder = "jpg", _encode(img, "JPEG"), "512px"
+            quality = 80 if family and family[3] == "reupload" else 90
+            ext, data, folder = "jpg", _encode(img, "JPEG", quality), "512px"
         md5 = hashlib.md5(data).hexdigest()
         if kind == "duplicate_md5":  # the same file posted twice
             src = ids[0].item()
@@ -394,20 +405,79 @@ def generate(out: str | Path, n_images: int = 600, seed: int = 0, clean: bool = 
         if data is not None and kind != "missing_file":
             (_mk(tmp / folder / bucket) / f"{pid}.{ext}").write_bytes(data)
         rec = _record(i, pid, post, (w, h), md5, "png" if kind == "mode_P" else ext, kind, prng)
+        if family and family[3] != "reupload":  # a re-upload is linked to nothing: only its pixels tell
+            rec["parent_id"] = children[pid]["of"]
+            records[family[0]][0]["has_children"] = True
+        records.append((rec, kind))
+        truth_lines.append(json.dumps({"id": pid, "general": post.truth}))
+        if kind is None and not family and folder == "512px":
+            recent = [*recent[-(FAMILY_WINDOW - 1):], (i, pid, post, img)]
+    lines = []
+    for rec, kind in records:
         line = json.dumps(rec)
         if kind == "malformed_json":
             line = line[: len(line) // 2]  # cut off mid-record, as a broken export is
         lines.append(line)
-        truth_lines.append(json.dumps({"id": pid, "general": post.truth}))
     (tmp / "metadata" / "posts.json").write_text("\n".join(lines) + "\n")
     (tmp / "truth.jsonl").write_text("\n".join(truth_lines) + "\n")
     desc = describe(n_images, seed, clean, {k: int(ids[j]) for k, j in broken.items()})
     desc["detail"] = detail
+    desc["problems"]["families"] = {
+        "rates": FAMILY_RATES, "edits": FAMILY_EDITS,
+        "note": "variants of a recent post (parent_id set; the original has_children) and re-uploads (the same "
+                "picture re-encoded, linked to nothing); their tags are the original's",
+        "members": {str(k): v for k, v in children.items()}}
     write_json_atomic(tmp / "sample.json", desc)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return desc
+
+
+# Families: a post may be a variant of one of the last FAMILY_WINDOW plain posts (as edits are
+# uploaded soon after their original), or a re-upload of one.
+FAMILY_WINDOW = 40
+FAMILY_RATES = {"variant": 0.12, "reupload": 0.02}
+FAMILY_EDITS = {"recolour": "colour and brightness changed", "crop": "cut to 88-96% and scaled back",
+                "edit": "a small mark drawn in a corner", "reupload": "re-encoded at JPEG quality 80"}
+
+
+def _family_member(frng: np.random.Generator, recent: list) -> tuple | None:
+    """(index, post, image, edit, rng) of the original this post is a variant or re-upload
+    of, or None (most posts)."""
+    u = frng.random()
+    if u >= FAMILY_RATES["variant"] + FAMILY_RATES["reupload"]:
+        return None
+    edit = "reupload" if u < FAMILY_RATES["reupload"] else ("recolour", "crop", "edit")[int(frng.integers(3))]
+    i, _, post, img = recent[int(frng.integers(len(recent)))]
+    return i, post, img, edit, frng
+
+
+def _edit(img: Image.Image, edit: str, rng: np.random.Generator) -> Image.Image:
+    from PIL import ImageEnhance
+
+    w, h = img.size
+    if edit == "recolour":
+        out = ImageEnhance.Color(img).enhance(float(rng.uniform(0.5, 1.5)))
+        return ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.9, 1.1)))
+    if edit == "crop":
+        f = float(rng.uniform(0.88, 0.96))
+        cw, ch = int(w * f), int(h * f)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        return img.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC)
+    if edit == "edit":
+        out = img.copy()
+        r = int(min(w, h) * rng.uniform(0.04, 0.07))
+        cx, cy = (r + 2, r + 2) if rng.random() < 0.5 else (w - r - 3, h - r - 3)
+        ImageDraw.Draw(out).ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        return out
+    return img  # a re-upload: the same picture (encoded again)
+
+
+def _variant_post(original: Post, pid: int, rng: np.random.Generator) -> Post:
+    """The original's content under a new id; its metadata tags drop out on their own."""
+    general = [t for t in original.truth if rng.random() >= MISSING_RATE]
+    return Post(**{**original.__dict__, "id": pid, "general": sorted(general)})
 
 
 def _record(i: int, pid: int, post: Post, size: tuple[int, int], md5: str, ext: str, kind: str | None,

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from .archives import Member
 from .config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, subset_config, to_dict
 from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
+from .families import HASH_SIZE, family_labels, find_families, leaked
 from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
 from .images import prepare_for_shard
 from .locks import folder_lock, refuse_removing_inputs
@@ -190,26 +191,72 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     return split
 
 
-def assign_splits(Y: np.ndarray, ids: np.ndarray, cfg: SubsetConfig) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """Each kept post's split: stratified over the labels `Y`; with `cfg.splits_from`, a post
-    that subset holds keeps the split it has there and only the others are split here, so a
-    run fine-tuned from one trained on that subset is never tested on an image its parent
-    trained on. Returns the splits and what `subset.json` records of the carried ones."""
+FAMILIES = "families.csv"
+
+
+def split_of(Y: np.ndarray, family: np.ndarray | None, cfg: SubsetConfig) -> np.ndarray:
+    """A multi-label stratified split: of whole families (`cfg.split_by` family: each
+    family's labels the union of its members', every member in its family's split) or of
+    single images (random)."""
+    if cfg.split_by == "family" and family is not None:
+        F, inverse = family_labels(Y, family)
+        return stratified_split(F, cfg.val_fraction, cfg.test_fraction, cfg.seed)[inverse]
+    return stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+
+def assign_splits(Y: np.ndarray, ids: np.ndarray, cfg: SubsetConfig, family: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Each kept post's split (`split_of`); with `cfg.splits_from`, a post that subset holds
+    keeps the split it has there, a new post of the family of one follows it, and only the
+    others are split here: a run fine-tuned from one trained on that subset is never tested
+    on an image its parent trained on. Returns the splits and what `subset.json` records of
+    the carried ones."""
     if not cfg.splits_from:
-        return stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed), None
+        return split_of(Y, family, cfg), None
     before = SubsetFolder.of(cfg.splits_from).manifest
     theirs = dict(zip(before["id"].astype(int), before["split"]))
     known = np.array([i in theirs for i in ids.tolist()], dtype=bool)
     split = np.array([theirs.get(i, "train") for i in ids.tolist()], dtype=object)
+    followed = 0
+    if family is not None:
+        of_family = {f: s for f, s, k in zip(family.tolist(), split.tolist(), known.tolist()) if k}
+        for r in np.flatnonzero(~known):
+            if family[r] in of_family:
+                split[r], known[r], followed = of_family[family[r]], True, followed + 1
     new = np.flatnonzero(~known)
     if len(new) >= 10:  # enough to split the newcomers as any subset is split
-        split[new] = stratified_split(Y[new], cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    record = {"subset": str(Path(cfg.splits_from).resolve()), "kept_their_split": int(known.sum()),
-              "split_here": int(len(new)) if len(new) >= 10 else 0,
+        split[new] = split_of(Y[new], None if family is None else family[new], cfg)
+    record = {"subset": str(Path(cfg.splits_from).resolve()), "kept_their_split": int(known.sum()) - followed,
+              "followed_their_family": followed, "split_here": int(len(new)) if len(new) >= 10 else 0,
               "new_to_train": 0 if len(new) >= 10 else int(len(new)),
-              "note": "posts the other subset holds keep its split; the rest are split here (fewer than 10: all "
-                      "to train)"}
+              "note": "posts the other subset holds keep its split, and their families' new posts follow them; "
+                      "the rest are split here (fewer than 10: all to train)"}
     return split, record
+
+
+def family_audit(Y: np.ndarray, family: np.ndarray, links: dict[str, int], cfg: SubsetConfig) -> dict[str, Any]:
+    """What subset.json records of the families, and how a plain random split of these
+    images would have leaked: test images with a family member in train."""
+    sizes = np.bincount(np.unique(family, return_inverse=True)[1])
+    plain = stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    return {
+        "split_by": cfg.split_by, "families_of_two_or_more": int((sizes > 1).sum()),
+        "images_in_them": int(sizes[sizes > 1].sum()), "largest": int(sizes.max()) if len(sizes) else 0,
+        "links": links, "near_duplicates": {"hash": f"imagehash.phash, {HASH_SIZE}x{HASH_SIZE} bits",
+                                            "max_distance": cfg.near_duplicate_bits},
+        "random_split_would_leak": {"test_images_with_family_in_train": leaked(plain, family, "test"),
+                                    "val_images_with_family_in_train": leaked(plain, family, "val"),
+                                    "test_images": int((plain == "test").sum())},
+        "file": FAMILIES,
+    }
+
+
+def write_families(path: Path, ids: np.ndarray, family: np.ndarray) -> None:
+    """families.csv: each image of a family of two or more, and its family (the id of its
+    first member)."""
+    counts = np.bincount(np.unique(family, return_inverse=True)[1])[np.unique(family, return_inverse=True)[1]]
+    many = counts > 1
+    pd.DataFrame({"id": ids[many], "family": ids[family[many]]}).sort_values(["family", "id"]).to_csv(path, index=False)
 
 
 def _signature(paths: list[Path], images_root: Path, cfg: SubsetConfig) -> str:
@@ -345,6 +392,7 @@ class _Decoded:
     chunk_files: list[Path]  # the decoded JPEGs, in chunks
     images: dict[str, Any]  # what the images root holds (ImageIndex.describe)
     shortfall: dict[str, Any] | None  # when fewer than max_images could be kept
+    phash_of: dict[int, str]  # row index -> perceptual hash of its square ("" when unknown)
 
 
 def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> _Eligible:
@@ -436,6 +484,7 @@ def _decode_selection(e: _Eligible, index: ImageIndex, partial: Path, cfg: Subse
     workers = cfg.workers or os.cpu_count() or 1
     kept: list[int] = []  # row indices into posts, in decoded order
     file_of: dict[int, str] = {}  # row index -> image path relative to images_root
+    phash_of: dict[int, str] = {}
     chunk_files: list[Path] = []
     pos = 0
     bar = _progress(min(cfg.max_images, len(posts)), "decoding", progress)
@@ -480,18 +529,19 @@ def _decode_selection(e: _Eligible, index: ImageIndex, partial: Path, cfg: Subse
                     pickle.dump((results, rel_paths, fingerprint), f, protocol=pickle.HIGHEST_PROTOCOL)
             chunk_files.append(cf)
             file_of.update(rel_paths)
-            for r, jpeg, why, detail in results:
+            for r, jpeg, why, detail, *rest in results:
                 if jpeg is None:
                     left_out.add(why, 1, ({"id": int(posts.at[r, "id"]), "detail": detail},))
                 else:
                     kept.append(r)
+                    phash_of[r] = rest[0] if rest else ""
             bar.update(len([x for x in results if x[1] is not None]))
     bar.close()
     e.counts["not_selected"] = int(len(order) - pos)
     shortfall = _shortfall(len(kept), pos, len(order), index, cfg, e.counts)
     if shortfall:  # in subset.json's warnings; the CLI and notebook 01 print it
         e.warnings.append(shortfall["message"])
-    return _Decoded(kept, file_of, chunk_files, index.describe(), shortfall)
+    return _Decoded(kept, file_of, chunk_files, index.describe(), shortfall, phash_of)
 
 
 def _shortfall(n_kept: int, n_tried: int, n_eligible: int, index: ImageIndex, cfg: SubsetConfig,
@@ -568,7 +618,15 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     n_min = min_images(cfg)
     if len(kept) < n_min:
         raise ValueError(_too_few_message(len(kept), n_min, cfg, left_out, images_root))
-    split, kept_splits = assign_splits(Y, posts.loc[kept, "id"].astype(int).to_numpy(), cfg)
+    ids = posts.loc[kept, "id"].astype(int).to_numpy()
+    parents = (posts.loc[kept, "parent_id"].fillna(0).astype(int).to_numpy() if "parent_id" in posts
+               else np.zeros(len(kept), int))
+    family, links = find_families(ids, posts.loc[kept, "md5"].astype(str).tolist(), parents,
+                                  [d.phash_of.get(r, "") for r in kept], cfg.near_duplicate_bits)
+    split, kept_splits = assign_splits(Y, ids, cfg, family)
+    family_record = family_audit(Y, family, links, cfg)
+    family_record["leaked_here"] = {"test_images_with_family_in_train": leaked(split, family, "test"),
+                                    "val_images_with_family_in_train": leaked(split, family, "val")}
     wanted = {"train": 1.0, "val": cfg.val_fraction, "test": cfg.test_fraction}
     empty = [s for s in SPLITS if wanted[s] > 0 and not (split == s).any()]
     if empty:
@@ -581,7 +639,7 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     def rows() -> Iterator[SubsetRow]:
         for cf in d.chunk_files:
             with open(cf, "rb") as f:
-                for r, jpeg, _, _ in pickle.load(f)[0]:
+                for r, jpeg, *_ in pickle.load(f)[0]:
                     if jpeg is not None and r in split_of:
                         p = posts.loc[r]
                         yield SubsetRow(int(p["id"]), p["md5"], split_of[r], file_of[r], p["rating"], jpeg, lab_of[r])
@@ -590,6 +648,7 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     # their count over every post with an image here, which max_images and failed decodes cut)
     vocab_df = vocab_df.assign(count=Y.sum(0).astype(int))
     write_subset_files(partial, rows(), vocab_df, n_split, cfg.images_per_shard)
+    write_families(partial / FAMILIES, ids, family)
     names = vocab_df["name"].tolist()
     per_split_pos = {s: Y[split == s].sum(0).astype(int).tolist() for s in SPLITS}
     counts.update({"kept": len(kept), **{s: int(n_split[s]) for s in SPLITS},
@@ -607,6 +666,7 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
                                "tags.csv's count is over the kept posts (the subset's images)"},
         "shortfall": d.shortfall,
         "splits_from": kept_splits,
+        "families": family_record,
         "warnings": e.warnings,
         "n_tags": len(vocab_df) - n_rat,
         "n_ratings": n_rat,

@@ -1,0 +1,117 @@
+"""Splits that cannot leak: families (parent/child chains, identical files, near-duplicates)
+found, kept in one split, and the leakage a random split would have had counted."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def _hex(bits: np.ndarray) -> str:
+    return np.packbits(bits).tobytes().hex()
+
+
+def test_near_pairs_are_every_pair_within_the_distance_and_no_other():
+    from animetag.families import near_pairs
+
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (300, 256), dtype=np.uint8)
+    for src, dst, flips in ((3, 250, 0), (10, 11, 24), (20, 140, 25)):
+        bits[dst] = bits[src]
+        bits[dst, rng.choice(256, flips, replace=False)] ^= 1
+    hashes = [_hex(b) for b in bits]
+    hashes[42] = ""  # no hash (an image that could not be hashed): never a pair
+    brute = {(i, j) for i in range(300) for j in range(i + 1, 300)
+             if hashes[i] and hashes[j] and (bits[i] != bits[j]).sum() <= 24}
+    got = near_pairs(hashes, 24, block=7)  # blocks that do not divide the rows
+    assert set(got) == brute and len(got) == len(brute)
+    assert (3, 250) in brute and (10, 11) in brute and (20, 140) not in brute
+
+
+def test_families_join_a_post_to_its_parent_siblings_without_their_parent_one_file_and_near_copies():
+    from animetag.families import find_families
+
+    ids = np.array([1, 2, 3, 4, 5, 6, 7, 8])
+    parents = np.array([0, 1, 99, 99, 0, 0, 0, 0])  # 2 is a variant of 1; 3 and 4 of 99, which is not kept
+    md5s = ["a", "b", "c", "d", "e", "e", "f", "g"]  # 5 and 6: the same file
+    h = np.zeros((8, 256), np.uint8)
+    h[7, :] = 1
+    h[6, :] = 1
+    h[6, :3] = 0  # 7 and 8: three bits apart
+    h[0, :128] = 1  # 1 far from everyone
+    h[1, 128:] = 1
+    for r in (2, 3, 4, 5):
+        h[r, r * 40: r * 40 + 60] = 1
+    family, links = find_families(ids, md5s, parents, [_hex(b) for b in h], max_distance=24)
+    groups = {frozenset(ids[family == f].tolist()) for f in np.unique(family)}
+    assert groups == {frozenset({1, 2}), frozenset({3, 4}), frozenset({5, 6}), frozenset({7, 8})}
+    assert links == {"parent_child": 2, "md5": 1, "phash": 1}
+    alone, _ = find_families(ids, md5s, np.zeros(8), [_hex(b) for b in h], max_distance=-1)
+    assert len(np.unique(alone)) == 7  # no links but the file: only 5 and 6 together
+
+
+def test_a_family_split_keeps_each_family_whole_and_the_audit_counts_a_random_splits_leak():
+    from animetag.config import SubsetConfig
+    from animetag.families import leaked
+    from animetag.subset import family_audit, split_of, stratified_split
+
+    rng = np.random.default_rng(1)
+    n = 600
+    family = np.arange(n)
+    for start in range(0, 300, 3):  # 100 families of three: an original and two variants
+        family[start: start + 3] = start
+    Y = (rng.random((n, 12)) < 0.2).astype(np.uint8)
+    for start in range(0, 300, 3):
+        Y[start + 1: start + 3] = Y[start]  # variants carry the original's tags
+    cfg = SubsetConfig(seed=3)
+    split = split_of(Y, family, cfg)
+    for start in range(0, 300, 3):
+        assert len(set(split[start: start + 3])) == 1
+    assert leaked(split, family) == 0 and 0.05 < (split == "test").mean() < 0.15
+    plain = stratified_split(Y, 0.1, 0.1, 3)
+    by_hand = sum(1 for i in np.flatnonzero(plain == "test")
+                  if any(plain[j] == "train" for j in np.flatnonzero(family == family[i]) if j != i))
+    record = family_audit(Y, family, {"parent_child": 200, "md5": 0, "phash": 0}, cfg)
+    assert record["random_split_would_leak"]["test_images_with_family_in_train"] == by_hand > 0
+    assert record["families_of_two_or_more"] == 100 and record["images_in_them"] == 300
+    assert (split_of(Y, family, SubsetConfig(seed=3, split_by="random")) == plain).all()
+
+
+@pytest.mark.slow
+def test_the_sample_subset_finds_the_families_the_sample_planted_and_none_else(sample_root, subset_dir):
+    """Every variant and re-upload the sample planted shares its original's family (re-uploads
+    are linked by nothing but their pixels), no family joins posts the sample did not relate,
+    no test image has family in train, and the audit's random-split leak is recomputed."""
+    from animetag.families import leaked
+    from animetag.folders import SubsetFolder
+    from animetag.subset import stratified_split
+
+    planted = json.loads((sample_root / "sample.json").read_text())["problems"]["families"]["members"]
+    data = SubsetFolder(subset_dir)
+    m = data.manifest
+    fam = pd.read_csv(subset_dir / "families.csv")
+    family_of = dict(zip(fam["id"], fam["family"]))
+    kept = set(m["id"])
+    related = {}
+    for child, info in planted.items():
+        child, original = int(child), int(info["of"])
+        if child in kept and original in kept:
+            assert family_of[child] == family_of[original], (child, info)
+            related.setdefault(original, {original}).add(child)
+    n_pairs = sum(len(v) - 1 for v in related.values())
+    assert n_pairs >= 10
+    for f, members in fam.groupby("family")["id"]:
+        originals = {int(planted[str(i)]["of"]) if str(i) in planted else i for i in members}
+        assert len(originals) == 1, f"family {f} joins unrelated posts {sorted(members)}"
+    summary = data.summary["families"]
+    assert summary["leaked_here"]["test_images_with_family_in_train"] == 0
+    split = dict(zip(m["id"], m["split"]))
+    for _, members in fam.groupby("family")["id"]:
+        assert len({split[i] for i in members}) == 1
+    family = np.array([family_of.get(i, i) for i in m["id"]])
+    from animetag.subset import label_matrix
+
+    Y = label_matrix(m, data.tags)
+    plain = stratified_split(Y, 0.1, 0.1, 0)
+    assert summary["random_split_would_leak"]["test_images_with_family_in_train"] == leaked(plain, family)
