@@ -31,8 +31,8 @@ def test_decompression_bomb_is_a_reason_naming_the_file(tmp_path):
     with pytest.raises(ImageError, match="bomb.png") as e:
         open_rgb_square(bomb, 64, max_pixels=10**12)  # past our limit, Pillow's own still stops it
     assert e.value.reason == "too_large"
-    pid, jpeg, reason, detail = prepare_for_shard((7, str(bomb), 64, 10**12, 90))
-    assert (pid, jpeg, reason) == (7, None, "too_large") and "bomb.png" in detail
+    pid, jpeg, reason, detail, phash = prepare_for_shard((7, str(bomb), 64, 10**12, 90))
+    assert (pid, jpeg, reason, phash) == (7, None, "too_large", "") and "bomb.png" in detail
 
 
 def test_long_thin_image_is_resized_before_padding_with_bounded_memory(tmp_path):

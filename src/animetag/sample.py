@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance
 
 from .folders import write_json_atomic
 
@@ -454,8 +454,6 @@ def _family_member(frng: np.random.Generator, recent: list) -> tuple | None:
 
 
 def _edit(img: Image.Image, edit: str, rng: np.random.Generator) -> Image.Image:
-    from PIL import ImageEnhance
-
     w, h = img.size
     if edit == "recolour":
         out = ImageEnhance.Color(img).enhance(float(rng.uniform(0.5, 1.5)))
