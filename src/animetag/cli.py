@@ -63,7 +63,8 @@ def cmd_subset(a: argparse.Namespace) -> int:
                         categories=tuple(_csv(a.categories)) if a.categories else None,
                         min_tags=a.min_tags, ratings=tuple(_csv(a.ratings)) if a.ratings else None,
                         exclude_tags=tuple(a.exclude_tags) if a.exclude_tags else None, tag_table=a.tag_table,
-                        seed=a.seed, workers=a.workers, splits_from=a.splits_from)
+                        seed=a.seed, workers=a.workers, splits_from=a.splits_from, split_by=a.split_by,
+                        near_duplicate_bits=a.near_duplicate_bits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed once below, from the summary
         s = build_subset(a.metadata, a.images_root, a.out, cfg, overwrite=a.overwrite)
@@ -230,6 +231,12 @@ def _subset_parser(sub) -> None:
                    help="posts this subset holds keep their split (train, val or test): build the subset of a "
                         "run you fine-tune (--init-from) with its parent's subset here, so that no test image "
                         "is one the parent trained on")
+    s.add_argument("--split-by", choices=["family", "random"],
+                   help="family (default): parent/child chains, identical files and near-duplicates share a "
+                        "split; random: single images (test F1 then flatters the model)")
+    s.add_argument("--near-duplicate-bits", type=int, metavar="N",
+                   help="perceptual-hash distance (of 256 bits) within which two images are one family "
+                        "(default 24; -1: none)")
     s.add_argument("--workers", type=int)
     s.add_argument("--overwrite", action="store_true",
                    help="remove OUT and build it again (refused when OUT holds or lies inside the metadata "
