@@ -58,12 +58,14 @@ teach: $(VENV)/.dev
 		--out $(DEMO_HOME)/executed $(TEACH)
 
 ## test: the unit tests on two pytest-xdist workers and, beside them, the notebooks in order
-## under nbmake (tiny profile, bootstrap at 200 resamples; their report follows the tests');
-## the two environments are installed side by side
+## under nbmake (tiny profile, one epoch per training, bootstrap at 200 resamples, and notebook
+## 06's keras.applications variant a plain ResNet: the unit tests train those backbones;
+## their report follows the tests'); the two environments are installed side by side
 test:
 	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
-	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 $(BIN)/python -m pytest \
+	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 \
+	ANIMETAG_BACKBONE=resnet $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 tests; t=$$?; \
 	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \

@@ -59,7 +59,7 @@ def _rows(folder):
     return pd.read_csv(folder / "selected_tags.csv", keep_default_na=False)
 
 
-def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_nothing(world, tmp_path):
+def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_nothing(world, tmp_path, monkeypatch):
     """The run as a tagger beside itself: every difference exactly 0. Its export, and the
     export with every row reversed and spaces for underscores: the same results exactly
     (ONNX Runtime's scores against Keras': within a hair of the run)."""
@@ -87,6 +87,13 @@ def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_
     assert saved["images"]["test"] == r["images"]["test"] > 0
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
     assert len(table) == 3 * (len(r["policies"]) + 1)  # each policy, and the published thresholds
+    # run again (a stopped comparison going on): every tagger's scores are read back, not computed
+    import animetag.compare as cmp
+
+    monkeypatch.setattr(cmp, "score_images", lambda *a, **k: pytest.fail("scored again"))
+    again = cmp.compare(world / "run", [f"itself={world / 'run'}", str(world / "wd"), f"backwards={tmp_path / 'reversed'}"],
+                        data=world / "subset", out=tmp_path / "out", n_boot=100)
+    assert again == r
 
 
 def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world, tmp_path):

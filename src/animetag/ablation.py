@@ -55,7 +55,7 @@ def thesis_variants(backbone: str = "efficientnetv2_b0", weights: str = "imagene
            Variant("ResNet without SE, focal", {"model": {"backbone": "resnet"}}),
            Variant("ResNet-SE, BCE", {"loss": "bce"}),
            Variant("ResNet-SE, ASL", {"loss": "asl"}),
-           Variant(f"{label}, focal", {"model": {"backbone": backbone, "weights": weights}})]
+           Variant(f"{label}, focal", {"model": {"backbone": backbone, **({"weights": weights} if weights else {})}})]
     if more_tags:
         out.append(Variant("ResNet-SE, focal, more tags", subset="more_tags"))
     return out

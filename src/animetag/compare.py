@@ -11,6 +11,7 @@ thresholds are tuned on the run's own validation split.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from . import policies
 from .archives import Member, TarIndex
 from .evaluate import check_run_data
-from .folders import RunFolder, SubsetFolder, write_csv_atomic, write_json_atomic
+from .folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
 from .foreign import ForeignTagger, canonical, cut_tagger, load_tagger
 from .images import ImageError, load_array
 from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
@@ -176,6 +177,7 @@ class RunTagger:
     def __init__(self, run: RunFolder, name: str = ""):
         self.folder = run
         self.name, self.path = name or run.path.name, run.path
+        self.model_file = run.model_path
         self.model = run.model
         self.size = int(self.model.input_shape[1])
         rows = run.tags
@@ -270,12 +272,18 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
     shared = {t.name: shared_tags(names, t, aliases) for t in foreign}
     scorers: list[tuple[str, Callable, Callable]] = [("run", ours.prepare, ours.scores)]
     scorers += [(t.name, t.prepare, _columns(t.scores, shared[t.name][1])) for t in foreign]
+    out = Path(out) if out else folder.path / "compare"
+    cache = out / "scores"
+    cache.mkdir(parents=True, exist_ok=True)
+    models = {"run": folder.model_path, **{t.name: t.model_file for t in foreign}}
     scores: dict[str, dict[str, np.ndarray]] = {}
     ok = {"val": np.ones(len(val.keys), bool), "test": np.ones(len(test.keys), bool)}
-    for who, prep, pred in scorers:
+    for (who, prep, pred), cols in zip(scorers, [None, *(shared[t.name][1] for t in foreign)]):
         scores[who] = {}
         for split, images in (("val", val), ("test", test)):
-            s, good = score_images(images, prep, pred, batch_size, desc=f"{who} {split}")
+            s, good = _cached(cache / f"{who}-{split}.npz", _key(models[who], images, cols),
+                              lambda images=images, prep=prep, pred=pred, who=who, split=split: score_images(
+                                  images, prep, pred, batch_size, desc=f"{who} {split}"))
             scores[who][split] = s
             ok[split] &= good
     skipped = list(test.skipped)
@@ -333,11 +341,32 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
                                   "minus_run": paired_bootstrap_diff(yt, run_s["_pred"][key], pred, n_boot=n_boot),
                                   "minus_run_policy": key}
         result["taggers"].append(entry)
-    out = Path(out) if out else folder.path / "compare"
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RESULT, result)
     write_csv_atomic(out / TABLE, compare_table(result))
     return result
+
+
+def _key(model: Path, images: ImageSet, cols: list[int] | None) -> str:
+    """What a tagger's saved scores depend on: its model file (path, size, time), the images
+    in order, the columns kept."""
+    st = Path(model).stat()
+    h = hashlib.sha1(f"{Path(model).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cols}".encode())
+    h.update("\n".join(map(str, images.sources)).encode())
+    return h.hexdigest()
+
+
+def _cached(path: Path, key: str, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A tagger's scores of one split, computed once: saved after each (a comparison stopped
+    midway goes on from the taggers it finished), recomputed when the model or images change."""
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return z["scores"], z["ok"]
+    s, good = compute()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, scores=s, ok=good, key=np.array(key))
+    return s, good
 
 
 def _columns(predict: Callable[[np.ndarray], np.ndarray], cols: list[int]) -> Callable[[np.ndarray], np.ndarray]:
