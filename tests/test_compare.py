@@ -136,6 +136,13 @@ def test_another_input_size_is_read_from_the_model_and_scores_nearly_as_the_run(
     t = load_tagger(str(world / "wd48"))
     assert t.size == 48 and t.layout == "wd"
     assert t.published_source == "selected_tags.csv's threshold column"
+    import shutil
+
+    timm = tmp_path / "timm"  # animetimm's layout: the same two files and a preprocess.json
+    shutil.copytree(world / "wd48", timm)
+    (timm / "preprocess.json").write_text("{}")
+    with pytest.raises(ValueError, match="timm-style export"):
+        load_tagger(str(timm))
     r = compare(world / "run", [str(world / "wd48")], data=world / "subset", out=tmp_path, n_boot=50)
     d = r["taggers"][0]["tagger"]["per_tag_thresholds"]["minus_run"]["f1_micro"]
     assert abs(d[0]) < 0.05  # resized twice (to 48 by the client, to 32 in the graph): close, not equal

@@ -3,7 +3,7 @@ score them beside a run on the same images.
 
 Two layouts are read:
 
-- **WD** (SmilingWolf's WD taggers v2/v3, animetimm exports, animetag's own export): a
+- **WD** (SmilingWolf's WD taggers v2/v3, animetag's own export): a
   folder with `model.onnx` and `selected_tags.csv` (`name`, `category`: 9 rating, 0
   general, 4 character). Input NHWC float32, its size read from the ONNX input, channel
   order BGR, values 0-255: each image on a white square, resized with Pillow's bicubic
@@ -19,7 +19,9 @@ Two layouts are read:
   inference code as third-party clients reproduce it; not checked against the real file here.
 
 A tagger is a folder, or on Colab a Hugging Face repository id (`owner/name`, fetched with
-huggingface_hub: only its .onnx, .csv and .json files).
+huggingface_hub: only its .onnx, .csv and .json files). A timm-style export (animetimm's:
+`model.onnx` + `selected_tags.csv` + `preprocess.json`, fed normalised NCHW) is refused with
+that said: its preprocessing is not reproduced here.
 """
 
 from __future__ import annotations
@@ -82,11 +84,7 @@ class ForeignTagger:
     @property
     def session(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            # a GPU where onnxruntime-gpu has one (`pip install onnxruntime-gpu` on a Colab GPU runtime)
-            wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-            self._session = ort.InferenceSession(str(self.model_file), providers=wanted)
+            self._session = _session(self.model_file)
         return self._session
 
     def prepare(self, src: str | os.PathLike | bytes) -> np.ndarray:
@@ -118,12 +116,13 @@ class ForeignTagger:
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
-def _onnx_size(model_file: Path, nchw: bool) -> int | None:
+def _session(model_file: Path):
+    """An ONNX Runtime session: on a GPU where onnxruntime-gpu has one (`pip install
+    onnxruntime-gpu` on a Colab GPU runtime), else on the CPU. Opened once per tagger."""
     import onnxruntime as ort
 
-    shape = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
-    side = shape[2] if nchw else shape[1]
-    return side if isinstance(side, int) else None
+    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(model_file), providers=wanted)
 
 
 def _read_wd(folder: Path, name: str) -> ForeignTagger:
@@ -133,7 +132,11 @@ def _read_wd(folder: Path, name: str) -> ForeignTagger:
     if missing:
         raise ValueError(f"{folder / 'selected_tags.csv'}: no {missing} column (the WD layout has name, category)")
     cats = [CATEGORY_NAMES.get(int(c), str(c)) for c in tags["category"]]
-    size = _onnx_size(model, nchw=False)
+    sess = _session(model)
+    shape = sess.get_inputs()[0].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"{model}: input shape {shape} is not the WD layout's [batch, size, size, 3]")
+    size = shape[1] if isinstance(shape[1], int) else None
     if size is None:
         raise ValueError(f"{model}: its input size is not fixed in the model; the WD layout fixes it (448)")
     column = next((c for c in ("threshold", "best_threshold") if c in tags.columns), None)
@@ -143,7 +146,8 @@ def _read_wd(folder: Path, name: str) -> ForeignTagger:
     else:
         published = np.array([WD_DEFAULTS.get(c, np.nan) for c in cats])
         source = "the WD app's defaults (general 0.35, character 0.85)"
-    return ForeignTagger(name, folder, "wd", tags["name"].astype(str).tolist(), cats, size, published, source, model)
+    return ForeignTagger(name, folder, "wd", tags["name"].astype(str).tolist(), cats, size, published, source, model,
+                         sess)
 
 
 def _read_camie(folder: Path, meta_file: Path, name: str) -> ForeignTagger:
@@ -158,8 +162,10 @@ def _read_camie(folder: Path, meta_file: Path, name: str) -> ForeignTagger:
     models = sorted(folder.glob("*.onnx"))
     if not models:
         raise FileNotFoundError(f"{folder}: Camie metadata but no .onnx model beside it")
-    size = int(meta.get("model_info", {}).get("img_size") or _onnx_size(models[0], nchw=True) or 512)
-    return ForeignTagger(name, folder, "camie", names, cats, size, None, "", models[0])
+    sess = _session(models[0])
+    side = sess.get_inputs()[0].shape[2]
+    size = int(meta.get("model_info", {}).get("img_size") or (side if isinstance(side, int) else 512))
+    return ForeignTagger(name, folder, "camie", names, cats, size, None, "", models[0], sess)
 
 
 def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> ForeignTagger:
@@ -176,6 +182,10 @@ def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> Foreig
         raise FileNotFoundError(f"tagger {spec!r}: no folder {folder} (and not a Hugging Face repository id)")
     name = name or (where if not Path(where).exists() else folder.name)
     if (folder / "model.onnx").is_file() and (folder / "selected_tags.csv").is_file():
+        if (folder / "preprocess.json").is_file():
+            raise ValueError(f"tagger {spec!r}: {folder} has a preprocess.json beside model.onnx: a timm-style export "
+                             "(as animetimm's), fed normalised NCHW images as that file says, not the WD layout; "
+                             "animetag does not reproduce that preprocessing yet")
         return _read_wd(folder, name)
     metas = [p for p in folder.glob("*.json") if p.name.endswith("metadata.json")]
     if metas:
