@@ -57,7 +57,8 @@ teach: $(VENV)/.dev
 	ANIMETAG_WORKSPACE=$(DEMO_HOME) ANIMETAG_PROFILE=sample $(BIN)/python scripts/run_notebooks.py \
 		--out $(DEMO_HOME)/executed $(TEACH)
 
-## test: the unit tests on two pytest-xdist workers and, beside them, the notebooks in order
+## test: the unit tests on two pytest-xdist workers (a module's tests on one worker, so each
+## module's fixtures are built once) and, beside them, the notebooks in order
 ## under nbmake (tiny profile, one epoch per training, bootstrap at 200 resamples, and notebook
 ## 06's keras.applications variant a plain ResNet: the unit tests train those backbones;
 ## their report follows the tests'); the two environments are installed side by side
@@ -67,7 +68,7 @@ test:
 	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 \
 	ANIMETAG_BACKBONE=resnet $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
-	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 tests; t=$$?; \
+	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
 	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \
 	test $$t -eq 0 && test $$n -eq 0
 
