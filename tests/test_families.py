@@ -46,9 +46,20 @@ def test_families_join_a_post_to_its_parent_siblings_without_their_parent_one_fi
     family, links = find_families(ids, md5s, parents, [_hex(b) for b in h], max_distance=24)
     groups = {frozenset(ids[family == f].tolist()) for f in np.unique(family)}
     assert groups == {frozenset({1, 2}), frozenset({3, 4}), frozenset({5, 6}), frozenset({7, 8})}
-    assert links == {"parent_child": 2, "md5": 1, "phash": 1}
+    assert links == {"parent_child": 2, "md5": 1, "phash": 1, "phash_refused": 0}
     alone, _ = find_families(ids, md5s, np.zeros(8), [_hex(b) for b in h], max_distance=-1)
     assert len(np.unique(alone)) == 7  # no links but the file: only 5 and 6 together
+
+
+def test_near_duplicates_never_gather_more_than_a_few_images_into_one_family():
+    """Forty images with one hash (flat colours, blank pages): not one picture re-uploaded
+    forty times. Near-duplicate links stop at MAX_NEAR_FAMILY images; the rest are counted."""
+    from animetag.families import MAX_NEAR_FAMILY, find_families
+
+    ids = np.arange(1, 41)
+    family, links = find_families(ids, [str(i) for i in ids], np.zeros(40), ["ab" * 32] * 40)
+    sizes = np.bincount(np.unique(family, return_inverse=True)[1])
+    assert sizes.max() == MAX_NEAR_FAMILY and links["phash"] == 40 - len(sizes) and links["phash_refused"] > 0
 
 
 def test_a_family_split_keeps_each_family_whole_and_the_audit_counts_a_random_splits_leak():

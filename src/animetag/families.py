@@ -17,6 +17,10 @@ from PIL import Image
 
 HASH_SIZE = 16
 MAX_DISTANCE = 24
+# the most images near-duplicate links may gather into one family: a larger cluster is not
+# one picture re-uploaded but a look many share (flat colours, blank pages, placeholders),
+# and joined it would swallow the split
+MAX_NEAR_FAMILY = 16
 
 
 def phash(im: Image.Image) -> str:
@@ -27,6 +31,7 @@ def phash(im: Image.Image) -> str:
 class _Union:
     def __init__(self, n: int):
         self.parent = np.arange(n)
+        self.size = np.ones(n, np.int64)
 
     def find(self, a: int) -> int:
         root = a
@@ -41,6 +46,7 @@ class _Union:
         if ra == rb:
             return False
         self.parent[max(ra, rb)] = min(ra, rb)
+        self.size[min(ra, rb)] += self.size[max(ra, rb)]
         return True
 
 
@@ -76,10 +82,12 @@ def find_families(ids: np.ndarray, md5s: list[str], parent_ids: np.ndarray, hash
     """Each image's family (the smallest row index in it) and how many links of each kind
     joined two families: `parent_child` (a post and its parent, or two children of one
     parent, even when the parent itself is not kept), `md5` (the same file) and `phash`
-    (near-duplicates, `max_distance` bits or fewer; a negative distance turns them off)."""
+    (near-duplicates, `max_distance` bits or fewer; a negative distance turns them off). A
+    near-duplicate link that would make a family of more than MAX_NEAR_FAMILY images is
+    refused and counted (`phash_refused`)."""
     n = len(ids)
     u = _Union(n)
-    links = {"parent_child": 0, "md5": 0, "phash": 0}
+    links = {"parent_child": 0, "md5": 0, "phash": 0, "phash_refused": 0}
     row_of = {int(i): r for r, i in enumerate(ids)}
     first_child: dict[int, int] = {}
     for r, p in enumerate(parent_ids):
@@ -99,7 +107,11 @@ def find_families(ids: np.ndarray, md5s: list[str], parent_ids: np.ndarray, hash
             seen.setdefault(m, r)
     if max_distance >= 0:
         for a, b in near_pairs(hashes, max_distance):
-            links["phash"] += u.join(a, b)
+            ra, rb = u.find(a), u.find(b)
+            if ra != rb and u.size[ra] + u.size[rb] > MAX_NEAR_FAMILY:
+                links["phash_refused"] += 1
+            else:
+                links["phash"] += u.join(a, b)
     return np.array([u.find(r) for r in range(n)]), links
 
 

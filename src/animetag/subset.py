@@ -200,6 +200,10 @@ def split_of(Y: np.ndarray, family: np.ndarray | None, cfg: SubsetConfig) -> np.
     single images (random)."""
     if cfg.split_by == "family" and family is not None:
         F, inverse = family_labels(Y, family)
+        if len(F) < min_images(cfg):
+            raise ValueError(f"the {len(Y)} images form only {len(F)} families, too few to split by family; "
+                             "split single images (--split-by random) or leave near-duplicates out "
+                             "(--near-duplicate-bits -1)")
         return stratified_split(F, cfg.val_fraction, cfg.test_fraction, cfg.seed)[inverse]
     return stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
