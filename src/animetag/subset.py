@@ -258,8 +258,8 @@ def family_audit(Y: np.ndarray, family: np.ndarray, links: dict[str, int], cfg: 
 def write_families(path: Path, ids: np.ndarray, family: np.ndarray) -> None:
     """families.csv: each image of a family of two or more, and its family (the id of its
     first member)."""
-    counts = np.bincount(np.unique(family, return_inverse=True)[1])[np.unique(family, return_inverse=True)[1]]
-    many = counts > 1
+    inverse = np.unique(family, return_inverse=True)[1]
+    many = np.bincount(inverse)[inverse] > 1
     pd.DataFrame({"id": ids[many], "family": ids[family[many]]}).sort_values(["family", "id"]).to_csv(path, index=False)
 
 

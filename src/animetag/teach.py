@@ -87,13 +87,11 @@ def teach(without: str | Path, with_: str | Path, out: str | Path, profile: str,
     return done
 
 
-def _scores(run: RunFolder, data: SubsetFolder, names: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, scores) of `data`'s `split` over `names`, each column the run's output of that
-    tag by name (the parent's outputs are another layout than the subset's)."""
+def _scores(run: RunFolder, data: SubsetFolder, split: str) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(labels, scores, column of each tag name) of `data`'s `split`: the labels in the
+    subset's layout, the scores in the run's (the parent's outputs are another layout)."""
     _, y, s = predict(run.model, data, split)
-    ours = {n: i for i, n in enumerate(data.tags["name"])}
-    theirs = {n: i for i, n in enumerate(run.tags["name"])}
-    return y[:, [ours[n] for n in names]], s[:, [theirs[n] for n in names]]
+    return y, s, {n: i for i, n in enumerate(run.tags["name"])}
 
 
 def teach_table(with_: str | Path, runs: dict[str, dict], policy: str = policies.DEFAULT_TAGGING,
@@ -109,17 +107,19 @@ def teach_table(with_: str | Path, runs: dict[str, dict], policy: str = policies
     old_names = set(tag_rows(RunFolder(runs["parent"]["run"]).tags)["name"])
     new = [n for n in tags["name"] if n not in old_names]
     old = [n for n in tags["name"] if n in old_names]
+    label_col = {n: i for i, n in enumerate(data.tags["name"])}
     rows, preds = [], {}
     for name in RUNS:
         run = RunFolder(runs[name]["run"])
         row = {"run": name, "epochs": runs[name]["settings"]["train"]["epochs"],
                "train_seconds": runs[name]["seconds"]}
+        (yv_all, sv_all, col), (y_all, s_all, _) = _scores(run, data, "val"), _scores(run, data, "test")
         for group, names in (("old", old), ("new", new)):
             if name == "parent" and group == "new":
                 row.update({f"{group}_f1_micro": np.nan, f"{group}_f1_macro": np.nan})
                 continue
-            yv, sv = _scores(run, data, names, "val")
-            y, s = _scores(run, data, names, "test")
+            ours, theirs = [label_col[n] for n in names], [col[n] for n in names]
+            yv, sv, y, s = yv_all[:, ours], sv_all[:, theirs], y_all[:, ours], s_all[:, theirs]
             th = policies.tune_all(yv, sv)
             f1 = policy_f1(y, s, th)[pol.key]
             row.update({f"{group}_f1_micro": f1["f1_micro"], f"{group}_f1_macro": f1["f1_macro"]})
