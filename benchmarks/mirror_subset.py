@@ -34,7 +34,7 @@ import json, os, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 import animetag
 from animetag.config import SubsetConfig
-from animetag.subset import build_subset
+from animetag.data.subset import build_subset
 
 peak = [0]
 

@@ -30,10 +30,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from animetag.config import AugmentConfig, train_config  # noqa: E402
-from animetag.fitting import compile_model, training_model, with_plugin_settings  # noqa: E402
-from animetag.model import build_model, float32_copy, flops_per_image  # noqa: E402
-from animetag.reference import PEAK_TFLOPS  # noqa: E402
+from animetag.evaluation.published import PEAK_TFLOPS  # noqa: E402
+from animetag.model.architecture import build_model, float32_copy, flops_per_image  # noqa: E402
 from animetag.registry import BACKBONES, LOSSES  # noqa: E402
+from animetag.training.compile import compile_model, training_model, with_plugin_settings  # noqa: E402
 
 NO_AUGMENT = AugmentConfig(flip=False, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
-from animetag.danbooru import load_posts
+from animetag.data.danbooru import load_posts
 t = time.time()
 df, rep = load_posts(sys.argv[1], categories=sys.argv[2].split(","))
 print(json.dumps({"records": len(df), "malformed": len(rep.malformed), "seconds": time.time() - t,
@@ -28,7 +28,7 @@ print(json.dumps({"records": len(df), "malformed": len(rep.malformed), "seconds"
 
 
 def make_file(path: Path, gb: float) -> int:
-    from animetag.sample import generate
+    from animetag.data.sample import generate
 
     seed_dir = path.parent / "seed-sample"
     if not (seed_dir / "metadata" / "posts.json").exists():

@@ -22,8 +22,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0)
     a = ap.parse_args()
     from animetag.config import SubsetConfig
-    from animetag.sample import generate
-    from animetag.subset import build_subset
+    from animetag.data.sample import generate
+    from animetag.data.subset import build_subset
 
     work = Path(a.work)
     sample = work / f"sample-{a.images}"

@@ -50,7 +50,7 @@ if "google.colab" in sys.modules:
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
-from animetag.colab import check_versions
+from animetag import check_versions
 
 print(check_versions())
 
@@ -90,7 +90,7 @@ HF_TARS = "*.tar"  # @param {type:"string"}
 HF_METADATA = "*.parquet"  # @param {type:"string"}
 HF_METADATA_REPO = ""  # @param {type:"string"}
 
-from animetag.workspace import params_from_env, profile_for_source
+from animetag import params_from_env, profile_for_source
 
 (PROFILE, WORKSPACE, METADATA, IMAGES, TOP_K, TOP_K_CHARACTER, MAX_IMAGES, IMAGE_SIZE,
  REBUILD, MIRROR, HF_ARCHIVES, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO) = params_from_env(
@@ -113,23 +113,22 @@ if note:
 
 # %%
 if MIRROR != "none":
-    from animetag.config import data_home
-    from animetag.mirror import fetch, hub_token, plan_fetch, resolve_preset
+    from animetag import data_home, mirror
 
-    preset = resolve_preset(MIRROR, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO)
-    token = hub_token()
-    mirror = data_home(WORKSPACE) / "mirrors" / preset.repo.replace("/", "__")
-    plan = plan_fetch(preset, mirror, HF_ARCHIVES, token=token, name=MIRROR)
+    preset = mirror.resolve_preset(MIRROR, HF_DATASET, HF_TARS, HF_METADATA, HF_METADATA_REPO)
+    token = mirror.hub_token()
+    mirror_dir = data_home(WORKSPACE) / "mirrors" / preset.repo.replace("/", "__")
+    plan = mirror.plan_fetch(preset, mirror_dir, HF_ARCHIVES, token=token, name=MIRROR)
     print(plan.describe())
     needed = preset.archives_for(MAX_IMAGES)
     if needed > HF_ARCHIVES:
         print(f"note: MAX_IMAGES={MAX_IMAGES:,} needs about {needed} archives of this mirror; "
               f"HF_ARCHIVES={HF_ARCHIVES} will give fewer images")
-    meta, tars = fetch(plan, token=token)
-    METADATA, IMAGES = ";".join(map(str, meta)), str(mirror)
+    meta, tars = mirror.fetch(plan, token=token)
+    METADATA, IMAGES = ";".join(map(str, meta)), str(mirror_dir)
 
 # %%
-from animetag.workspace import ensure_metadata, ensure_subset, workspace
+from animetag import ensure_metadata, ensure_subset, workspace
 
 ws = workspace(PROFILE, WORKSPACE, metadata=METADATA, images=IMAGES)
 print("metadata:", [str(p) for p in ensure_metadata(ws)])
@@ -155,7 +154,7 @@ print("subset built:", subset)
 # %%
 import pandas as pd
 
-from animetag.subset import read_subset
+from animetag import read_subset
 
 tags, manifest, summary = read_subset(ws.subset)
 counts = summary["counts"]
@@ -192,7 +191,7 @@ left.groupby("reason").head(2).fillna("")
 # its rating just does not count in training.
 
 # %%
-from animetag.vocab import category_name
+from animetag import category_name
 
 print(pd.Series([category_name(c) for c in tags["category"]]).value_counts().rename("rows").to_dict())
 r = summary["ratings"]
@@ -218,10 +217,9 @@ shown.round({"val_share": 3, "test_share": 3}).head(15)
 # Images from the training shards, already padded and resized, with their kept tags.
 
 # %%
-from animetag.plots import image_grid, save
-from animetag.shards import peek
+from animetag import peek, plots
 
-from animetag.vocab import n_ratings
+from animetag import n_ratings
 
 ids, images, labels = peek(ws.subset, "train", 8)
 names, R = tags["name"].tolist(), n_ratings(tags)
@@ -230,4 +228,4 @@ for i, y in zip(ids, labels):
     rating = [names[j] for j in y[:R].nonzero()[0]]
     captions.append(f"post {i}" + (f" (rating: {rating[0]})" if rating else "") + "\n"
                     + ", ".join(names[R + j] for j in y[R:].nonzero()[0][:8]))
-save(image_grid(list(images), captions, cols=4, title="training images and their tags"), ws.figures, "01_samples")
+plots.save(plots.image_grid(list(images), captions, cols=4, title="training images and their tags"), ws.figures, "01_samples")

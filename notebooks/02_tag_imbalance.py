@@ -58,14 +58,14 @@ TOP_K = 100  # @param {type:"integer"}
 HEATMAP_TAGS = 30  # @param {type:"integer"}
 IMPLICATION_P = 0.9  # @param {type:"number"}
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 PROFILE, WORKSPACE, METADATA, TOP_K, HEATMAP_TAGS, IMPLICATION_P = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, METADATA=METADATA, TOP_K=TOP_K,
     HEATMAP_TAGS=HEATMAP_TAGS, IMPLICATION_P=IMPLICATION_P).values()
 
 # %%
-from animetag.workspace import workspace
+from animetag import workspace
 
 ws = workspace(PROFILE, WORKSPACE, metadata=METADATA)
 
@@ -78,24 +78,22 @@ ws = workspace(PROFILE, WORKSPACE, metadata=METADATA)
 # `id % 1000`) a random sample of Danbooru, read without loading all ~8M posts.
 
 # %%
-from animetag.analysis import rank_frequency_slope, tag_counts
-from animetag.plots import rank_frequency, save, top_by_category
-from animetag.workspace import study_posts
+from animetag import plots, study_posts, tag_stats
 
 posts, report, where = study_posts(ws)
 print("counted over", where)
 posts = posts[~posts["is_deleted"]]
-counts = tag_counts(posts)
+counts = tag_stats.tag_counts(posts)
 general = counts[counts["category"] == "general"]
 print(f"{len(posts)} posts, {len(counts)} distinct tags, {len(report.malformed)} malformed records")
-print(f"general tags: slope over ranks 1-100 {rank_frequency_slope(general['count'], 1, 100):.2f}, "
-      f"over 1-1000 {rank_frequency_slope(general['count'], 1, 1000):.2f}")
+print(f"general tags: slope over ranks 1-100 {tag_stats.rank_frequency_slope(general['count'], 1, 100):.2f}, "
+      f"over 1-1000 {tag_stats.rank_frequency_slope(general['count'], 1, 1000):.2f}")
 print(f"top-{TOP_K} general tags run from {general['share'].iloc[0]:.1%} "
       f"down to {general['share'].iloc[min(TOP_K, len(general)) - 1]:.1%} of posts")
-save(rank_frequency(counts, kept=TOP_K, n_posts=len(posts)), ws.figures, "02_rank_frequency")
+plots.save(plots.rank_frequency(counts, kept=TOP_K, n_posts=len(posts)), ws.figures, "02_rank_frequency")
 
 # %%
-save(top_by_category(counts, k=15, n_posts=len(posts)), ws.figures, "02_top_by_category")
+plots.save(plots.top_by_category(counts, k=15, n_posts=len(posts)), ws.figures, "02_top_by_category")
 
 # %% [markdown]
 # ## The kept tags
@@ -104,9 +102,7 @@ save(top_by_category(counts, k=15, n_posts=len(posts)), ws.figures, "02_top_by_c
 # %%
 import numpy as np
 
-from animetag.config import subset_config
-from animetag.subset import kept_tags, label_matrix, read_subset, tag_vocabulary
-from animetag.vocab import n_ratings, tag_rows
+from animetag import kept_tags, label_matrix, n_ratings, read_subset, subset_config, tag_rows, tag_vocabulary
 
 if (ws.subset / "subset.json").exists():  # its tags, without the rating rows in front
     tags, manifest, _ = read_subset(ws.subset)
@@ -124,13 +120,12 @@ else:
 print(f"{len(names)} kept tags over {len(Y)} images, from the {source}")
 
 # %%
-from animetag.analysis import positive_rates
-from animetag.plots import positive_rates as plot_rates
+from animetag import plots, tag_stats
 
-rates = positive_rates(Y, names)
+rates = tag_stats.positive_rates(Y, names)
 print(f"imbalance ratio (negatives per positive): median {rates['imbalance_ratio'].median():.1f}, "
       f"worst {rates['imbalance_ratio'].max():.1f} ({rates.loc[rates['imbalance_ratio'].idxmax(), 'name']})")
-save(plot_rates(rates), ws.figures, "02_positive_rates")
+plots.save(plots.positive_rates(rates), ws.figures, "02_positive_rates")
 rates.sort_values("rate").head(10)
 
 # %% [markdown]
@@ -138,11 +133,10 @@ rates.sort_values("rate").head(10)
 # Many images keep only a few of the top tags, so most of their labels are negatives.
 
 # %%
-from animetag.analysis import few_tag_share, tags_per_image
-from animetag.plots import tags_per_image as plot_tpi
+from animetag import plots, tag_stats
 
-print({f"<= {k} kept tags": f"{v:.1%}" for k, v in few_tag_share(Y).items()})
-save(plot_tpi(tags_per_image(Y)), ws.figures, "02_tags_per_image")
+print({f"<= {k} kept tags": f"{v:.1%}" for k, v in tag_stats.few_tag_share(Y).items()})
+plots.save(plots.tags_per_image(tag_stats.tags_per_image(Y)), ws.figures, "02_tags_per_image")
 
 # %% [markdown]
 # ## Co-occurrence and the pseudo-hierarchy
@@ -153,11 +147,10 @@ save(plot_tpi(tags_per_image(Y)), ws.figures, "02_tags_per_image")
 # that follow everything (`solo`: lift near 1).
 
 # %%
-from animetag.analysis import conditional_matrix, near_implications
-from animetag.plots import conditional_heatmap
+from animetag import plots, tag_stats
 
-save(conditional_heatmap(conditional_matrix(Y), names, top=HEATMAP_TAGS), ws.figures, "02_cooccurrence")
-near_implications(Y, names, min_p=IMPLICATION_P).head(20).round(3)
+plots.save(plots.conditional_heatmap(tag_stats.conditional_matrix(Y), names, top=HEATMAP_TAGS), ws.figures, "02_cooccurrence")
+tag_stats.near_implications(Y, names, min_p=IMPLICATION_P).head(20).round(3)
 
 # %% [markdown]
 # P(b | a) is dominated by the commonest tags: `solo` is on most images, so every row
@@ -168,11 +161,10 @@ near_implications(Y, names, min_p=IMPLICATION_P).head(20).round(3)
 # %%
 import pandas as pd
 
-from animetag.analysis import lift_matrix
-from animetag.plots import lift_heatmap
+from animetag import plots, tag_stats
 
-lift = lift_matrix(Y)
-save(lift_heatmap(lift, names), ws.figures, "02_lift")
+lift = tag_stats.lift_matrix(Y)
+plots.save(plots.lift_heatmap(lift, names), ws.figures, "02_lift")
 pos = Y.sum(0)
 pairs = [(names[a], names[b], lift[a, b], int(pos[a]), int(pos[b])) for a in range(len(names))
          for b in range(a + 1, len(names)) if min(pos[a], pos[b]) >= 5 and np.isfinite(lift[a, b])]

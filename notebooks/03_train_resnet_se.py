@@ -54,7 +54,7 @@ if "google.colab" in sys.modules:
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
-from animetag.colab import check_versions
+from animetag import check_versions
 
 print(check_versions())
 
@@ -74,7 +74,7 @@ LOSS = "focal"  # @param ["focal", "bce", "asl"] {allow-input: true}
 LR = 0.0  # @param {type:"number"}
 ALLOW_CPU = False  # @param {type:"boolean"}
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 PROFILE, WORKSPACE, EPOCHS, BATCH_SIZE, LOSS, LR, ALLOW_CPU = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BATCH_SIZE=BATCH_SIZE, LOSS=LOSS,
@@ -86,12 +86,12 @@ EPOCHS, BATCH_SIZE, LR = EPOCHS or None, BATCH_SIZE or None, LR or None
 # would take days) unless `ALLOW_CPU` is set; the `sample` profile is made for a CPU.
 
 # %%
-from animetag.devices import require_accelerator
+from animetag import require_accelerator
 
 print(require_accelerator(PROFILE, ALLOW_CPU))
 
 # %%
-from animetag.workspace import ensure_subset, local_subset, workspace
+from animetag import ensure_subset, local_subset, workspace
 
 ws = workspace(PROFILE, WORKSPACE)
 subset = local_subset(ensure_subset(ws))  # on Colab, a subset on Drive is read from a local copy
@@ -112,10 +112,7 @@ print("run:   ", ws.run)
 # %%
 from IPython.display import display
 
-from animetag.config import train_config
-from animetag.model import build_model, stage_table
-from animetag.subset import read_subset
-from animetag.vocab import n_ratings
+from animetag import build_model, n_ratings, read_subset, stage_table, train_config
 
 cfg = train_config(PROFILE, epochs=EPOCHS, batch_size=BATCH_SIZE, loss=LOSS, lr=LR)
 rows = read_subset(subset)[0]
@@ -158,7 +155,7 @@ if "google.colab" in sys.modules:
     get_ipython().run_line_magic("tensorboard", f"--logdir '{ws.run / 'logs'}'")  # noqa: F821
 
 # %%
-from animetag.train import train
+from animetag import train
 
 result = train(subset, ws.run, profile=PROFILE, epochs=EPOCHS, batch_size=BATCH_SIZE, loss=LOSS, lr=LR)
 {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k != "prior_baseline_val"}
@@ -171,11 +168,11 @@ result = train(subset, ws.run, profile=PROFILE, epochs=EPOCHS, batch_size=BATCH_
 # %%
 import pandas as pd
 
-from animetag.plots import history, save
+from animetag import plots
 
 hist = pd.read_csv(ws.run / "history.csv")
 base = {f"prior {k}": v for k, v in result["prior_baseline_val"].items()}
-save(history(hist, base), ws.figures, "03_history")
+plots.save(plots.history(hist, base), ws.figures, "03_history")
 print(f"best epoch {result['best_epoch']}: val F1-micro {result['val_f1_micro']:.3f} "
       f"(prior {base['prior f1_micro']:.3f}), F1-macro {result['val_f1_macro']:.3f} "
       f"(prior {base['prior f1_macro']:.3f})")

@@ -65,7 +65,7 @@ TAGGERS = "SmilingWolf/wd-vit-tagger-v3, Camais03/camie-tagger-v2"  # @param {ty
 LABELS = ""  # @param {type:"string"}
 LEAKAGE = False  # @param {type:"boolean"}
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 PROFILE, WORKSPACE, RUN, SPLIT, BOOTSTRAP, TAGGERS, LABELS, LEAKAGE = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, RUN=RUN, SPLIT=SPLIT, BOOTSTRAP=BOOTSTRAP, TAGGERS=TAGGERS,
@@ -74,7 +74,7 @@ PROFILE, WORKSPACE, RUN, SPLIT, BOOTSTRAP, TAGGERS, LABELS, LEAKAGE = params_fro
 # %%
 import pandas as pd
 
-from animetag.workspace import ensure_run, ensure_subset, local_subset, workspace
+from animetag import ensure_run, ensure_subset, local_subset, workspace
 
 ws = workspace(PROFILE, WORKSPACE, run=RUN)
 subset, run = local_subset(ensure_subset(ws)), ensure_run(ws)  # on Colab, shards on Drive read locally
@@ -82,7 +82,7 @@ print("subset:", subset)
 print("run:   ", run)
 
 # %%
-from animetag.evaluate import comparison_table, evaluate, policy_table
+from animetag import comparison_table, evaluate, policy_table
 
 metrics = evaluate(subset, run, split=SPLIT, n_boot=BOOTSTRAP)
 ci = {k: "-".join(f"{v:.3f}" for v in metrics["ci95"][k]) for k in ("f1_micro", "f1_macro")}
@@ -99,7 +99,7 @@ policy_table(metrics)
 # 200 MB; Camie Tagger v1: 214M, 850 MB).
 
 # %%
-from animetag.reference import LOSS_SWEEP
+from animetag import LOSS_SWEEP
 
 pd.set_option("display.max_colwidth", 90)
 print("On the loss:", LOSS_SWEEP, "Compare with LOSS = bce in notebook 03.")
@@ -140,9 +140,9 @@ else:
 # recover it; per-tag thresholds help F1-macro most.
 
 # %%
-from animetag.plots import f1_vs_frequency, save, threshold_policies
+from animetag import plots
 
-save(threshold_policies(metrics), ws.figures, "04_threshold_policies")
+plots.save(plots.threshold_policies(metrics), ws.figures, "04_threshold_policies")
 gain = metrics["per_tag_thresholds"]["f1_macro"] - metrics["at_0.5"]["f1_macro"]
 print(f"F1-macro: {metrics['at_0.5']['f1_macro']:.3f} at 0.5 -> "
       f"{metrics['per_tag_thresholds']['f1_macro']:.3f} with per-tag thresholds ({gain:+.3f})")
@@ -153,11 +153,11 @@ print(f"F1-macro: {metrics['at_0.5']['f1_macro']:.3f} at 0.5 -> "
 # most to the least frequent tag.
 
 # %%
-from animetag.plots import f1_by_frequency
+from animetag import plots
 
 per_tag = pd.read_csv(run / "per_tag.csv", keep_default_na=False)
-save(f1_vs_frequency(per_tag), ws.figures, "04_f1_vs_frequency")
-save(f1_by_frequency(per_tag), ws.figures, "04_f1_by_frequency")
+plots.save(plots.f1_vs_frequency(per_tag), ws.figures, "04_f1_vs_frequency")
+plots.save(plots.f1_by_frequency(per_tag), ws.figures, "04_f1_by_frequency")
 
 # %% [markdown]
 # ## The worst tags, and their likely cause
@@ -177,10 +177,9 @@ per_tag.sort_values(["f1", "ap"]).head(15)[
 # %%
 import numpy as np
 
-from animetag.evaluate import predict_split
-from animetag.plots import pr_curves
+from animetag import plots, predict_split
 
-from animetag.vocab import n_ratings
+from animetag import n_ratings
 
 ids, y_all, scores_all = predict_split(subset, run, SPLIT)  # every output: ratings first, then tags
 R = n_ratings(pd.read_csv(run / "tags.csv", keep_default_na=False))
@@ -188,7 +187,7 @@ y, scores = y_all[:, R:], scores_all[:, R:]
 names = per_tag["tag"].tolist()
 ranked = per_tag[per_tag[f"{SPLIT}_positives"] > 0].sort_values("ap", ascending=False)["tag"].tolist()
 chosen = ranked[:2] + ranked[len(ranked) // 2: len(ranked) // 2 + 2] + ranked[-2:]
-save(pr_curves(y, scores, names, chosen), ws.figures, "04_pr_curves")
+plots.save(plots.pr_curves(y, scores, names, chosen), ws.figures, "04_pr_curves")
 
 # %% [markdown]
 # ## F1 against the threshold, and the tags the model mixes up
@@ -201,14 +200,13 @@ save(pr_curves(y, scores, names, chosen), ws.figures, "04_pr_curves")
 # tags such as `long_hair` / `very_long_hair` or `1girl` / `1boy` show up here).
 
 # %%
-from animetag.analysis import confusions
-from animetag.plots import f1_vs_threshold
+from animetag import plots, tag_stats
 
 # each policy with one threshold for every tag, marked on the curve
 marks = {p.name: metrics[p.key]["threshold"] for p in policies.table() if "threshold" in metrics[p.key]}
 marks = {"0.5": 0.5, **marks}
-save(f1_vs_threshold(y, scores, marks), ws.figures, "04_f1_vs_threshold")
-confusions(y, scores >= per_tag["threshold"].to_numpy(), names, min_count=15).round(3)
+plots.save(plots.f1_vs_threshold(y, scores, marks), ws.figures, "04_f1_vs_threshold")
+tag_stats.confusions(y, scores >= per_tag["threshold"].to_numpy(), names, min_count=15).round(3)
 
 # %% [markdown]
 # ## Test images: hits, misses and false alarms
@@ -217,8 +215,7 @@ confusions(y, scores >= per_tag["threshold"].to_numpy(), names, min_count=15).ro
 # %%
 import json
 
-from animetag.plots import image_grid
-from animetag.shards import peek
+from animetag import peek, plots
 
 th = json.loads((run / "thresholds.json").read_text())
 t = policies.get(policies.DEFAULT_TAGGING).for_tags(th, names)
@@ -232,7 +229,7 @@ for i in pid:
     miss = [names[j] for j in np.flatnonzero(truth & ~pred)]
     false = [names[j] for j in np.flatnonzero(~truth & pred)]
     captions.append(f"hit: {', '.join(hits[:4])}\nmissed: {', '.join(miss[:3])}\nfalse alarm: {', '.join(false[:3])}")
-save(image_grid(list(images), captions, cols=4, title=f"{SPLIT} images"), ws.figures, "04_examples")
+plots.save(plots.image_grid(list(images), captions, cols=4, title=f"{SPLIT} images"), ws.figures, "04_examples")
 
 # %% [markdown]
 # ## Missing tags: are the false alarms really false?
@@ -272,8 +269,7 @@ else:
 # near 0 by construction: they show the comparison at work, not a rival.
 
 # %%
-from animetag.compare import compare, compare_table, stand_in_taggers
-from animetag.plots import comparison
+from animetag import compare, compare_table, plots, stand_in_taggers
 
 specs = [t.strip() for t in TAGGERS.split(",") if t.strip()]
 if ws.on_sample:
@@ -287,7 +283,7 @@ if specs:
               f"{t['of_run_tags']} tags {t['shared_by_category']}")
     if result["caption_tags_outside_the_run"]:
         print("caption tags outside this run's vocabulary (not scored):", result["caption_tags_outside_the_run"])
-    save(comparison(result), ws.figures, "04_compare")
+    plots.save(plots.comparison(result), ws.figures, "04_compare")
     display(compare_table(result))
 else:
     print("no TAGGERS: list published taggers (Hugging Face ids or folders) to compare them here")
@@ -307,9 +303,7 @@ else:
 # inside the random split, its test images with a family member in train against the rest.
 
 # %%
-from animetag.folders import SubsetFolder
-from animetag.leakage import leakage_table, random_split_twin
-from animetag.train import train
+from animetag import SubsetFolder, leakage_table, random_split_twin, train
 
 fam = SubsetFolder(subset).summary["families"]
 would = fam["random_split_would_leak"]

@@ -65,7 +65,7 @@ UNDERSCORES_TO_SPACES = True  # @param {type:"boolean"}
 RATING_IN_CAPTIONS = False  # @param {type:"boolean"}
 EXPORT_FORMAT = "onnx"  # @param ["onnx", "savedmodel"]
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 (PROFILE, WORKSPACE, RUN, TAG_IMAGES, UPLOAD, MAX_TAGS, THRESHOLD, UNDERSCORES_TO_SPACES,
  RATING_IN_CAPTIONS, EXPORT_FORMAT) = params_from_env(
@@ -77,7 +77,7 @@ THRESHOLD = THRESHOLD or None
 # %%
 from pathlib import Path
 
-from animetag.workspace import ensure_run, workspace
+from animetag import ensure_run, workspace
 
 ws = workspace(PROFILE, WORKSPACE, run=RUN)
 run = ensure_run(ws)
@@ -91,8 +91,7 @@ if UPLOAD and "google.colab" in sys.modules:
 elif not TAG_IMAGES:  # a few sample images, one of them broken on purpose
     import shutil
 
-    from animetag.tagging import find_images
-    from animetag.workspace import ensure_sample
+    from animetag import ensure_sample, find_images
 
     sample = ensure_sample(ws)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,9 +112,7 @@ print("images:", folder)
 import matplotlib.pyplot as plt
 import numpy as np
 
-from animetag.images import ImageError, load_array
-from animetag.plots import save
-from animetag.tagging import TagChoice, Tagger, find_images
+from animetag import ImageError, TagChoice, Tagger, find_images, load_array, plots
 
 tagger = Tagger(run)
 choice = TagChoice(threshold=THRESHOLD, max_tags=MAX_TAGS, underscores_to_spaces=UNDERSCORES_TO_SPACES,
@@ -142,7 +139,7 @@ for (f, img), row, (rating, r_score), (ax_img, ax_bar) in zip(
     ax_bar.set_xlim(0, 1)
     ax_bar.tick_params(axis="y", labelsize=8)
 fig.tight_layout()
-save(fig, ws.figures, "05_top_tags")
+plots.save(fig, ws.figures, "05_top_tags")
 
 # %% [markdown]
 # ## Captions for the whole folder
@@ -150,7 +147,7 @@ save(fig, ws.figures, "05_top_tags")
 # unreadable files are reported and skipped.
 
 # %%
-from animetag.tagging import tag_paths
+from animetag import tag_paths
 
 report = tag_paths(tagger, [folder], fmt="txt", choice=choice, overwrite=True)
 print(report.summary())
@@ -171,7 +168,7 @@ print(Path(report.outputs[0]).name, "->", Path(report.outputs[0]).read_text())
 import pandas as pd
 from IPython.display import display
 
-from animetag.export import export_run
+from animetag import export_run
 
 info = export_run(run, ws.home / "export" / PROFILE, EXPORT_FORMAT, overwrite=True)
 print(info)

@@ -59,7 +59,7 @@ if "google.colab" in sys.modules:
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
-from animetag.colab import check_versions
+from animetag import check_versions
 
 print(check_versions())
 
@@ -82,14 +82,14 @@ POLICY = "global"  # @param ["global", "per-tag", "0.5", "P=R"] {allow-input: tr
 BOOTSTRAP = 1000  # @param {type:"integer"}
 ALLOW_CPU = False  # @param {type:"boolean"}
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 PROFILE, WORKSPACE, EPOCHS, BACKBONE, PRETRAINED, MORE_TAGS, POLICY, BOOTSTRAP, ALLOW_CPU = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, EPOCHS=EPOCHS, BACKBONE=BACKBONE, PRETRAINED=PRETRAINED,
     MORE_TAGS=MORE_TAGS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU).values()
 
 # %%
-from animetag.devices import require_accelerator
+from animetag import require_accelerator
 
 print(require_accelerator(PROFILE, ALLOW_CPU))
 
@@ -102,10 +102,7 @@ print(require_accelerator(PROFILE, ALLOW_CPU))
 # be where notebook 01 read them.
 
 # %%
-from animetag.ablation import more_tags_subset
-from animetag.config import train_config
-from animetag.folders import SubsetFolder
-from animetag.workspace import ensure_subset, local_subset, workspace
+from animetag import SubsetFolder, ablation, ensure_subset, local_subset, train_config, workspace
 
 ws = workspace(PROFILE, WORKSPACE)
 base = SubsetFolder(local_subset(ensure_subset(ws)))
@@ -116,7 +113,7 @@ if MORE_TAGS and MORE_TAGS <= settings["top_k"]:
     MORE_TAGS = 0
 if MORE_TAGS:
     more = ws.subset.with_name(f"{ws.subset.name}-top{MORE_TAGS}")
-    subsets["more_tags"] = local_subset(more_tags_subset(ws.subset, more, MORE_TAGS, PROFILE))
+    subsets["more_tags"] = local_subset(ablation.more_tags_subset(ws.subset, more, MORE_TAGS, PROFILE))
 EPOCHS = EPOCHS or (10 if PROFILE == "full" else train_config(PROFILE).epochs)
 out = ws.home / "ablation" / PROFILE
 for name, path in subsets.items():
@@ -132,15 +129,15 @@ print(f"every variant: {EPOCHS} epochs, scored under the {POLICY!r} threshold po
 # and that variant alone is trained afresh.
 
 # %%
-from animetag.ablation import ablation_table, best_by, run_ablation, thesis_variants
+from animetag import ablation
 
 weights = "imagenet" if PRETRAINED and PROFILE == "full" else ""
 if PRETRAINED and not weights:
     print(f"{BACKBONE} trains from scratch on the sample profile (no download in tests)")
-variants = thesis_variants(BACKBONE, weights, more_tags=bool(MORE_TAGS))
-results = run_ablation(variants, subsets, out, PROFILE, EPOCHS, policy=POLICY, n_boot=BOOTSTRAP)
+variants = ablation.thesis_variants(BACKBONE, weights, more_tags=bool(MORE_TAGS))
+results = ablation.run_ablation(variants, subsets, out, PROFILE, EPOCHS, policy=POLICY, n_boot=BOOTSTRAP)
 results.to_csv(out / "ablation.csv", index=False)
-ablation_table(results)
+ablation.ablation_table(results)
 
 # %% [markdown]
 # ## The study in one figure
@@ -157,12 +154,11 @@ ablation_table(results)
 # with another seed (`{"seed": 1}`) and see whether it holds.
 
 # %%
-from animetag.plots import ablation, save
-from animetag.policies import get
+from animetag import plots, policies
 
-save(ablation(results, get(POLICY).label), ws.figures, "06_ablation")
+plots.save(plots.ablation(results, policies.get(POLICY).label), ws.figures, "06_ablation")
 for key in ("f1_micro", "f1_macro"):
-    print(best_by(results, key))
+    print(ablation.best_by(results, key))
 if PROFILE == "sample":
     print("(the sample's images are synthetic: these rows show the study runs, not which variant is better)")
 

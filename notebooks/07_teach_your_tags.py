@@ -65,7 +65,7 @@ if "google.colab" in sys.modules:
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
-from animetag.colab import check_versions
+from animetag import check_versions
 
 print(check_versions())
 
@@ -88,7 +88,7 @@ POLICY = "per-tag"  # @param ["per-tag", "global", "0.5", "P=R"] {allow-input: t
 BOOTSTRAP = 1000  # @param {type:"integer"}
 ALLOW_CPU = False  # @param {type:"boolean"}
 
-from animetag.workspace import params_from_env
+from animetag import params_from_env
 
 (PROFILE, WORKSPACE, CHARACTERS, EPOCHS, FINETUNE_EPOCHS, FREEZE_EPOCHS, POLICY, BOOTSTRAP,
  ALLOW_CPU) = params_from_env(
@@ -96,7 +96,7 @@ from animetag.workspace import params_from_env
     FREEZE_EPOCHS=FREEZE_EPOCHS, POLICY=POLICY, BOOTSTRAP=BOOTSTRAP, ALLOW_CPU=ALLOW_CPU).values()
 
 # %%
-from animetag.devices import require_accelerator
+from animetag import require_accelerator
 
 print(require_accelerator(PROFILE, ALLOW_CPU))
 
@@ -107,14 +107,11 @@ print(require_accelerator(PROFILE, ALLOW_CPU))
 # notebook 01 read (on the full profile those must still be where it read them).
 
 # %%
-from animetag.config import train_config
-from animetag.folders import SubsetFolder
-from animetag.teach import teach_subsets
-from animetag.workspace import ensure_subset, local_subset, workspace
+from animetag import SubsetFolder, ensure_subset, local_subset, teach_study, train_config, workspace
 
 ws = workspace(PROFILE, WORKSPACE)
 out = ws.home / "teach" / PROFILE
-without, with_ = teach_subsets(ensure_subset(ws), out / "subsets", PROFILE, CHARACTERS)
+without, with_ = teach_study.teach_subsets(ensure_subset(ws), out / "subsets", PROFILE, CHARACTERS)
 without, with_ = local_subset(without), local_subset(with_)
 EPOCHS = EPOCHS or (10 if PROFILE == "full" else train_config(PROFILE).epochs)
 FINETUNE_EPOCHS = FINETUNE_EPOCHS or max(1, EPOCHS // 2)
@@ -130,9 +127,9 @@ print(SubsetFolder(without).summary["splits_from"])
 # mid-training resumes.
 
 # %%
-from animetag.teach import teach
+from animetag import teach_study
 
-runs = teach(without, with_, out / "runs", PROFILE, EPOCHS, FINETUNE_EPOCHS, FREEZE_EPOCHS)
+runs = teach_study.teach(without, with_, out / "runs", PROFILE, EPOCHS, FINETUNE_EPOCHS, FREEZE_EPOCHS)
 
 # %% [markdown]
 # ## The study's table
@@ -141,9 +138,9 @@ runs = teach(without, with_, out / "runs", PROFILE, EPOCHS, FINETUNE_EPOCHS, FRE
 # last row is what the fine-tuned tagger cost in all: its parent's training and its own.
 
 # %%
-from animetag.teach import teach_table, verdict
+from animetag import teach_study
 
-table, differences = teach_table(with_, runs, POLICY, n_boot=BOOTSTRAP)
+table, differences = teach_study.teach_table(with_, runs, POLICY, n_boot=BOOTSTRAP)
 print(f"{differences['n_old_tags']} old tags, {differences['n_new_tags']} new tags "
       f"({', '.join(differences['new_tags'])}); {differences['test_images']} test images; "
       f"policy {differences['policy']}")
@@ -157,14 +154,14 @@ table.round(3)
 # %%
 import json
 
-from animetag.folders import write_json_atomic
+from animetag import write_json_atomic
 
 for key in ("old_tags_fine_tuned_minus_parent", "new_tags_fine_tuned_minus_scratch",
             "old_tags_fine_tuned_minus_scratch"):
     d = differences[key]
     print(f"{key}: " + "; ".join(f"{k} {v[0]:+.3f} ({v[1]:+.3f} to {v[2]:+.3f})" for k, v in d.items()))
 print()
-print("\n".join(verdict(differences)))
+print("\n".join(teach_study.verdict(differences)))
 write_json_atomic(out / "teach_table.json", {"table": json.loads(table.to_json(orient="index")), **differences})
 if PROFILE != "full":
     print("(the sample's images are synthetic: the table shows the recipe works, not how well it does on Danbooru)")

@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory):
     """A small sample with every kind of broken record (generated once per session)."""
-    from animetag.sample import generate
+    from animetag.data.sample import generate
 
     root = tmp_path_factory.mktemp("sample") / "sample"
     generate(root, n_images=240, seed=1)
@@ -19,7 +19,7 @@ def sample_root(tmp_path_factory):
 def subset_dir(sample_root, tmp_path_factory):
     """The sample's subset at 32 px with the top-40 tags."""
     from animetag.config import SubsetConfig
-    from animetag.subset import build_subset
+    from animetag.data.subset import build_subset
 
     out = tmp_path_factory.mktemp("subset") / "subset"
     build_subset(sample_root / "metadata" / "posts.json", sample_root, out,
@@ -57,8 +57,8 @@ def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: 
     from PIL import Image
 
     from animetag.config import SubsetConfig, to_dict
+    from animetag.data.subset import SubsetRow, write_subset_files
     from animetag.folders import write_json_atomic
-    from animetag.subset import SubsetRow, write_subset_files
 
     out = Path(out)
     out.mkdir(parents=True)

@@ -6,22 +6,22 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from animetag import ablation  # noqa: E402
-from animetag.ablation import Variant, ablation_table, run_ablation  # noqa: E402
+from animetag.evaluation import ablation  # noqa: E402
+from animetag.evaluation.ablation import Variant, ablation_table, run_ablation  # noqa: E402
 
 
 @pytest.mark.slow
 def test_variants_share_a_budget_are_scored_alike_and_are_not_trained_twice(subset_dir, tmp_path, monkeypatch):
-    import animetag.train
+    import animetag.training.fit
 
     calls = []
-    real_train = animetag.train.train
+    real_train = animetag.training.fit.train
 
     def counting_train(*a, **k):
         calls.append(k)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(animetag.train, "train", counting_train)
+    monkeypatch.setattr(animetag.training.fit, "train", counting_train)
     variants = [Variant("thesis"), Variant("no SE", {"model": {"backbone": "resnet"}}),
                 Variant("more tags", subset="more")]
     kw = dict(subsets={"base": subset_dir, "more": subset_dir}, out=tmp_path / "ab", profile="tiny",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from animetag.analysis import confusions, lift_matrix
+from animetag.data.tag_stats import confusions, lift_matrix
 
 
 def test_lift_divides_out_frequency_so_a_common_tag_implies_nothing():
@@ -37,7 +37,7 @@ def test_confusions_find_the_tag_predicted_in_place_of_another():
 
 
 def test_captions_are_wrapped_to_fit_a_panel():
-    from animetag.plots import wrap_caption
+    from animetag.evaluation.plots import wrap_caption
 
     text = "hit: " + ", ".join(f"tag_number_{i}" for i in range(30)) + "\nmissed: a, b"
     out = wrap_caption(text, width=36, max_lines=7)
@@ -47,7 +47,7 @@ def test_captions_are_wrapped_to_fit_a_panel():
 
 
 def test_near_implications_keep_real_ones_and_drop_a_tag_that_is_everywhere():
-    from animetag.analysis import near_implications
+    from animetag.data.tag_stats import near_implications
 
     rng = np.random.default_rng(2)
     n = 3000

@@ -53,7 +53,7 @@ def test_train_settings_out_of_range_end_in_one_line_naming_the_setting(subset_d
 def test_a_full_disk_ends_in_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
     import errno
 
-    import animetag.subset as sub
+    import animetag.data.subset as sub
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.partial" / "shards"))

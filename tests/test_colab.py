@@ -8,8 +8,8 @@ import types
 import pytest
 
 from animetag.config import COLAB_WORKSPACE, data_home
-from animetag.devices import NoAccelerator, require_accelerator
-from animetag.workspace import params_from_env
+from animetag.notebook import params_from_env
+from animetag.training.devices import NoAccelerator, require_accelerator
 
 CPU = {"kind": "cpu", "name": "CPU", "count": 1, "compute_capability": None}
 GPU = {"kind": "gpu", "name": "Tesla T4", "count": 1, "compute_capability": (7, 5)}
@@ -36,7 +36,7 @@ def test_form_fields_are_overridden_by_the_environment_with_their_types(monkeypa
 def test_a_workspace_is_its_fields_and_the_profiles_defaults(tmp_path, monkeypatch):
     """Nothing is read from the environment here: the notebook's fields (after
     params_from_env) are passed in."""
-    from animetag.workspace import ensure_sample, workspace
+    from animetag.notebook import ensure_sample, workspace
 
     for k in ("HOME", "SUBSET", "RUN", "METADATA", "IMAGES", "PROFILE"):
         monkeypatch.setenv(f"ANIMETAG_{k}", str(tmp_path / "from-the-environment"))
@@ -78,7 +78,7 @@ def test_on_colab_the_workspace_defaults_to_drive(monkeypatch, tmp_path):
 def test_a_subset_on_drive_is_copied_to_the_local_disk_once(tmp_path, monkeypatch):
     import shutil
 
-    from animetag.workspace import local_subset
+    from animetag.notebook import local_subset
 
     drive, local = tmp_path / "drive", tmp_path / "local"
     subset = drive / "MyDrive" / "animetag" / "subsets" / "full"

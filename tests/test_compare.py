@@ -23,10 +23,10 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 def world(sample_root, tmp_path_factory):
     """A subset with general and character tags, a run trained on it, evaluated, exported."""
     from animetag.config import SubsetConfig
-    from animetag.evaluate import evaluate
-    from animetag.export import export_run
-    from animetag.subset import build_subset
-    from animetag.train import train
+    from animetag.data.subset import build_subset
+    from animetag.evaluation.evaluate import evaluate
+    from animetag.tagging.export import export_run
+    from animetag.training.fit import train
 
     root = tmp_path_factory.mktemp("compare")
     build_subset(sample_root / "metadata" / "posts.json", sample_root, root / "subset",
@@ -63,7 +63,7 @@ def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_
     """The run as a tagger beside itself: every difference exactly 0. Its export, and the
     export with every row reversed and spaces for underscores: the same results exactly
     (ONNX Runtime's scores against Keras': within a hair of the run)."""
-    from animetag.compare import compare
+    from animetag.evaluation.compare import compare
 
     wd = _rows(world / "wd")
     order = list(range(len(wd)))[::-1]  # every row reversed: the ratings last, the tags backwards
@@ -88,7 +88,7 @@ def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
     assert len(table) == 3 * (len(r["policies"]) + 1)  # each policy, and the published thresholds
     # run again (a stopped comparison going on): every tagger's scores are read back, not computed
-    import animetag.compare as cmp
+    import animetag.evaluation.compare as cmp
 
     monkeypatch.setattr(cmp, "score_images", lambda *a, **k: pytest.fail("scored again"))
     again = cmp.compare(world / "run", [f"itself={world / 'run'}", str(world / "wd"), f"backwards={tmp_path / 'reversed'}"],
@@ -98,10 +98,10 @@ def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_
 
 def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world, tmp_path):
     """No ratings, no characters, every other general tag, and three tags the run lacks."""
-    from animetag.compare import compare, subset_images
+    from animetag.evaluation.compare import compare, subset_images
     from animetag.folders import RunFolder, SubsetFolder
     from animetag.metrics import f1_at
-    from animetag.policies import get, tune_all
+    from animetag.model.policies import get, tune_all
 
     wd = _rows(world / "wd")
     general = [i for i in range(len(wd)) if wd["category"][i] == 0][::2]
@@ -116,7 +116,7 @@ def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world
     run = RunFolder(world / "run")
     tags = run.tags[run.tags["category"] != 9]["name"].tolist()
     cols = [tags.index(n) for n in names[:10]]
-    from animetag.compare import RunTagger, score_images
+    from animetag.evaluation.compare import RunTagger, score_images
 
     ours = RunTagger(run)
     sets = {s: subset_images(SubsetFolder(world / "subset"), s, tags) for s in ("val", "test")}
@@ -130,8 +130,8 @@ def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world
 
 
 def test_another_input_size_is_read_from_the_model_and_scores_nearly_as_the_run(world, tmp_path):
-    from animetag.compare import compare
-    from animetag.foreign import load_tagger
+    from animetag.evaluation.compare import compare
+    from animetag.tagging.foreign import load_tagger
 
     t = load_tagger(str(world / "wd48"))
     assert t.size == 48 and t.layout == "wd"
@@ -188,8 +188,8 @@ def _camie(src, out, names, categories, size=40):
 
 
 def test_a_camie_v2_layout_is_fed_nchw_normalised_and_read_from_its_refined_logits(world, tmp_path):
-    from animetag.compare import compare
-    from animetag.foreign import load_tagger
+    from animetag.evaluation.compare import compare
+    from animetag.tagging.foreign import load_tagger
 
     wd = _rows(world / "wd")
     cats = {9: "rating", 0: "general", 4: "character"}
@@ -225,7 +225,7 @@ def test_a_labelled_folder_with_known_captions_gives_known_f1_and_reports_foreig
     between tags, and a tag the run does not know): the folder's F1 is the run's F1 on those
     images at thresholds tuned on its validation split, computed here by hand; captions
     written from the run's own predictions score F1 1."""
-    from animetag.compare import RunTagger, compare, subset_images
+    from animetag.evaluation.compare import RunTagger, compare, subset_images
     from animetag.folders import RunFolder, SubsetFolder
     from animetag.metrics import f1_at
 

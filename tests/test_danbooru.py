@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from animetag.danbooru import MalformedRecord, load_posts, normalise
+from animetag.data.danbooru import MalformedRecord, load_posts, normalise
 
 API = {
     "id": 4099990.0, "md5": "ABCDEF0123456789abcdef0123456789", "file_ext": "png", "rating": "s",
@@ -63,7 +63,7 @@ def test_jsonl_reports_malformed_lines_with_numbers(tmp_path):
 
 
 def test_json_array_streams_across_chunks_and_resyncs(tmp_path):
-    from animetag.danbooru import LoadReport, _iter_json_array
+    from animetag.data.danbooru import LoadReport, _iter_json_array
 
     p = tmp_path / "posts.json"
     body = ",\n".join([json.dumps(API), '{"id": 9, "md5": oops}', json.dumps(OLD)])
@@ -107,7 +107,7 @@ def test_tag_string_without_categories_counts_as_general():
 
 
 def _locate(root, *args, **kw):
-    from animetag.present import ImageIndex
+    from animetag.data.image_index import ImageIndex
 
     return ImageIndex.scan(root).locate(*args, **kw)
 
@@ -135,7 +135,7 @@ def test_image_layouts(tmp_path):
 
 
 def test_linked_folders_are_listed_once_and_a_loop_is_skipped(tmp_path):
-    from animetag.present import ImageIndex
+    from animetag.data.image_index import ImageIndex
 
     real = tmp_path / "elsewhere" / "imgs"
     real.mkdir(parents=True)
@@ -190,7 +190,7 @@ def test_a_single_json_object_is_named_once(tmp_path, capsys):
 
 
 def test_flat_tag_strings_are_warned_about_and_categorised_with_a_tag_table(tmp_path):
-    from animetag.danbooru import flat_tags_warning, read_tag_table
+    from animetag.data.danbooru import flat_tags_warning, read_tag_table
 
     recs = [{"id": i, "md5": f"{i:032x}", "file_ext": "jpg", "rating": "s",
              "tag_string": "1girl hatsune_miku vocaloid wlop smile"} for i in (1, 2)]

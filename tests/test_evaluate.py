@@ -67,7 +67,7 @@ def test_unlearnt_tags_keep_the_global_threshold():
 
 
 def test_threshold_tuning_never_looks_at_the_reported_split():
-    from animetag.evaluate import evaluate_scores
+    from animetag.evaluation.evaluate import evaluate_scores
 
     y_val, s_val = _data(seed=1)
     y_test, s_test = _data(seed=2, shift=0.15)
@@ -96,7 +96,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows():
 
 
 def test_like_for_like_reasons():
-    from animetag.reference import THESIS, comparison_rows, like_for_like
+    from animetag.evaluation.published import THESIS, comparison_rows, like_for_like
 
     same = {"data": "Danbooru", "n_tags": 100, "categories": "general (top-100)", "threshold": "0.5"}
     assert like_for_like(THESIS, same) == (True, "same data, tags and threshold policy")
@@ -110,9 +110,9 @@ def test_like_for_like_reasons():
 def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
     keras = pytest.importorskip("keras")
     from animetag.config import train_config
-    from animetag.evaluate import evaluate
-    from animetag.model import build_model
-    from animetag.subset import read_subset
+    from animetag.data.subset import read_subset
+    from animetag.evaluation.evaluate import evaluate
+    from animetag.model.architecture import build_model
 
     tags, _, _ = read_subset(subset_dir)
     run = tmp_path / "run"
@@ -129,7 +129,7 @@ def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
     # every policy's F1, recomputed from the saved test scores and the saved thresholds
     from sklearn.metrics import f1_score
 
-    from animetag.policies import table
+    from animetag.model.policies import table
 
     z = np.load(run / "scores_test.npz")
     y, s = z["labels"][:, 4:], z["scores"][:, 4:]
@@ -159,9 +159,9 @@ def test_evaluate_writes_the_run_files(subset_dir, tmp_path):
 
 
 def test_data_label_comes_from_what_the_subset_records(tmp_path):
-    from animetag.evaluate import data_label
-    from animetag.reference import THESIS as thesis
-    from animetag.reference import like_for_like
+    from animetag.evaluation.evaluate import data_label
+    from animetag.evaluation.published import THESIS as thesis
+    from animetag.evaluation.published import like_for_like
 
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "sample.json").write_text("{}")
@@ -178,8 +178,8 @@ def test_data_label_comes_from_what_the_subset_records(tmp_path):
 def test_comparison_sets_published_general_rows_beside_this_runs_general_tags():
     """With characters kept, Camie's general row and the thesis are compared with this run's
     general tags alone, and the all-tag rows are not called like for like with them."""
-    from animetag.evaluate import by_category
-    from animetag.reference import comparison_rows
+    from animetag.evaluation.evaluate import by_category
+    from animetag.evaluation.published import comparison_rows
 
     rng = np.random.default_rng(0)
     tags = pd.DataFrame({"name": [f"g{i}" for i in range(100)] + ["c0", "c1"], "category": [0] * 100 + [4, 4]})
@@ -202,7 +202,7 @@ def test_comparison_sets_published_general_rows_beside_this_runs_general_tags():
 
 
 def test_an_unknown_threshold_policy_is_an_error_not_a_guess():
-    from animetag.reference import comparison_rows
+    from animetag.evaluation.published import comparison_rows
 
     row = {"model": "this run @mcut", "data": "Danbooru", "n_tags": 100, "categories": "general (top-100)",
            "threshold": "MCut (per image)", "f1_micro": 0.5, "f1_macro": 0.2}

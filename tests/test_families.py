@@ -13,7 +13,7 @@ def _hex(bits: np.ndarray) -> str:
 
 
 def test_near_pairs_are_every_pair_within_the_distance_and_no_other():
-    from animetag.families import near_pairs
+    from animetag.data.families import near_pairs
 
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2, (300, 256), dtype=np.uint8)
@@ -30,7 +30,7 @@ def test_near_pairs_are_every_pair_within_the_distance_and_no_other():
 
 
 def test_families_join_a_post_to_its_parent_siblings_without_their_parent_one_file_and_near_copies():
-    from animetag.families import find_families
+    from animetag.data.families import find_families
 
     ids = np.array([1, 2, 3, 4, 5, 6, 7, 8])
     parents = np.array([0, 1, 99, 99, 0, 0, 0, 0])  # 2 is a variant of 1; 3 and 4 of 99, which is not kept
@@ -54,7 +54,7 @@ def test_families_join_a_post_to_its_parent_siblings_without_their_parent_one_fi
 def test_near_duplicates_never_gather_more_than_a_few_images_into_one_family():
     """Forty images with one hash (flat colours, blank pages): not one picture re-uploaded
     forty times. Near-duplicate links stop at MAX_NEAR_FAMILY images; the rest are counted."""
-    from animetag.families import MAX_NEAR_FAMILY, find_families
+    from animetag.data.families import MAX_NEAR_FAMILY, find_families
 
     ids = np.arange(1, 41)
     family, links = find_families(ids, [str(i) for i in ids], np.zeros(40), ["ab" * 32] * 40)
@@ -64,8 +64,8 @@ def test_near_duplicates_never_gather_more_than_a_few_images_into_one_family():
 
 def test_a_family_split_keeps_each_family_whole_and_the_audit_counts_a_random_splits_leak():
     from animetag.config import SubsetConfig
-    from animetag.families import leaked
-    from animetag.subset import family_audit, split_of, stratified_split
+    from animetag.data.families import leaked
+    from animetag.data.subset import family_audit, split_of, stratified_split
 
     rng = np.random.default_rng(1)
     n = 600
@@ -94,9 +94,9 @@ def test_the_sample_subset_finds_the_families_the_sample_planted_and_none_else(s
     """Every variant and re-upload the sample planted shares its original's family (re-uploads
     are linked by nothing but their pixels), no family joins posts the sample did not relate,
     no test image has family in train, and the audit's random-split leak is recomputed."""
-    from animetag.families import leaked
+    from animetag.data.families import leaked
+    from animetag.data.subset import stratified_split
     from animetag.folders import SubsetFolder
-    from animetag.subset import stratified_split
 
     planted = json.loads((sample_root / "sample.json").read_text())["problems"]["families"]["members"]
     data = SubsetFolder(subset_dir)
@@ -121,7 +121,7 @@ def test_the_sample_subset_finds_the_families_the_sample_planted_and_none_else(s
     for _, members in fam.groupby("family")["id"]:
         assert len({split[i] for i in members}) == 1
     family = np.array([family_of.get(i, i) for i in m["id"]])
-    from animetag.subset import label_matrix
+    from animetag.data.subset import label_matrix
 
     Y = label_matrix(m, data.tags)
     plain = stratified_split(Y, 0.1, 0.1, 0)

@@ -21,7 +21,7 @@ class _Watch(keras.callbacks.Callback):
         self.stem, self.head, self.steps = [], [], []
 
     def on_epoch_end(self, epoch, logs=None):
-        from animetag.fitting import core_of
+        from animetag.training.compile import core_of
 
         core = core_of(self.model)
         self.stem.append(core.get_layer("stem_conv").get_weights()[0].copy())
@@ -38,8 +38,8 @@ class _Interrupt(keras.callbacks.Callback):
 def family(sample_root, tmp_path_factory):
     """A parent run trained without characters, and the subset its child adds five to."""
     from animetag.config import SubsetConfig
-    from animetag.subset import build_subset
-    from animetag.train import train
+    from animetag.data.subset import build_subset
+    from animetag.training.fit import train
 
     root = tmp_path_factory.mktemp("finetune")
     meta = sample_root / "metadata" / "posts.json"
@@ -54,10 +54,10 @@ def family(sample_root, tmp_path_factory):
 
 def test_shared_outputs_come_from_the_parent_by_name_and_new_ones_start_at_their_prior(family):
     from animetag.config import train_config
-    from animetag.finetune import initialise_from
+    from animetag.data.subset import label_matrix
     from animetag.folders import RunFolder, SubsetFolder
-    from animetag.model import build_model
-    from animetag.subset import label_matrix
+    from animetag.model.architecture import build_model
+    from animetag.training.finetune import initialise_from
 
     parent, data = RunFolder(family / "parent"), SubsetFolder(family / "new")
     names = data.tags["name"].iloc[4:].tolist()
@@ -85,7 +85,7 @@ def test_shared_outputs_come_from_the_parent_by_name_and_new_ones_start_at_their
 
 
 def test_a_parent_of_another_size_or_backbone_is_refused_before_anything_is_written(family, tmp_path):
-    from animetag.train import train
+    from animetag.training.fit import train
 
     kw = dict(profile="tiny", epochs=1, batch_size=16, verbose=0, init_from=str(family / "parent"))
     with pytest.raises(ValueError, match="image size 32 px there, 48 px here"):
@@ -102,7 +102,7 @@ def test_the_backbone_waits_while_the_head_learns_then_all_train_on_and_a_stop_b
     moved; stopped there and run again, the second epoch trains everything, the learning
     rate schedule going on from the step reached."""
     from animetag.folders import RunFolder
-    from animetag.train import train
+    from animetag.training.fit import train
 
     run = tmp_path / "child"
     kw = dict(profile="tiny", epochs=2, batch_size=16, verbose=0, init_from=str(family / "parent"),
@@ -123,7 +123,7 @@ def test_the_backbone_waits_while_the_head_learns_then_all_train_on_and_a_stop_b
     assert len(cfg["parent"]["new"]) == 5 and cfg["parent"]["rating_head"] == "from the parent"
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
     # evaluation reports the old and the new tags apart, and the parent on the same test images
-    from animetag.evaluate import evaluate
+    from animetag.evaluation.evaluate import evaluate
 
     m = evaluate(family / "new", run, n_boot=100)["fine_tuned"]
     assert m["parent_trained_on_test"]["checked"] and m["parent_trained_on_test"]["trained_on"] == 0
@@ -138,8 +138,8 @@ def test_a_subset_built_with_splits_from_keeps_each_shared_post_in_its_split(fam
     """Without it the two subsets' splits differ and the parent trained on some of the child's
     test images (which evaluation counts and warns about); with it, on none."""
     from animetag.config import SubsetConfig
+    from animetag.data.subset import build_subset
     from animetag.folders import RunFolder, SubsetFolder, trained_on
-    from animetag.subset import build_subset
 
     old, new = SubsetFolder(family / "old").manifest, SubsetFolder(family / "new").manifest
     both = old.merge(new, on="id", suffixes=("_old", "_new"))
@@ -163,7 +163,7 @@ def test_the_teach_study_trains_three_runs_once_and_its_differences_are_the_tabl
     """Notebook 07's study: the parent without the new tags, fine-tuned with them, and from
     scratch for the same total epochs; run again, nothing is trained; each paired difference
     is the difference of the table's F1 values."""
-    from animetag.teach import teach, teach_table
+    from animetag.evaluation.teach_study import teach, teach_table
 
     out = family / "teach"
     runs = teach(family / "old", family / "new", out, "tiny", epochs=1, finetune_epochs=1, batch_size=16)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from animetag.folders import RunFolder, SubsetFolder, atomic_path, write_json_atomic
-from animetag.policies import table
+from animetag.model.policies import table
 
 
 def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary(tmp_path):
@@ -34,9 +34,9 @@ def test_a_folder_that_is_not_a_subset_says_so(tmp_path):
 
 
 def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, monkeypatch):
+    from animetag.data.subset import read_subset
     from animetag.folders import data_signature
-    from animetag.pipeline import n_outputs_of, split_size
-    from animetag.subset import read_subset
+    from animetag.training.input_pipeline import n_outputs_of, split_size
 
     reads = []
     real = pd.read_csv
@@ -54,8 +54,8 @@ def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, 
 
 
 def test_the_policy_table_is_the_one_every_report_uses():
-    from animetag.evaluate import policy_table
-    from animetag.reference import _policy_kind
+    from animetag.evaluation.evaluate import policy_table
+    from animetag.evaluation.published import _policy_kind
 
     metrics = {p.key: {"threshold": 0.3, "f1_micro": 0.1 * i, "f1_macro": 0.05 * i} for i, p in enumerate(table())}
     shown = policy_table(metrics)
@@ -72,7 +72,7 @@ def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path,
     pytest.importorskip("tensorflow")
     from pathlib import Path
 
-    from animetag.train import train
+    from animetag.training.fit import train
 
     reads = []
     real_csv, real_text = pd.read_csv, Path.read_text

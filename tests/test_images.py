@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animetag.images import ImageError, open_rgb_square, prepare_for_shard, square_resize
+from animetag.data.images import ImageError, open_rgb_square, prepare_for_shard, square_resize
 
 
 def _png_claiming(path, width, height):
@@ -40,7 +40,7 @@ def test_long_thin_image_is_resized_before_padding_with_bounded_memory(tmp_path)
     Image.new("RGB", (1000, 30000), (200, 30, 30)).save(thin)
     code = textwrap.dedent(f"""
         import resource
-        from animetag.images import open_rgb_square
+        from animetag.data.images import open_rgb_square
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         im = open_rgb_square({str(thin)!r}, 256)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

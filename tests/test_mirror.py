@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from animetag.mirror import MIRRORS, MirrorAccessError, fetch, hub_token, match, plan_fetch, resolve_preset
+from animetag.data.mirror import MIRRORS, MirrorAccessError, fetch, hub_token, match, plan_fetch, resolve_preset
 
 DEEPGHS = "deepghs/danbooru2024-webp-4Mpixel"
 ISEKAI = "deepghs/danbooru2024-webp-4Mpixel + isek-ai/danbooru-tags-2024"
@@ -145,8 +145,8 @@ def test_custom_mirrors_and_unknown_names():
 
 
 def test_form_paths_and_the_profile_a_real_source_needs(tmp_path):
-    from animetag.sample import generate
-    from animetag.workspace import profile_for_source, split_paths
+    from animetag.data.sample import generate
+    from animetag.notebook import profile_for_source, split_paths
 
     spaced = tmp_path / "My Drive" / "danbooru" / "posts.json"
     spaced.parent.mkdir(parents=True)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from animetag.config import SubsetConfig
-from animetag.subset import build_subset, read_subset
+from animetag.data.subset import build_subset, read_subset
 
 N_POSTS = 10_000  # ids 1..N: ten posts in each of the 1,000 buckets
 PRESENT = range(6)  # buckets (archives) downloaded: sixty posts
@@ -181,7 +181,7 @@ def test_presence_is_learnt_from_one_listing_not_a_stat_per_post(tmp_path, monke
 
 
 def test_the_tag_study_reads_the_posts_the_subset_was_drawn_from(tmp_path):
-    from animetag.workspace import Workspace, study_posts
+    from animetag.notebook import Workspace, study_posts
 
     (tmp_path / "mirror").mkdir()
     meta = deepghs(tmp_path / "mirror")

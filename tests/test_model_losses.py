@@ -4,8 +4,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from animetag.config import ModelConfig, TrainConfig, train_config  # noqa: E402
-from animetag.losses import AsymmetricLoss, make_loss  # noqa: E402
-from animetag.model import ResNetSettings, build_model, se_block  # noqa: E402
+from animetag.model.architecture import ResNetSettings, build_model, se_block  # noqa: E402
+from animetag.model.losses import AsymmetricLoss, make_loss  # noqa: E402
 
 
 def test_se_block_rescales_channels_with_expected_weights():
@@ -38,7 +38,7 @@ def test_compiled_model_round_trips_with_its_custom_loss(tmp_path):
     """A checkpoint (compiled, with a custom loss) reloads in-package; the portable model.keras
     is checked in a fresh process in test_precision.py."""
     cfg = train_config("sample", loss="asl")
-    from animetag.metrics import training_metrics
+    from animetag.model.keras_metrics import training_metrics
 
     m = build_model(5, 32, cfg.model)
     m.compile(optimizer="adam", loss=make_loss(cfg), metrics=training_metrics(5))
@@ -88,7 +88,7 @@ def test_asymmetric_loss_matches_formula(gn, gp, clip):
 
 
 def test_precision_choice_follows_the_accelerator():
-    from animetag.train import choose_precision, choose_xla
+    from animetag.training.fit import choose_precision, choose_xla
 
     assert choose_precision("auto", {"kind": "gpu", "compute_capability": (7, 5)}) == "mixed_float16"
     assert choose_precision("auto", {"kind": "gpu", "compute_capability": (9, 0)}) == "mixed_bfloat16"
@@ -106,7 +106,7 @@ def test_precision_choice_follows_the_accelerator():
 
 @pytest.mark.slow
 def test_weight_decay_spares_norms_and_biases_after_a_reload(tmp_path):
-    from animetag.optim import AdamW
+    from animetag.model.optimizer import AdamW
 
     m = build_model(3, 32, train_config("sample").model)
     m.compile(optimizer=AdamW(learning_rate=1e-3, weight_decay=0.1), loss="binary_crossentropy")
@@ -124,8 +124,8 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
 
     import tensorflow as tf
 
-    import animetag.devices as devices
-    from animetag.train import steps_per_execution
+    import animetag.training.devices as devices
+    from animetag.training.fit import steps_per_execution
 
     calls = []
 
@@ -156,7 +156,7 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
 
 
 def test_rating_head_loss_is_the_tag_loss_plus_weighted_cross_entropy_and_skips_unrated(tmp_path):
-    from animetag.losses import WithRating
+    from animetag.model.losses import WithRating
 
     cfg = TrainConfig(loss="focal", rating_loss_weight=0.3)
     loss = make_loss(cfg, n_ratings=4)
@@ -179,7 +179,7 @@ def test_rating_head_loss_is_the_tag_loss_plus_weighted_cross_entropy_and_skips_
 
 @pytest.mark.slow
 def test_rating_head_model_outputs_ratings_then_tags_and_trains(tmp_path):
-    from animetag.fitting import compile_model
+    from animetag.training.compile import compile_model
 
     keras.utils.set_random_seed(0)
     cfg = train_config("sample", epochs=8)
@@ -200,7 +200,7 @@ def test_rating_head_model_outputs_ratings_then_tags_and_trains(tmp_path):
 
 
 def test_rating_accuracy_and_tag_f1_skip_the_other_columns():
-    from animetag.keras_metrics import RatingAccuracy, TagF1Score
+    from animetag.model.keras_metrics import RatingAccuracy, TagF1Score
 
     y = np.array([[1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 1, 1], [0, 0, 1, 0, 0, 0]], "float32")
     p = np.array([[.7, .1, .1, .1, .9, .1], [.6, .2, .1, .1, .2, .8], [.9, .0, .0, .1, .9, .9],
@@ -243,7 +243,7 @@ def test_rating_probe_leaves_the_tag_gradients_as_without_a_rating_head(probe):
 
 
 def test_stage_table_accounts_for_every_parameter():
-    from animetag.model import stage_table
+    from animetag.model.architecture import stage_table
 
     m = build_model(7, 32, train_config("sample").model, n_ratings=4)
     t = stage_table(m)

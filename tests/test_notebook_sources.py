@@ -61,7 +61,7 @@ def test_form_choices_of_plugins_and_policies_are_registered_names():
     import ast
     import re
 
-    from animetag import policies
+    from animetag.model import policies
     from animetag.registry import BACKBONES, LOSSES
 
     known = {"LOSS": set(LOSSES.names()), "BACKBONE": set(BACKBONES.names()), "POLICY": set(policies.names())}

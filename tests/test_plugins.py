@@ -11,9 +11,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from animetag.config import parse_sets, train_config  # noqa: E402
-from animetag.fitting import with_plugin_settings  # noqa: E402
-from animetag.model import build_model, float32_copy  # noqa: E402
+from animetag.model.architecture import build_model, float32_copy  # noqa: E402
 from animetag.registry import BACKBONES, LOSSES  # noqa: E402
+from animetag.training.compile import with_plugin_settings  # noqa: E402
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_every_backbone_builds_trains_and_saves_a_portable_tagger(name, tmp_path
     training steps run eagerly: tracing a keras.applications network's training step costs
     half a minute on two cores, and the compiled forward pass is exercised by `predict` below
     (and the compiled training step by notebook 06 and every other training test)."""
-    from animetag.fitting import compile_model, training_model
+    from animetag.training.compile import compile_model, training_model
 
     cfg = train_config("tiny", epochs=1, model={"backbone": name})
     keras.utils.set_random_seed(0)
@@ -56,7 +56,7 @@ def test_every_backbone_builds_trains_and_saves_a_portable_tagger(name, tmp_path
 
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_gives_one_value_per_image_that_falls_as_scores_improve(name):
-    from animetag.losses import make_loss
+    from animetag.model.losses import make_loss
 
     loss = make_loss(train_config("sample", loss=name))
     y = np.array([[1, 0, 1, 0], [0, 1, 0, 0]], "float32")
@@ -125,7 +125,7 @@ def test_the_cli_passes_set_and_backbone_into_config_json(tmp_path, subset_dir):
 def test_flops_count_what_the_backbone_papers_publish(name, published_gmacs):
     """At 224 px: ConvNeXt-Tiny 4.5 GMACs (its pointwise layers are Dense layers on the feature
     map, counted once per position), EfficientNetV2-B0 0.72 GMACs (depthwise convolutions)."""
-    from animetag.model import flops_per_image
+    from animetag.model.architecture import flops_per_image
 
     m = build_model(100, 224, train_config("full", model={"backbone": name}).model)
     assert flops_per_image(m) / 2e9 == pytest.approx(published_gmacs, rel=0.03)
@@ -252,9 +252,9 @@ def test_registering_the_same_function_again_is_harmless_and_another_one_is_refu
 def test_a_policy_registered_beside_the_others_is_evaluated_and_plotted(tmp_path):
     """A fifth policy is one function: evaluation scores it, the policy table and the plot
     show it, and the comparison rows carry it (no key is listed by hand anywhere)."""
-    from animetag import policies
-    from animetag.evaluate import evaluate_scores, policy_table
-    from animetag.plots import threshold_policies
+    from animetag.evaluation.evaluate import evaluate_scores, policy_table
+    from animetag.evaluation.plots import threshold_policies
+    from animetag.model import policies
     from animetag.registry import POLICIES
 
     @POLICIES.register("0.2", key="at_0.2", label="a fixed 0.2", kind="0.5", fixed=True)
@@ -282,7 +282,7 @@ def test_a_metadata_format_is_one_registered_reader(tmp_path):
     like the built-in ones (and malformed records are still reported by line)."""
     import csv
 
-    from animetag.danbooru import load_posts
+    from animetag.data.danbooru import load_posts
     from animetag.registry import READERS
 
     @READERS.register("tsv", suffixes=(".tsv",))
@@ -311,10 +311,10 @@ def test_the_readme_plugin_example_runs_as_written():
     import re
     from pathlib import Path
 
-    from animetag import policies
-    from animetag.fitting import with_plugin_settings
-    from animetag.losses import make_loss
+    from animetag.model import policies
+    from animetag.model.losses import make_loss
     from animetag.registry import POLICIES
+    from animetag.training.compile import with_plugin_settings
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     code = re.search(r"```python\n# my_package/animetag_plugins.py\n(.*?)```", readme, re.S).group(1)

@@ -44,7 +44,7 @@ def data(tmp_path_factory):
 def path_run(request, data, tmp_path):
     """One path's run: interrupted after its first epoch, then resumed with the same call.
     One path per test, so two workers train two paths at once."""
-    from animetag.train import train
+    from animetag.training.fit import train
 
     precision, xla = request.param
     run = tmp_path / f"{precision}-xla-{xla}"
@@ -81,7 +81,7 @@ def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path
 
 
 def _loads_in_a_fresh_process_without_the_package(r):
-    from animetag.model import with_dtype_policy
+    from animetag.model.architecture import with_dtype_policy
 
     root, x = r["root"], r["x"]
     code = textwrap.dedent(f"""
@@ -111,7 +111,7 @@ def _loads_in_a_fresh_process_without_the_package(r):
 def _exports_a_float32_onnx_model_that_agrees(r):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from animetag.export import export_run
+    from animetag.tagging.export import export_run
 
     e = export_run(r["run"], r["root"] / "export", "onnx", channel_order="rgb")
     graph = onnx.load(e["model"]).graph

@@ -43,7 +43,7 @@ def _trainable(path: Path) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_a_run_stopped_in_its_first_epoch_resumes_with_the_same_command(subset_dir, tmp_path, capsys):
-    from animetag.train import train
+    from animetag.training.fit import train
 
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -58,9 +58,9 @@ def test_a_run_stopped_in_its_first_epoch_resumes_with_the_same_command(subset_d
 @pytest.mark.slow
 def test_an_extension_stopped_mid_epoch_resumes_at_the_recomputed_rate_and_learns(subset_dir, tmp_path, capsys):
     from animetag.config import train_config
-    from animetag.fitting import lr_schedule
-    from animetag.subset import read_subset
-    from animetag.train import train
+    from animetag.data.subset import read_subset
+    from animetag.training.compile import lr_schedule
+    from animetag.training.fit import train
 
     run = tmp_path / "run"
     kw = dict(profile="tiny", image_size=32, batch_size=32, verbose=0)
@@ -124,7 +124,7 @@ def test_booleans_and_lists_from_the_command_line_take_their_declared_types():
 
     for text, want in (("False", False), ("false", False), ("0", False), ("true", True), ("1", True)):
         assert train_config("sample", **parse_sets([f"augment.flip={text}"])).augment.flip is want
-    from animetag.fitting import with_plugin_settings
+    from animetag.training.compile import with_plugin_settings
 
     cfg = with_plugin_settings(train_config("sample", **parse_sets(["model.widths=[8, 16]", "model.depths=[1,1]",
                                                                     "epochs=3.0"])))
@@ -137,7 +137,7 @@ def _write_jsonl(path: Path, records: list) -> Path:
 
 
 def test_ids_that_are_not_post_ids_are_malformed_records(tmp_path):
-    from animetag.danbooru import load_posts
+    from animetag.data.danbooru import load_posts
 
     good = {"id": 5, "tag_string_general": "solo", "rating": "g"}
     bad = [{"id": 99999999999999999999}, {"id": True}, {"id": 0}, {"id": -5}, {"id": "12x"}]
@@ -150,7 +150,7 @@ def test_ids_that_are_not_post_ids_are_malformed_records(tmp_path):
 
 
 def test_comma_separated_and_spaced_tags_are_one_tag_each_with_a_warning(tmp_path):
-    from animetag.danbooru import comma_tags_warning, load_posts
+    from animetag.data.danbooru import comma_tags_warning, load_posts
 
     recs = [{"id": 1, "tag_string_general": "1girl, solo, long hair", "rating": "g"},
             {"id": 2, "tag_string_general": "1girl solo", "rating": "g"},
@@ -162,8 +162,8 @@ def test_comma_separated_and_spaced_tags_are_one_tag_each_with_a_warning(tmp_pat
 
 def test_rating_words_and_unknown_ratings(sample_root, tmp_path):
     from animetag.config import SubsetConfig
-    from animetag.danbooru import normalise
-    from animetag.subset import build_subset
+    from animetag.data.danbooru import normalise
+    from animetag.data.subset import build_subset
 
     read = {w: normalise({"id": 1, "rating": w})["rating"] for w in ("general", "Explicit", "safe", "q", "r18")}
     assert read == {"general": "g", "Explicit": "e", "safe": "g", "q": "q", "r18": "r18"}
@@ -247,9 +247,9 @@ def test_an_unreadable_lock_is_handled_with_a_message(tmp_path, content):
 
 def test_a_tag_table_never_replaces_a_run_or_subset_file(subset_dir, tmp_path, capsys):
     from animetag.config import train_config
+    from animetag.data.subset import read_subset
     from animetag.folders import data_signature
-    from animetag.model import build_model
-    from animetag.subset import read_subset
+    from animetag.model.architecture import build_model
 
     tags, manifest, _ = read_subset(subset_dir)
     run = tmp_path / "run"
@@ -291,8 +291,8 @@ def _tar(path, members: list[tuple[str, bytes]]):
 
 
 def test_archives_duplicates_last_wins_counted_and_a_cut_download_named(tmp_path):
-    from animetag.present import ImageIndex
-    from animetag.subset import _archive_warnings
+    from animetag.data.image_index import ImageIndex
+    from animetag.data.subset import _archive_warnings
 
     root = tmp_path / "images"
     _tar(root / "0000.tar", [("1.webp", b"first"), ("2.webp", b"x"), ("1.webp", b"appended again")])
@@ -330,7 +330,7 @@ def test_overwrite_removes_only_an_earlier_output_of_the_same_command(sample_roo
 def test_files_a_run_needs_are_named_when_damaged(subset_dir, tmp_path):
     from animetag.config import train_config
     from animetag.folders import RunFolder
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
 
     run = tmp_path / "run"
     run.mkdir()
@@ -347,8 +347,8 @@ def test_files_a_run_needs_are_named_when_damaged(subset_dir, tmp_path):
 @pytest.mark.slow
 def test_a_failed_export_leaves_nothing_and_an_export_inside_the_run_can_be_redone(tmp_path, monkeypatch):
     from animetag.config import train_config
-    from animetag.export import export_run
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
+    from animetag.tagging.export import export_run
 
     run = tmp_path / "run"
     run.mkdir()
@@ -373,7 +373,7 @@ def test_a_failed_export_leaves_nothing_and_an_export_inside_the_run_can_be_redo
 def test_a_folder_holding_only_a_link_to_the_images_is_tagged(tmp_path):
     from PIL import Image
 
-    from animetag.tagging import find_images
+    from animetag.tagging.tagger import find_images
 
     real = tmp_path / "elsewhere"
     real.mkdir()

@@ -23,9 +23,9 @@ keras = pytest.importorskip("keras")
 def run_on_subset(subset_dir, tmp_path):
     """A run folder bound to `subset_dir` as training binds it (config.json's data signature)."""
     from animetag.config import train_config
+    from animetag.data.subset import read_subset
     from animetag.folders import data_signature
-    from animetag.model import build_model
-    from animetag.subset import read_subset
+    from animetag.model.architecture import build_model
 
     tags, _, _ = read_subset(subset_dir)
     run = tmp_path / "run"
@@ -37,7 +37,7 @@ def run_on_subset(subset_dir, tmp_path):
 
 
 def test_evaluation_on_other_data_is_refused_naming_the_difference(subset_dir, run_on_subset, tmp_path, capsys):
-    from animetag.evaluate import DataMismatch, evaluate, predict_split
+    from animetag.evaluation.evaluate import DataMismatch, evaluate, predict_split
 
     run = run_on_subset
     evaluate(subset_dir, run, n_boot=20)
@@ -125,7 +125,7 @@ def test_a_stale_lock_is_taken_over_with_a_message(tmp_path):
 
 def test_two_subset_builds_into_one_folder(sample_root, tmp_path):
     from animetag.config import SubsetConfig
-    from animetag.subset import build_subset
+    from animetag.data.subset import build_subset
 
     out = tmp_path / "subset"
     with folder_lock(out.with_name("subset.lock"), "animetag subset"), pytest.raises(FolderLocked, match="in use"):

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from animetag.config import SubsetConfig
-from animetag.sample import BROKEN, all_general_tags, generate
-from animetag.subset import build_subset, label_matrix, read_subset
+from animetag.data.sample import BROKEN, all_general_tags, generate
+from animetag.data.subset import build_subset, label_matrix, read_subset
 
 
 def _digest(root: Path) -> str:
@@ -103,7 +103,7 @@ def test_subset_invariants(subset_dir, sample_root):
 
 
 def test_shards_hold_the_manifest(subset_dir):
-    from animetag.shards import peek
+    from animetag.data.shards import peek
 
     tags, manifest, _ = read_subset(subset_dir)
     ids, images, labels = peek(subset_dir, "val", 1000)
@@ -126,7 +126,7 @@ def test_max_images_and_vocabulary_options(sample_root, tmp_path):
 
 
 def test_interrupted_build_never_looks_complete(sample_root, tmp_path, monkeypatch):
-    import animetag.subset as sub
+    import animetag.data.subset as sub
 
     out = tmp_path / "o"
     cfg = SubsetConfig(top_k=20, image_size=16, workers=1)
@@ -155,7 +155,7 @@ def test_interrupted_build_never_looks_complete(sample_root, tmp_path, monkeypat
 
 @pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "I;16", "GIF"])
 def test_odd_modes_become_rgb_on_white(tmp_path, mode):
-    from animetag.images import open_rgb_square
+    from animetag.data.images import open_rgb_square
 
     base = Image.new("RGB", (40, 20), (255, 0, 0))
     p = tmp_path / "x.png"
@@ -189,7 +189,7 @@ def test_odd_modes_become_rgb_on_white(tmp_path, mode):
 
 
 def test_too_large_is_refused_before_decoding(tmp_path):
-    from animetag.images import ImageError, open_rgb_square
+    from animetag.data.images import ImageError, open_rgb_square
 
     p = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(p)
@@ -337,9 +337,9 @@ def test_images_read_from_tar_archives_give_the_same_subset(sample_root, subset_
     folder, broken files included."""
     import tarfile
 
-    from animetag.danbooru import load_posts
-    from animetag.present import ImageIndex
-    from animetag.shards import peek
+    from animetag.data.danbooru import load_posts
+    from animetag.data.image_index import ImageIndex
+    from animetag.data.shards import peek
 
     posts, _ = load_posts([sample_root / "metadata" / "posts.json"])
     archives = [tarfile.open(tmp_path / "tars" / f"images-{k:04d}.tar", "w") for k in range(3)

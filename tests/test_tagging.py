@@ -8,7 +8,7 @@ from PIL import Image
 
 keras = pytest.importorskip("keras")
 
-from animetag.tagging import TagChoice, Tagger, tag_paths  # noqa: E402
+from animetag.tagging.tagger import TagChoice, Tagger, tag_paths  # noqa: E402
 
 NAMES = ["long_hair", "hatsune_miku", "solo", "^_^", "blue_eyes", "simple_background"]
 CATS = [0, 4, 0, 0, 0, 0]
@@ -18,7 +18,7 @@ CATS = [0, 4, 0, 0, 0, 0]
 def run(tmp_path_factory):
     """A small (untrained) ResNet-SE run folder with tags.csv, like a trained one."""
     from animetag.config import train_config
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
 
     run = tmp_path_factory.mktemp("run")
     keras.utils.set_random_seed(0)
@@ -139,7 +139,7 @@ def test_one_table_for_all_images(run, images, tmp_path):
 def test_onnx_export_agrees_with_keras(run, images, tmp_path, order):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    from animetag.export import export_run
+    from animetag.tagging.export import export_run
 
     info = export_run(run, tmp_path / "export", "onnx", channel_order=order)
     out = tmp_path / "export"
@@ -163,7 +163,7 @@ def test_onnx_export_agrees_with_keras(run, images, tmp_path, order):
 def rated_run(tmp_path_factory):
     """A run whose model has the rating head: tags.csv starts with the four rating rows."""
     from animetag.config import train_config
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
     from animetag.vocab import rating_rows
 
     run = tmp_path_factory.mktemp("rated")
@@ -239,7 +239,7 @@ def read_only_dir(tmp_path):
 def test_unwritable_or_missing_output_fails_before_any_image_is_tagged(run, images, read_only_dir, tmp_path,
                                                                        monkeypatch, capsys):
     from animetag.cli import main
-    from animetag.tagging import Tagger as T
+    from animetag.tagging.tagger import Tagger as T
 
     calls = []
     monkeypatch.setattr(T, "load_readable", lambda self, files: calls.append(files))

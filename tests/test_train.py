@@ -10,13 +10,13 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from animetag.config import SubsetConfig  # noqa: E402
-from animetag.subset import build_subset, label_matrix, read_subset  # noqa: E402
+from animetag.data.subset import build_subset, label_matrix, read_subset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def learn_subset(tmp_path_factory):
     """800 clean sample posts at 32 px, top-30 tags: big enough to show learning quickly."""
-    from animetag.sample import generate
+    from animetag.data.sample import generate
 
     root = tmp_path_factory.mktemp("learn")
     generate(root / "sample", 800, seed=5, clean=True)
@@ -27,7 +27,7 @@ def learn_subset(tmp_path_factory):
 
 
 def test_pipeline_labels_match_the_manifest(subset_dir):
-    from animetag.pipeline import make_dataset
+    from animetag.training.input_pipeline import make_dataset
 
     tags, manifest, _ = read_subset(subset_dir)
     ds = make_dataset(subset_dir, "train", 16, with_ids=True)
@@ -48,7 +48,7 @@ def test_pipeline_labels_match_the_manifest(subset_dir):
 
 @pytest.mark.slow
 def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
-    from animetag.train import train
+    from animetag.training.fit import train
 
     r = train(learn_subset, tmp_path / "run", profile="sample", image_size=32, epochs=10, batch_size=32,
               verbose=0)
@@ -94,7 +94,7 @@ class _Iterations(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
-    from animetag.train import SettingsChanged, train
+    from animetag.training.fit import SettingsChanged, train
 
     run = tmp_path / "run"
     kw = dict(profile="tiny", image_size=32, epochs=3, batch_size=32, verbose=0)
@@ -107,7 +107,7 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     import subprocess
     import sys
 
-    code = ("import animetag.train, keras\n"
+    code = ("import animetag.training.fit, keras\n"
             f"m = keras.saving.load_model({str(run / 'checkpoints' / 'last.keras')!r})\n"
             "print(type(m.loss).__name__, m.optimizer.iterations.numpy())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -127,7 +127,7 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     # asking for more epochs extends the finished run from its last checkpoint, with the
     # cosine schedule laid out again over the new total; other changes are still refused
     from animetag.config import train_config
-    from animetag.fitting import lr_schedule
+    from animetag.training.compile import lr_schedule
 
     hist = pd.read_csv(run / "history.csv")
     assert hist["learning_rate"].iloc[-1] == pytest.approx(0.0, abs=1e-6)  # the 3-epoch schedule ran out
@@ -164,8 +164,8 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     from keras import ops
 
-    import animetag.fitting as fitting
-    import animetag.train as tr
+    import animetag.training.compile as fitting
+    import animetag.training.fit as tr
 
     monkeypatch.setattr(fitting, "make_loss", lambda cfg, n_ratings=0: lambda y, p: ops.mean(p) * float("nan"))
     with pytest.raises(tr.TrainingDiverged, match="epoch 1, batch 1"):
@@ -179,10 +179,10 @@ REMAINDER_CASES = {"r0": 16, "r1": 17, "r7": 23}  # a whole last batch, one imag
 
 @pytest.mark.slow
 def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
-    import animetag.train  # noqa: F401  (registers what the checkpoint holds)
-    from animetag.losses import make_loss
+    import animetag.training.fit  # noqa: F401  (registers what the checkpoint holds)
     from animetag.metrics import f1_scores
-    from animetag.pipeline import make_dataset
+    from animetag.model.losses import make_loss
+    from animetag.training.input_pipeline import make_dataset
     from conftest import write_subset
 
     for i, (name, n) in enumerate(REMAINDER_CASES.items()):
@@ -191,7 +191,7 @@ def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
         import json, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from animetag.train import train
+        from animetag.training.fit import train
         s = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         for name in {list(REMAINDER_CASES)!r}:
             root = {str(tmp_path)!r} + "/" + name
@@ -228,7 +228,7 @@ def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
 
 
 def test_evaluation_batches_are_padded_with_zero_weights(subset_dir):
-    from animetag.pipeline import make_dataset, split_size
+    from animetag.training.input_pipeline import make_dataset, split_size
 
     n = split_size(subset_dir, "val")
     batches = list(make_dataset(subset_dir, "val", 7, pad_to_batch=True, with_ids=True))
@@ -242,7 +242,7 @@ def test_evaluation_batches_are_padded_with_zero_weights(subset_dir):
 
 
 def test_cache_choice_counts_reclaimable_memory(monkeypatch, tmp_path):
-    import animetag.pipeline as pl
+    import animetag.training.input_pipeline as pl
 
     # a 12.7 GB Colab machine: little free memory, much page cache; MemAvailable counts both
     meminfo = "MemTotal:       13290460 kB\nMemFree:         1200000 kB\nMemAvailable:   10500000 kB\n"
@@ -282,7 +282,7 @@ def _find_shift(a, b, pad):
 
 
 def test_augmentation_flips_and_translates_exactly():
-    from animetag.augment import Augment
+    from animetag.model.augmentation import Augment
 
     x = np.random.default_rng(0).integers(0, 200, size=(64, 8, 8, 3)).astype("uint8")
     only_flip = Augment(flip=True, crop=0, brightness=0, contrast=0, saturation=0, seed=1)
@@ -305,7 +305,7 @@ def test_augmentation_flips_and_translates_exactly():
 def test_augmentation_compiles_under_xla_and_differs_across_replicas(monkeypatch):
     import tensorflow as tf
 
-    import animetag.augment as au
+    import animetag.model.augmentation as au
 
     x = tf.constant(np.random.default_rng(0).integers(0, 255, size=(4, 16, 16, 3)).astype("uint8"))
     layer = au.Augment(seed=0)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from animetag.archives import Member, TarIndex, image_key
+from animetag.data.archives import Member, TarIndex, image_key
 from animetag.vocab import category_name, n_ratings, rating_labels, rating_rows, split_outputs, tag_rows, wd_sorted
 
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -55,7 +55,7 @@ def test_an_archive_cut_off_keeps_its_whole_members_and_is_named(tmp_path):
 # -- shards ----------------------------------------------------------------------------------
 
 def test_shards_round_trip_ids_jpegs_and_labels_in_round_robin(tmp_path):
-    from animetag.shards import ShardWriter, list_shards, parse_example, shard_names
+    from animetag.data.shards import ShardWriter, list_shards, parse_example, shard_names
 
     assert shard_names("val", 5, 2) == [f"val-{i:05d}-of-00003.tfrecord" for i in range(3)]
     assert shard_names("test", 0, 4) == ["test-00000-of-00001.tfrecord"]
@@ -111,7 +111,7 @@ def test_wd_order_is_ratings_general_characters_then_the_rest_by_count():
 # -- plots -----------------------------------------------------------------------------------
 
 def test_each_figure_shows_what_it_is_given_and_saves_as_png(tmp_path):
-    from animetag import plots
+    from animetag.evaluation import plots
 
     hist = pd.DataFrame({"epoch": range(3), "loss": [0.3, 0.2, 0.1], "val_loss": [0.3, 0.25, 0.2],
                          "val_f1_micro": [0.1, 0.2, 0.3], "val_f1_macro": [0.05, 0.1, 0.2]})
@@ -135,8 +135,8 @@ def test_each_figure_shows_what_it_is_given_and_saves_as_png(tmp_path):
 # -- benchmarks ------------------------------------------------------------------------------
 
 def test_the_rates_an_accelerator_needs_follow_its_peak_and_three_passes_per_step():
-    from animetag.bench import UTILISATION, needed_rates
-    from animetag.reference import PEAK_TFLOPS
+    from animetag.evaluation.benchmarks import UTILISATION, needed_rates
+    from animetag.evaluation.published import PEAK_TFLOPS
 
     got = needed_rates(10 ** 9)  # 1 GFLOP per forward pass
     for name, (low, high) in got.items():

@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.slow  # exports and runs a client (seconds each)
 pytest.importorskip("tf2onnx")
 
-from animetag.tagging import TagChoice, Tagger  # noqa: E402
+from animetag.tagging.tagger import TagChoice, Tagger  # noqa: E402
 
 CLIENT = os.environ.get("ANIMETAG_WD_CLIENT_PYTHON")
 SCRIPT = Path(__file__).parent / "clients" / "imgutils_wd14.py"
@@ -28,8 +28,8 @@ CHARACTERS = ["hatsune_miku", "hakurei_reimu"]
 def export(tmp_path_factory):
     """An export with rating, general and character rows and tuned thresholds."""
     from animetag.config import train_config
-    from animetag.export import export_run
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
+    from animetag.tagging.export import export_run
     from animetag.vocab import rating_rows
 
     run = tmp_path_factory.mktemp("run")
@@ -51,7 +51,7 @@ def export(tmp_path_factory):
 def photos(tmp_path_factory):
     """Real-looking pictures: detailed sample drawings as JPEGs from 300 to 900 px, in
     portrait and landscape, and a PNG with transparency."""
-    from animetag.sample import add_detail
+    from animetag.data.sample import add_detail
 
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(5)
@@ -141,8 +141,8 @@ def test_a_model_without_characters_gets_one_zero_character_row(tmp_path, photos
     import onnxruntime as ort
 
     from animetag.config import train_config
-    from animetag.export import export_run
-    from animetag.model import build_model
+    from animetag.model.architecture import build_model
+    from animetag.tagging.export import export_run
     from animetag.vocab import rating_rows
 
     run = tmp_path / "run"

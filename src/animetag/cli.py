@@ -9,10 +9,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, read_tag_names, subset_config
-from .locks import FolderLocked
-from .policies import names as policy_names
-from .registry import BACKBONES, LOSSES, POLICIES
+from animetag.config import PROFILES, SUBSET_PROFILES, deep_merge, parse_sets, read_tag_names, subset_config
+from animetag.locks import FolderLocked
+from animetag.model.policies import names as policy_names
+from animetag.registry import BACKBONES, LOSSES, POLICIES
 
 
 def _at_least(low: int):
@@ -44,7 +44,7 @@ def _csv(s: str) -> list[str]:
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
-    from .sample import generate
+    from animetag.data.sample import generate
 
     desc = generate(a.out, n_images=a.images, seed=a.seed, clean=a.clean, detail=a.detail)
     print(f"wrote {desc['n_images']} posts to {a.out} (metadata/posts.json, 512px/, original/)")
@@ -52,7 +52,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 
 def cmd_subset(a: argparse.Namespace) -> int:
-    from .subset import build_subset
+    from animetag.data.subset import build_subset
 
     tags = read_tag_names(a.tags) if a.tags else None
     if tags and a.top_k is None:  # the tags named alone, unless a top-k is asked for beside them
@@ -76,7 +76,7 @@ def cmd_subset(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .train import train
+    from animetag.training.fit import train
 
     settings = deep_merge(dict(epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size, loss=a.loss,
                                lr=a.lr, precision=a.precision, xla=a.xla, init_from=a.init_from,
@@ -99,7 +99,7 @@ def cmd_plugins(a: argparse.Namespace) -> int:
 
 
 def _print_comparison(r: dict, out: Path) -> None:
-    from .compare import compare_table
+    from animetag.evaluation.compare import compare_table
 
     print(f"images: {r['images']['test']} from {r['images']['test_from']} (truth: {r['images']['truth']}); "
           f"{r['thresholds']}")
@@ -117,8 +117,8 @@ def _print_comparison(r: dict, out: Path) -> None:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import compare
-    from .foreign import read_aliases
+    from animetag.evaluation.compare import compare
+    from animetag.tagging.foreign import read_aliases
 
     out = Path(a.out) if a.out else Path(a.run) / "compare"
     r = compare(a.run, a.tagger or [], data=a.data, labels=a.labels, out=out,
@@ -128,10 +128,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import comparison_table, evaluate
+    from animetag.evaluation.evaluate import comparison_table, evaluate
 
     if a.labels:  # a labelled folder is the test set: the run alone, as `compare` scores it
-        from .compare import compare
+        from animetag.evaluation.compare import compare
 
         out = Path(a.run) / "labels" / Path(a.labels).resolve().name
         _print_comparison(compare(a.run, [], data=a.data, labels=a.labels, out=out, n_boot=a.bootstrap), out)
@@ -146,7 +146,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_tag(a: argparse.Namespace) -> int:
-    from .tagging import TagChoice, Tagger, tag_paths
+    from animetag.tagging.tagger import TagChoice, Tagger, tag_paths
 
     policy = "per-tag" if a.thresholds == "tuned" else a.policy
     if a.threshold is not None and policy:
@@ -164,7 +164,7 @@ def cmd_tag(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_run
+    from animetag.tagging.export import export_run
 
     print(json.dumps(export_run(a.run, a.out, a.format, channel_order=a.channel_order, overwrite=a.overwrite,
                                 input_size=a.input_size), indent=2))
@@ -173,12 +173,12 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     if a.what == "train":
-        from .bench import bench_train
+        from animetag.evaluation.benchmarks import bench_train
 
         out = bench_train(a.data, profile=a.profile, batch_size=a.batch_size, steps=a.steps,
                           fit_steps=a.fit_steps, image_size=a.image_size, precision=a.precision)
     else:
-        from .bench import bench_tag
+        from animetag.evaluation.benchmarks import bench_tag
 
         out = bench_tag(a.run, a.paths, batch_size=a.batch_size)
     print(json.dumps(out, indent=2))

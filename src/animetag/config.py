@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .registry import BACKBONES
-from .settings import FRACTION, NON_NEGATIVE, POSITIVE, check
+from animetag.registry import BACKBONES
+from animetag.settings import FRACTION, NON_NEGATIVE, POSITIVE, check
 
 # Danbooru tag category ids (the API's `category` field and the older dumps' tag objects).
 CATEGORY_IDS = {"general": 0, "artist": 1, "copyright": 3, "character": 4, "meta": 5}

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .config import diff
-from .vocab import n_ratings
+from animetag.config import diff
+from animetag.vocab import n_ratings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -198,8 +198,6 @@ class RunFolder(_Folder):
     def model(self):
         """model.keras, loaded once (uncompiled: for inference)."""
         import keras
-
-        from . import losses  # noqa: F401  (registers the loss classes that older runs' files name)
 
         path = self.require_model()
         try:

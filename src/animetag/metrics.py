@@ -1,31 +1,10 @@
-"""Metrics: Keras metrics logged while training, and numpy/scikit-learn ones for evaluation."""
+"""The F1 arithmetic every stage scores with (numpy and scikit-learn): F1 of predictions, threshold
+tuning on kept scores, per-tag reports and bootstrap intervals. The Keras metrics logged while
+training are `model.keras_metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def training_metrics(n_tags: int, n_ratings: int = 0) -> list:
-    """F1-micro and F1-macro at threshold 0.5 and PR-AUC (macro), over the tag columns, and
-    with a rating head the rating accuracy (posts without a rating left out).
-
-    `threshold=0.5` matters: with None, Keras' F1Score marks only each row's top tag."""
-    import keras
-
-    if not n_ratings:
-        return [
-            keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
-            keras.metrics.F1Score(average="macro", threshold=0.5, name="f1_macro"),
-            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
-        ]
-    from .keras_metrics import RatingAccuracy, TagAUC, TagF1Score  # registered when fitting is imported
-
-    return [
-        TagF1Score(n_ratings, average="micro", threshold=0.5, name="f1_micro"),
-        TagF1Score(n_ratings, average="macro", threshold=0.5, name="f1_macro"),
-        TagAUC(n_ratings, curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
-        RatingAccuracy(n_ratings, name="rating_accuracy"),
-    ]
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -3,8 +3,8 @@ one function registered under a name where it is defined. The CLI's choices, the
 dropdowns and the docs are built from the names; a name is checked where it is used, and an
 unknown one is an error that lists the known ones.
 
-The built-in plug-ins live in `animetag.model`, `animetag.losses`, `animetag.policies` and
-`animetag.danbooru` (the metadata readers, one per file format)
+The built-in plug-ins live in `animetag.model.architecture`, `animetag.model.losses`, `animetag.model.policies` and
+`animetag.data.danbooru` (the metadata readers, one per file format)
 (imported when a registry is first asked, so listing policies does not import Keras).
 Other packages add theirs through the entry-point group `animetag.plugins`: each entry point
 names a module whose import registers its plug-ins (in their `pyproject.toml`)::
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from .settings import check
+from animetag.settings import check
 
 GROUP = "animetag.plugins"
 
@@ -169,7 +169,7 @@ def json_dict(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
-BACKBONES = Registry("backbone", "animetag.model")
-LOSSES = Registry("loss", "animetag.losses")
-POLICIES = Registry("threshold policy", "animetag.policies")
-READERS = Registry("metadata format", "animetag.danbooru")
+BACKBONES = Registry("backbone", "animetag.model.architecture")
+LOSSES = Registry("loss", "animetag.model.losses")
+POLICIES = Registry("threshold policy", "animetag.model.policies")
+READERS = Registry("metadata format", "animetag.data.danbooru")

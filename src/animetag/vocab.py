@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORY_NAMES, RATING_CATEGORY, RATING_NAMES
+from animetag.config import CATEGORY_NAMES, RATING_CATEGORY, RATING_NAMES
 
 # Category ids in the order their rows appear.
 WD_ORDER = (RATING_CATEGORY, 0, 4, 3, 1, 5)

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import policies
-from .config import train_config
-from .evaluate import policy_f1, predict
-from .folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
-from .metrics import paired_bootstrap_diff
-from .subset import twin_subset
-from .vocab import tag_rows
+from animetag.config import train_config
+from animetag.data.subset import twin_subset
+from animetag.evaluation.evaluate import policy_f1, predict
+from animetag.folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
+from animetag.metrics import paired_bootstrap_diff
+from animetag.model import policies
+from animetag.vocab import tag_rows
 
 RECORD = "teach.json"
 RUNS = ("parent", "fine-tuned", "scratch")
@@ -52,7 +52,7 @@ def teach(without: str | Path, with_: str | Path, out: str | Path, profile: str,
     `fine-tuned` from it on `with_` for `finetune_epochs` (the backbone frozen for the first
     `freeze_epochs`), `scratch` on `with_` for `epochs + finetune_epochs`. Returns, by run,
     its folder, settings and training seconds (a session stopped mid-training not counted)."""
-    from .train import train
+    from animetag.training.fit import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

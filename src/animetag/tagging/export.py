@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import policies
-from .folders import EXPORT_INFO, RunFolder, refuse_overwriting_another_kind, write_json_atomic
-from .images import resize_matrix
-from .locks import refuse_removing_inputs
-from .model import EMBEDDING, float32_copy
-from .vocab import category_name, n_ratings
+from animetag.data.images import resize_matrix
+from animetag.folders import EXPORT_INFO, RunFolder, refuse_overwriting_another_kind, write_json_atomic
+from animetag.locks import refuse_removing_inputs
+from animetag.model import policies
+from animetag.model.architecture import EMBEDDING, float32_copy
+from animetag.vocab import category_name, n_ratings
 
 README = """# {name}
 
@@ -174,7 +174,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     """Write the export folder `out`; returns a summary (files and sizes). `input_size`: the
     side the exported model takes (default: the training size), resized inside the graph."""
 
-    from . import losses  # noqa: F401  (registers the custom loss)
+    from animetag.model import losses  # noqa: F401  (registers the custom loss)
 
     run, out = Path(run), Path(out)
     if fmt not in ("onnx", "savedmodel"):

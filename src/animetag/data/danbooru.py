@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORIES, CATEGORY_NAMES
-from .registry import READERS
+from animetag.config import CATEGORIES, CATEGORY_NAMES
+from animetag.registry import READERS
 
 if TYPE_CHECKING:
-    from .present import ImageIndex
+    from animetag.data.image_index import ImageIndex
 
 MAX_ID = 2**63 - 1  # ids are stored as int64
 COLUMNS = ("id", "md5", "file_ext", "rating", "image_width", "image_height", "is_deleted", "parent_id")

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import policies
-from .analysis import conditional_matrix
-from .config import RATING_NAMES
-from .folders import (
+from animetag.config import RATING_NAMES
+from animetag.data.subset import label_matrix
+from animetag.data.tag_stats import conditional_matrix
+from animetag.evaluation.published import comparison_rows
+from animetag.folders import (
     RunFolder,
     SubsetFolder,
     atomic_path,
@@ -26,11 +27,10 @@ from .folders import (
     write_csv_atomic,
     write_json_atomic,
 )
-from .locks import folder_lock
-from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff, per_tag_report
-from .reference import comparison_rows
-from .subset import label_matrix
-from .vocab import category_name, n_ratings, rating_labels, split_outputs, tag_rows
+from animetag.locks import folder_lock
+from animetag.metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff, per_tag_report
+from animetag.model import policies
+from animetag.vocab import category_name, n_ratings, rating_labels, split_outputs, tag_rows
 
 
 class DataMismatch(ValueError):
@@ -82,7 +82,7 @@ def predict(model, data: SubsetFolder, split: str, batch_size: int = 64) -> tupl
     """(ids, labels, scores) of a split under `model`, uncached."""
     import keras
 
-    from .pipeline import make_dataset
+    from animetag.training.input_pipeline import make_dataset
 
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []

@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import policies
-from .archives import Member, TarIndex
-from .evaluate import check_run_data
-from .folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
-from .foreign import ForeignTagger, canonical, cut_tagger, load_tagger
-from .images import ImageError, load_array
-from .metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
-from .subset import label_matrix
-from .tagging import find_images
-from .vocab import category_name, n_ratings, split_outputs, tag_rows
+from animetag.data.archives import Member, TarIndex
+from animetag.data.images import ImageError, load_array
+from animetag.data.subset import label_matrix
+from animetag.evaluation.evaluate import check_run_data
+from animetag.folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
+from animetag.metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
+from animetag.model import policies
+from animetag.tagging.foreign import ForeignTagger, canonical, cut_tagger, load_tagger
+from animetag.tagging.tagger import find_images
+from animetag.vocab import category_name, n_ratings, split_outputs, tag_rows
 
 RESULT = "compare.json"
 TABLE = "compare.csv"
@@ -415,7 +415,7 @@ def stand_in_taggers(run: str | os.PathLike, out: str | os.PathLike) -> list[str
     be downloaded (the built-in sample): its export taking 448 px as WD v3 does (resized in
     the graph), and that export cut to its general tags in reverse order, written with
     spaces (another vocabulary and order). Specs for `compare`."""
-    from .export import export_run
+    from animetag.tagging.export import export_run
 
     out = Path(out)
     wd = out / "export-448"

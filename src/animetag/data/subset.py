@@ -31,16 +31,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .archives import Member
-from .config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, subset_config, to_dict
-from .danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
-from .families import HASH_SIZE, family_labels, find_families, leaked
-from .folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
-from .images import prepare_for_shard
-from .locks import folder_lock, refuse_removing_inputs
-from .present import ImageIndex
-from .shards import SPLITS, ShardWriter
-from .vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
+from animetag.config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, subset_config, to_dict
+from animetag.data.archives import Member
+from animetag.data.danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
+from animetag.data.families import HASH_SIZE, family_labels, find_families, leaked
+from animetag.data.image_index import ImageIndex
+from animetag.data.images import prepare_for_shard
+from animetag.data.shards import SPLITS, ShardWriter
+from animetag.folders import SubsetFolder, atomic_path, refuse_overwriting_another_kind, write_json_atomic
+from animetag.locks import folder_lock, refuse_removing_inputs
+from animetag.vocab import RATING_CATEGORY, n_ratings, rating_index, rating_rows, wd_sorted
 
 CHUNK = 512
 LISTED_PER_REASON = 1000  # records listed in subset.json per reason; every one is counted

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import policies
-from .config import deep_merge, train_config
-from .evaluate import evaluate, evaluate_scores, predict_split, tune_thresholds
-from .folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
-from .metrics import paired_bootstrap_diff
-from .subset import twin_subset
-from .vocab import tag_rows
+from animetag.config import deep_merge, train_config
+from animetag.data.subset import twin_subset
+from animetag.evaluation.evaluate import evaluate, evaluate_scores, predict_split, tune_thresholds
+from animetag.folders import RunFolder, SubsetFolder, data_signature, write_json_atomic
+from animetag.metrics import paired_bootstrap_diff
+from animetag.model import policies
+from animetag.vocab import tag_rows
 
 RECORD = "ablation.json"
 
@@ -113,7 +113,7 @@ def run_ablation(variants: list[Variant], subsets: dict[str, str | Path], out: s
 
     `subsets`: the subset folder of each `Variant.subset` name ("base" is required); `epochs`:
     the one budget every variant gets; `policy`: a name in `policies.table()`."""
-    from .train import train
+    from animetag.training.fit import train
 
     out = Path(out)
     pol = policies.get(policy)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from .folders import SubsetFolder
-from .shards import list_shards, parse_example
+from animetag.data.shards import list_shards, parse_example
+from animetag.folders import SubsetFolder
 
 AUTOTUNE = tf.data.AUTOTUNE
 # share of the reclaimable memory that a decoded cache may take (the rest: model, TF, Python)

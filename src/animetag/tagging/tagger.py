@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import policies
-from .folders import RunFolder, animetag_folder, atomic_path, walk, write_json_atomic
-from .images import ImageError, load_array
-from .vocab import category_name, n_ratings
+from animetag.data.images import ImageError, load_array
+from animetag.folders import RunFolder, animetag_folder, atomic_path, walk, write_json_atomic
+from animetag.model import policies
+from animetag.vocab import category_name, n_ratings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 

@@ -26,17 +26,31 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .config import TrainConfig, diff, train_config
-from .devices import accelerator, tpu_resolver
-from .finetune import backbone_frozen, check_parent, initialise_from, set_backbone_trainable
-from .fitting import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
-from .folders import RunFolder, SubsetFolder, atomic_path, data_differences, data_signature, run_lock, write_json_atomic
-from .locks import folder_lock
-from .metrics import prior_baseline
-from .model import build_model, float32_copy
-from .pipeline import batches_per_epoch, choose_cache, decoded_bytes, make_dataset, require_whole_batch
-from .subset import label_matrix
-from .vocab import split_outputs
+from animetag.config import TrainConfig, diff, train_config
+from animetag.data.subset import label_matrix
+from animetag.folders import (
+    RunFolder,
+    SubsetFolder,
+    atomic_path,
+    data_differences,
+    data_signature,
+    run_lock,
+    write_json_atomic,
+)
+from animetag.locks import folder_lock
+from animetag.metrics import prior_baseline
+from animetag.model.architecture import build_model, float32_copy
+from animetag.training.compile import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
+from animetag.training.devices import accelerator, tpu_resolver
+from animetag.training.finetune import backbone_frozen, check_parent, initialise_from, set_backbone_trainable
+from animetag.training.input_pipeline import (
+    batches_per_epoch,
+    choose_cache,
+    decoded_bytes,
+    make_dataset,
+    require_whole_batch,
+)
+from animetag.vocab import split_outputs
 
 
 class SettingsChanged(ValueError):

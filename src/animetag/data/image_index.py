@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .archives import Member, TarIndex, image_key
-from .folders import walk
+from animetag.data.archives import Member, TarIndex, image_key
+from animetag.folders import walk
 
 # a JSON line's "id" values (the post's, and any nested one) and md5 values
 _ID_IN_LINE = re.compile(r'"id"\s*:\s*"?(\d+)')

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from .folders import write_json_atomic
+from animetag.folders import write_json_atomic
 
 MISSING_RATE = 0.10
 ABSTRACT_TAGS = ("looking_at_viewer", "alternate_costume", "parody", "cosplay",

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import policies
-from .evaluate import predict_split
-from .folders import RunFolder, SubsetFolder
-from .metrics import bootstrap_f1_ci, f1_at
-from .subset import FAMILIES, twin_subset
-from .vocab import split_outputs
+from animetag.data.subset import FAMILIES, twin_subset
+from animetag.evaluation.evaluate import predict_split
+from animetag.folders import RunFolder, SubsetFolder
+from animetag.metrics import bootstrap_f1_ci, f1_at
+from animetag.model import policies
+from animetag.vocab import split_outputs
 
 
 def random_split_twin(subset: str | Path, out: str | Path, profile: str) -> Path:

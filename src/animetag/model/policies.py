@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import precision_recall_equal_threshold, tune_global_threshold, tune_per_tag_thresholds
-from .registry import POLICIES, Entry
+from animetag.metrics import precision_recall_equal_threshold, tune_global_threshold, tune_per_tag_thresholds
+from animetag.registry import POLICIES, Entry
 
 
 @dataclass(frozen=True)

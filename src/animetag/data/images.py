@@ -157,7 +157,7 @@ def prepare_for_shard(args: tuple) -> tuple[int, bytes | None, str, str, str]:
             im = open_rgb_square(Path(src), size, max_pixels)
     except ImageError as e:
         return pid, None, e.reason, str(e), ""
-    from .families import phash  # imagehash loads scipy: only in the workers that decode
+    from animetag.data.families import phash  # imagehash loads scipy: only in the workers that decode
 
     return pid, encode_jpeg(im, quality), "", "", phash(im)
 

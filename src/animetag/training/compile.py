@@ -10,13 +10,12 @@ from dataclasses import replace
 
 import keras
 
-from . import keras_metrics as _metric_classes  # noqa: F401  (registers the custom metrics for load_model)
-from .augment import Augment
-from .config import TrainConfig
-from .losses import make_loss
-from .metrics import training_metrics
-from .optim import AdamW
-from .registry import BACKBONES, LOSSES, json_dict
+from animetag.config import TrainConfig
+from animetag.model.augmentation import Augment
+from animetag.model.keras_metrics import training_metrics  # its classes registered for load_model
+from animetag.model.losses import make_loss
+from animetag.model.optimizer import AdamW
+from animetag.registry import BACKBONES, LOSSES, json_dict
 
 
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from .config import TrainConfig
-from .registry import LOSSES
-from .settings import FRACTION, NON_NEGATIVE, check
+from animetag.config import TrainConfig
+from animetag.registry import LOSSES
+from animetag.settings import FRACTION, NON_NEGATIVE, check
 
 
 @keras.saving.register_keras_serializable(package="animetag")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import GRID, f1_at
-from .policies import table
+from animetag.metrics import GRID, f1_at
+from animetag.model.policies import table
 
 
 def _plt():

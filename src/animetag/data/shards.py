@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .folders import SubsetFolder
+from animetag.folders import SubsetFolder
 
 SPLITS = ("train", "val", "test")
 

@@ -25,16 +25,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .augment import Augment
-from .config import train_config
-from .devices import accelerator
-from .fitting import compile_model, training_model
-from .folders import SubsetFolder
-from .model import build_model, flops_per_image
-from .pipeline import make_dataset, n_outputs_of, split_size
-from .reference import PEAK_TFLOPS
-from .tagging import Tagger, find_images
-from .train import choose_precision
+from animetag.config import train_config
+from animetag.evaluation.published import PEAK_TFLOPS
+from animetag.folders import SubsetFolder
+from animetag.model.architecture import build_model, flops_per_image
+from animetag.model.augmentation import Augment
+from animetag.tagging.tagger import Tagger, find_images
+from animetag.training.compile import compile_model, training_model
+from animetag.training.devices import accelerator
+from animetag.training.fit import choose_precision
+from animetag.training.input_pipeline import make_dataset, n_outputs_of, split_size
 
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
 UTILISATION = (0.20, 0.35)
@@ -174,7 +174,7 @@ def bench_tag(run: str | os.PathLike, paths: list[str | os.PathLike], batch_size
 
     import onnxruntime as ort
 
-    from .export import export_run
+    from animetag.tagging.export import export_run
 
     tagger = Tagger(run, batch_size=batch_size)
     files = find_images(paths)

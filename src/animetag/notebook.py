@@ -1,4 +1,5 @@
-"""Where a notebook's inputs and outputs live, and building a missing prerequisite.
+"""The notebooks' side of the package: where a notebook's inputs and outputs live (the
+workspace), its form fields read from the environment, and building a missing prerequisite.
 
 A notebook passes its form fields; the environment is read in one place only,
 `params_from_env`, which lets `make demo`, nbmake and CI set a form field from outside
@@ -15,12 +16,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import SAMPLE_PROFILES, data_home, subset_config
-from .danbooru import load_posts
-from .folders import RunFolder, SubsetFolder
-from .present import ImageIndex
-from .sample import generate
-from .subset import build_subset
+from animetag.config import SAMPLE_PROFILES, data_home, subset_config
+from animetag.data.danbooru import load_posts
+from animetag.data.image_index import ImageIndex
+from animetag.data.sample import generate
+from animetag.data.subset import build_subset
+from animetag.folders import RunFolder, SubsetFolder
 
 
 @dataclass
@@ -169,7 +170,7 @@ def ensure_run(ws: Workspace, **settings) -> Path:
         return ws.run
     if not ws.on_sample:
         RunFolder(ws.run).require_model()  # the error that says what to do
-    from .train import train
+    from animetag.training.fit import train
 
     train(ensure_subset(ws), ws.run, profile=ws.profile, **settings)
     return ws.run

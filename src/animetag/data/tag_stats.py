@@ -9,8 +9,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .config import CATEGORIES
-from .danbooru import tag_list
+from animetag.config import CATEGORIES
+from animetag.data.danbooru import tag_list
 
 
 def tag_counts(posts: pd.DataFrame, categories: Iterable[str] = CATEGORIES) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""Keras metrics for a model whose first `n_ratings` outputs are the rating head: the tag
-metrics skip those columns, and the rating accuracy reads only them."""
+"""The Keras metrics logged while training: for a model whose first `n_ratings` outputs are the
+rating head, the tag metrics skip those columns, and the rating accuracy reads only them."""
 
 from __future__ import annotations
 
@@ -61,3 +61,22 @@ class RatingAccuracy(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}
+
+
+def training_metrics(n_tags: int, n_ratings: int = 0) -> list:
+    """F1-micro and F1-macro at threshold 0.5 and PR-AUC (macro), over the tag columns, and
+    with a rating head the rating accuracy (posts without a rating left out).
+
+    `threshold=0.5` matters: with None, Keras' F1Score marks only each row's top tag."""
+    if not n_ratings:
+        return [
+            keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
+            keras.metrics.F1Score(average="macro", threshold=0.5, name="f1_macro"),
+            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
+        ]
+    return [
+        TagF1Score(n_ratings, average="micro", threshold=0.5, name="f1_micro"),
+        TagF1Score(n_ratings, average="macro", threshold=0.5, name="f1_macro"),
+        TagAUC(n_ratings, curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
+        RatingAccuracy(n_ratings, name="rating_accuracy"),
+    ]

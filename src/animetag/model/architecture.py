@@ -14,9 +14,9 @@ import keras
 import pandas as pd
 from keras import layers
 
-from .config import ModelConfig
-from .registry import BACKBONES
-from .settings import POSITIVE, check
+from animetag.config import ModelConfig
+from animetag.registry import BACKBONES
+from animetag.settings import POSITIVE, check
 
 
 def se_block(x, ratio: int = 16, name: str = "se"):

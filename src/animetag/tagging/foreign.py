@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import open_rgb, open_rgb_square
+from animetag.data.images import open_rgb, open_rgb_square
 
 WD_DEFAULTS = {"general": 0.35, "character": 0.85}  # SmilingWolf's app's sliders
 CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating", 10: "year"}

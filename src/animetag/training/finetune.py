@@ -10,11 +10,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config import TrainConfig
-from .fitting import with_plugin_settings
-from .folders import RunFolder, SubsetFolder
-from .subset import label_matrix
-from .vocab import n_ratings, split_outputs, tag_rows
+from animetag.config import TrainConfig
+from animetag.data.subset import label_matrix
+from animetag.folders import RunFolder, SubsetFolder
+from animetag.training.compile import with_plugin_settings
+from animetag.vocab import n_ratings, split_outputs, tag_rows
 
 # the layers that are the head, not the backbone: what stays trainable while it is frozen
 HEAD_LAYERS = ("pool", "dropout", "tags", "rating", "rating_probe", "scores")

@@ -1,7 +1,7 @@
 """Training-time augmentation as a Keras layer that runs inside the training step, on the
 accelerator: the host only moves uint8 pixels.
 
-The layer sits in front of the model only while training (see `train.training_model`); the
+The layer sits in front of the model only while training (see `training.compile.training_model`); the
 portable `model.keras` never contains it. It is written in `keras.ops`, so it compiles under
 XLA and runs under any Keras backend.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from .config import AugmentConfig
+from animetag.config import AugmentConfig
 
 # ITU-R BT.601 luma weights, for the saturation blend with the grey image
 _LUMA = (0.299, 0.587, 0.114)
