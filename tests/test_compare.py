@@ -60,9 +60,10 @@ def _rows(folder):
 
 
 def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_nothing(world, tmp_path, monkeypatch):
-    """The run as a tagger beside itself: every difference exactly 0. Its export, and the
-    export with every row reversed and spaces for underscores: the same results exactly
-    (ONNX Runtime's scores against Keras': within a hair of the run)."""
+    """The run as a tagger beside itself: every difference exactly 0 (both at the run's own
+    thresholds). Its export, and the export with every row reversed and spaces for
+    underscores: the same results exactly (ONNX Runtime's scores against Keras': within a
+    hair of the run at a fixed threshold)."""
     from animetag.evaluation.compare import compare
 
     wd = _rows(world / "wd")
@@ -78,7 +79,9 @@ def test_a_tagger_compared_with_itself_gives_zero_and_another_tag_order_changes_
     for key in r["policies"]:
         assert itself["tagger"][key]["minus_run"] == zero and itself["tagger"][key] == {
             **itself["run"][key], "minus_run": zero}
-        assert abs(export["tagger"][key]["minus_run"]["f1_micro"][0]) < 0.02
+    # at a fixed threshold only the scores differ (the run's other thresholds are its own, the
+    # export's tuned here)
+    assert abs(export["tagger"]["at_0.5"]["minus_run"]["f1_micro"][0]) < 0.02
     assert all(c["minus_run"] == zero for c in itself["by_category"].values())
     assert itself["published"]["source"].startswith("its thresholds.json")  # tuned on the shards: not zero
     assert (export["name"], backwards["name"]) == ("wd", "backwards")
@@ -112,7 +115,8 @@ def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world
     t = r["taggers"][0]
     assert t["shared_tags"] == 10 and t["of_run_tags"] == 25 and t["shared_by_category"] == {"general": 10}
     assert set(t["by_category"]) == {"general"} and len(t["run_tags_unknown_to_it"]) == 15
-    # the run's row is over those 10 tags: recomputed here from its own scores
+    # the run's row is over those 10 tags, at its own thresholds.json (as `animetag tag` applies
+    # them); the tagger's at thresholds tuned on the same validation images: recomputed here
     run = RunFolder(world / "run")
     tags = run.tags[run.tags["category"] != 9]["name"].tolist()
     cols = [tags.index(n) for n in names[:10]]
@@ -124,9 +128,12 @@ def test_a_tagger_knowing_half_the_tags_is_scored_on_that_half_and_says_so(world
     st, _ = score_images(sets["test"], ours.prepare, ours.scores)
     th = tune_all(sets["val"].y[:, cols], sv[:, cols])
     key = get("global").key
-    want = f1_at(sets["test"].y[:, cols], st[:, cols], get("global").threshold(th))
-    assert t["run"][key]["f1_macro"] == pytest.approx(want["f1_macro"]) and t["tagger"][key]["f1_macro"] == \
-        pytest.approx(want["f1_macro"])
+    tuned = f1_at(sets["test"].y[:, cols], st[:, cols], get("global").threshold(th))
+    own = f1_at(sets["test"].y[:, cols], st[:, cols], run.thresholds()["global"])
+    assert t["run"][key]["f1_macro"] == pytest.approx(own["f1_macro"])
+    assert t["tagger"][key]["f1_macro"] == pytest.approx(tuned["f1_macro"])
+    assert t["run"][key]["threshold"] == run.thresholds()["global"] and t["tagger"][key]["threshold"] == \
+        get("global").threshold(th)
 
 
 def test_another_input_size_is_read_from_the_model_and_scores_nearly_as_the_run(world, tmp_path):
@@ -258,3 +265,116 @@ def test_a_labelled_folder_with_known_captions_gives_known_f1_and_reports_foreig
     if pred.any():
         own = compare(run.path, [], labels=folder("own", pred), out=tmp_path / "l2", n_boot=20)
         assert own["run_all_tags"]["global_threshold"]["f1_micro"] == pytest.approx(1.0)
+
+
+def _edited(world, out, edit):
+    """The run's export with its selected_tags.csv edited (the model untouched)."""
+    import shutil
+
+    shutil.copytree(world / "wd", out)
+    edit(_rows(out)).to_csv(out / "selected_tags.csv", index=False)
+    return out
+
+
+def test_a_tag_list_that_does_not_name_the_model_outputs_one_for_one_is_refused(world, tmp_path):
+    """One row fewer, a header alone, a name twice, a category or a threshold that is not a
+    number: each refused with the file and what is wrong, before any image is scored."""
+    from animetag.tagging.foreign import load_tagger
+
+    n = len(_rows(world / "wd"))
+    cases = {
+        "short": (lambda t: t.drop(index=3), [f"{n - 1} tags", f"{n} outputs", "selected_tags.csv"]),
+        "header": (lambda t: t.iloc[:0], ["0 tags", f"{n} outputs"]),
+        "twice": (lambda t: t.assign(name=[*t["name"][:5], t["name"][4], *t["name"][6:]]), ["appear twice", "rows 5 and 6"]),
+        "category": (lambda t: t.assign(category=["general", *t["category"][1:]]), ["category is not a whole number",
+                                                                                    "'general'"]),
+        "threshold": (lambda t: t.assign(threshold=["high", *[0.4] * (len(t) - 1)]), ["threshold is not a number",
+                                                                                    "'high'"]),
+        "range": (lambda t: t.assign(threshold=[*[0.4] * (len(t) - 1), 35]), ["outside 0-1", f"rows {n}"]),
+    }
+    for name, (edit, said) in cases.items():
+        folder = _edited(world, tmp_path / name, edit)
+        with pytest.raises(ValueError) as e:
+            load_tagger(str(folder))
+        assert str(folder) in str(e.value) and all(s in str(e.value) for s in said), (name, str(e.value))
+    # an intact copy loads; where a model does not declare its output width, the scores are checked
+    t = load_tagger(str(_edited(world, tmp_path / "intact", lambda t: t)))
+    assert len(t.names) == n
+    t.names = t.names[:-1]
+    with pytest.raises(ValueError, match=f"{n} outputs, but its tag list .* names {n - 1}"):
+        t.scores(np.zeros((1, t.size, t.size, 3), np.float32))
+
+
+def test_saved_scores_follow_the_images_and_the_model_and_a_damaged_cache_is_rebuilt(world, tmp_path):
+    """A labelled folder whose pictures change under the same names is scored again (the
+    F1 equals a fresh comparison's); a cache file that cannot be read is named and rebuilt."""
+    import warnings
+
+    from animetag.evaluation.compare import RunTagger, compare, subset_images
+    from animetag.folders import RunFolder, SubsetFolder
+
+    run, data = RunFolder(world / "run"), SubsetFolder(world / "subset")
+    ours = RunTagger(run)
+    test = subset_images(data, "test", ours.names)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i, (src, row) in enumerate(zip(test.sources[:12], test.y[:12])):
+        (labels / f"{i}.png").write_bytes(_png(Image.open(src)))
+        (labels / f"{i}.txt").write_text(", ".join(ours.names[j] for j in np.flatnonzero(row)))
+    key = "per_tag_thresholds"
+    first = compare(run.path, [], labels=labels, out=tmp_path / "out", n_boot=20)["run_all_tags"][key]
+    for i, src in enumerate(test.sources[12:24]):  # other pictures, the same names and captions
+        (labels / f"{i}.png").write_bytes(_png(Image.open(src)))
+    again = compare(run.path, [], labels=labels, out=tmp_path / "out", n_boot=20)["run_all_tags"][key]
+    fresh = compare(run.path, [], labels=labels, out=tmp_path / "fresh", n_boot=20)["run_all_tags"][key]
+    assert again == fresh and again["f1_micro"] != first["f1_micro"]
+    damaged = next((tmp_path / "out" / "scores").glob("run-*-test.npz"))
+    damaged.write_bytes(b"not a zip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt = compare(run.path, [], labels=labels, out=tmp_path / "out", n_boot=20)["run_all_tags"][key]
+    assert rebuilt == fresh and any(str(damaged) in str(w.message) for w in caught)
+
+
+def test_tagger_names_like_a_hub_repository_or_a_path_keep_their_scores_inside_out(world, tmp_path):
+    from animetag.evaluation.compare import compare
+
+    out = tmp_path / "deep" / "out"
+    r = compare(world / "run", [f"owner/repo={world / 'wd'}", f"../../evil={world / 'wd'}"], data=world / "subset",
+                out=out, n_boot=20)
+    assert [t["name"] for t in r["taggers"]] == ["owner/repo", "../../evil"]
+    files = sorted(p.relative_to(out).as_posix() for p in tmp_path.rglob("*.npz"))
+    assert len(files) == 6 and all(f.startswith("scores/") and f.count("/") == 1 for f in files), files
+    assert not [p for p in (out / "scores").iterdir() if ".tmp" in p.name]  # no temporary left behind
+
+
+def test_aliases_that_merge_two_of_the_run_tags_are_refused_with_the_pair(world, tmp_path):
+    from animetag.evaluation.compare import compare
+
+    with pytest.raises(ValueError, match="'1girl' and 'solo' both become '1girl'|'solo' and '1girl' both become '1girl'"):
+        compare(world / "run", [str(world / "wd")], data=world / "subset", out=tmp_path / "o",
+                aliases={"solo": "1girl"}, n_boot=20)
+    # an alias onto a tag the run knows, from a name it does not, is what aliases are for
+    r = compare(world / "run", [], data=world / "subset", out=tmp_path / "o2", aliases={"one_girl": "1girl"},
+                n_boot=20)
+    assert r["run_tags"] == 25
+
+
+def test_captions_written_by_animetag_tag_score_one_under_its_default_policy(world, tmp_path):
+    """`animetag tag` on a folder writes captions with the run's per-tag thresholds; compare
+    --labels on that folder scores the run with the same thresholds: F1-micro 1."""
+    from animetag.cli import main
+    from animetag.evaluation.compare import RunTagger, compare, subset_images
+    from animetag.folders import RunFolder, SubsetFolder
+
+    run = RunFolder(world / "run")
+    test = subset_images(SubsetFolder(world / "subset"), "test", RunTagger(run).names)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i, src in enumerate(test.sources[:16]):
+        (folder / f"{i}.png").write_bytes(_png(Image.open(src)))
+    assert main(["tag", "--run", str(run.path), str(folder)]) == 0
+    assert any((folder / f"{i}.txt").read_text().strip() for i in range(16))
+    r = compare(run.path, [], labels=folder, out=tmp_path / "o", n_boot=20)
+    assert r["run_all_tags"]["per_tag_thresholds"]["f1_micro"] == pytest.approx(1.0)
+    assert "thresholds.json" in r["thresholds"]

@@ -43,11 +43,11 @@ def test_families_join_a_post_to_its_parent_siblings_without_their_parent_one_fi
     h[1, 128:] = 1
     for r in (2, 3, 4, 5):
         h[r, r * 40: r * 40 + 60] = 1
-    family, links = find_families(ids, md5s, parents, [_hex(b) for b in h], max_distance=24)
+    family, links, refused = find_families(ids, md5s, parents, [_hex(b) for b in h], max_distance=24)
     groups = {frozenset(ids[family == f].tolist()) for f in np.unique(family)}
     assert groups == {frozenset({1, 2}), frozenset({3, 4}), frozenset({5, 6}), frozenset({7, 8})}
     assert links == {"parent_child": 2, "md5": 1, "phash": 1, "phash_refused": 0}
-    alone, _ = find_families(ids, md5s, np.zeros(8), [_hex(b) for b in h], max_distance=-1)
+    alone, _, _ = find_families(ids, md5s, np.zeros(8), [_hex(b) for b in h], max_distance=-1)
     assert len(np.unique(alone)) == 7  # no links but the file: only 5 and 6 together
 
 
@@ -57,7 +57,7 @@ def test_near_duplicates_never_gather_more_than_a_few_images_into_one_family():
     from animetag.data.families import MAX_NEAR_FAMILY, find_families
 
     ids = np.arange(1, 41)
-    family, links = find_families(ids, [str(i) for i in ids], np.zeros(40), ["ab" * 32] * 40)
+    family, links, refused = find_families(ids, [str(i) for i in ids], np.zeros(40), ["ab" * 32] * 40)
     sizes = np.bincount(np.unique(family, return_inverse=True)[1])
     assert sizes.max() == MAX_NEAR_FAMILY and links["phash"] == 40 - len(sizes) and links["phash_refused"] > 0
 
@@ -126,3 +126,58 @@ def test_the_sample_subset_finds_the_families_the_sample_planted_and_none_else(s
     Y = label_matrix(m, data.tags)
     plain = stratified_split(Y, 0.1, 0.1, 0)
     assert summary["random_split_would_leak"]["test_images_with_family_in_train"] == leaked(plain, family)
+
+
+@pytest.mark.slow
+def test_re_uploads_the_family_cap_leaves_apart_are_counted_in_the_audit_and_warned(tmp_path):
+    """Forty re-uploads of one picture (distinct md5s, one pixel apart): the family cap
+    refuses to gather them, so they land on both sides of the split; subset.json counts the
+    test images near a training image by a refused link, and the build warns."""
+    import hashlib
+    import warnings
+
+    from PIL import Image
+
+    from animetag.config import SubsetConfig
+    from animetag.data.families import MAX_NEAR_FAMILY
+    from animetag.data.sample import generate
+    from animetag.data.subset import build_subset
+
+    root = tmp_path / "sample"
+    generate(root, n_images=160, seed=3, clean=True)
+    meta = root / "metadata" / "posts.json"
+    records = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+    base = next(r for r in records if list(root.glob(f"512px/*/{r['id']}.*")))
+    src = Image.open(next(root.glob(f"512px/*/{base['id']}.*"))).convert("RGB")
+    extra = []
+    for k in range(40):
+        im = src.copy()
+        im.putpixel((k % im.width, 0), (k * 6, 255 - k * 6, 7))
+        pid = 9_000_000 + k
+        path = root / "512px" / f"{pid % 1000:04d}" / f"{pid}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im.save(path)
+        extra.append({**base, "id": pid, "md5": hashlib.md5(path.read_bytes()).hexdigest(), "file_ext": "png",
+                      "parent_id": None})
+    meta.write_text("\n".join(json.dumps(r) for r in records + extra) + "\n")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = build_subset(meta, root, tmp_path / "subset",
+                               SubsetConfig(top_k=20, image_size=32, images_per_shard=64, workers=1, seed=2),
+                               progress=False)
+    out = tmp_path / "subset"
+    assert json.loads((out / "subset.json").read_text())["families"] == summary["families"]
+    m = pd.read_csv(out / "manifest.csv")
+    copies = m[m["id"] >= 9_000_000]
+    assert len(copies) == 40 and copies["split"].nunique() > 1  # left apart by the cap: the case to be seen
+    fam = summary["families"]
+    assert fam["links"]["phash_refused"] > 0 and fam["largest"] <= MAX_NEAR_FAMILY + 1
+    in_train = (copies["split"] == "train").any()
+    by_hand = int((copies["split"] == "test").sum()) if in_train else 0
+    assert by_hand > 0
+    assert fam["leaked_here"]["test_images_near_train_by_refused_link"] == by_hand
+    assert fam["leaked_here"]["test_images_with_family_in_train"] == 0  # what the audit said before
+    said = [str(w.message) for w in caught if "refused" in str(w.message)]
+    assert said and f"{by_hand} test images are near-duplicates" in said[0]
+    assert any("near-duplicates" in w for w in summary["warnings"])

@@ -90,3 +90,53 @@ def test_a_training_run_reads_each_file_of_its_subset_once(subset_dir, tmp_path,
     train(subset_dir, tmp_path / "run", profile="tiny", image_size=16, epochs=1, batch_size=16, verbose=0)
     of_subset = sorted(p.name for p in reads if p.parent == subset_dir)
     assert of_subset == ["manifest.csv", "subset.json", "tags.csv"]
+
+
+def test_two_writers_of_one_file_never_share_a_temporary_name(tmp_path):
+    names = []
+    target = tmp_path / "scores.npz"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        names += [a.name, b.name]
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+    assert names[0] != names[1] and all(n.endswith(".npz") for n in names)
+    assert target.read_bytes() == b"a" and sorted(p.name for p in tmp_path.iterdir()) == ["scores.npz"]
+
+
+def test_a_fingerprint_changes_with_a_file_size_time_or_presence_and_cached_arrays_follow_it(tmp_path):
+    import time
+    import warnings
+
+    import numpy as np
+
+    from animetag.folders import cached_arrays, fingerprint
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"12345")
+    b.write_bytes(b"x")
+    first = fingerprint([a, b])
+    assert fingerprint([a, b]) == first and fingerprint([b, a]) != first
+    a.write_bytes(b"54321")  # same size, later time
+    os.utime(a, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    second = fingerprint([a, b])
+    assert second != first
+    b.unlink()
+    assert fingerprint([a, b]) != second
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"scores": np.arange(3.0)}
+
+    cache = tmp_path / "c.npz"
+    assert cached_arrays(cache, "k1", compute)["scores"].tolist() == [0, 1, 2] and len(calls) == 1
+    cached_arrays(cache, "k1", compute)
+    assert len(calls) == 1  # read back
+    cached_arrays(cache, "k2", compute)
+    assert len(calls) == 2  # another key: computed again
+    cache.write_bytes(b"PK\x03\x04 cut off")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cached_arrays(cache, "k2", compute)["scores"].tolist() == [0, 1, 2]
+    assert len(calls) == 3 and any(str(cache) in str(w.message) for w in caught)

@@ -1,6 +1,7 @@
 """Each committed .ipynb is what jupytext makes of its .py source, and has no outputs."""
 
 import json
+import os
 from pathlib import Path
 
 import jupytext
@@ -53,6 +54,59 @@ def test_the_demo_runner_flags_tensorflow_log_lines_and_path_reprs():
     nb.cells = [clean, noisy]
     found = mod.unwanted_output(nb)
     assert len(found) == 2 and all(f.startswith("cell 1:") for f in found)
+
+
+def test_in_a_notebook_kernel_tensorflow_log_lines_go_to_a_file_and_every_other_line_passes():
+    """`import animetag` in a kernel holds TensorFlow's C++ log lines back from the cell
+    outputs at any TF_CPP_MIN_LOG_LEVEL (written to descriptor 2 by the kernel or by a worker
+    process it starts), and passes everything else on: our own lines, a fatal line, and a
+    progress bar's line that has no newline yet."""
+    import subprocess
+    import sys
+
+    child = ("import os; os.write(2, b'W0000 00:00:1796458417.5    77 cpu_feature_guard.cc:227] from a worker\\n'); "
+             "os.write(2, b'a worker says hi\\n')")
+    code = ("import os, subprocess, sys, time, types\n"
+            "sys.modules['ipykernel'] = types.ModuleType('ipykernel')  # as in a notebook kernel\n"
+            "sys.modules['tensorflow'] = types.ModuleType('tensorflow')  # its import is another test's\n"
+            "import animetag\n"
+            "os.write(2, b'E0000 00:00:1796458417.825591    5845 util.cc:131] oneDNN supports DT_BOOL\\n')\n"
+            "os.write(2, b'a line of our own\\n')\n"
+            f"subprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
+            "os.write(2, b'F0000 00:00:1796458417.9  1 check.cc:9] a fatal line stays\\n')\n"
+            "os.write(2, b'tagging:  50%|##### | 6/12')\n"
+            "time.sleep(0.5)\n"
+            "print(animetag.native_log_path())\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    err = out.stderr
+    assert "a line of our own" in err and "a worker says hi" in err and "a fatal line stays" in err
+    assert "tagging:  50%" in err
+    assert "DT_BOOL" not in err and "from a worker" not in err
+    log = Path(out.stdout.strip()).read_text()
+    assert "DT_BOOL" in log and "from a worker" in log and "our own" not in log
+    Path(out.stdout.strip()).unlink()
+
+
+@pytest.mark.slow
+def test_a_training_notebook_shows_no_log_line_with_tensorflow_logging_errors(tmp_path):
+    """The demo's check, run by the tests: notebook 03 on the tiny profile with
+    TF_CPP_MIN_LOG_LEVEL=2 (a common setting, which lets TensorFlow's error-level notices
+    through) leaves no log line or Path repr in any output (`run_notebooks.py --strict`)."""
+    import subprocess
+    import sys
+
+    # ipykernel captures what is written to descriptor 2 only outside pytest (it looks for
+    # PYTEST_CURRENT_TEST): without those variables the kernel runs as in the demo
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "ANIMETAG_WORKSPACE": str(tmp_path / "ws"), "ANIMETAG_PROFILE": "tiny",
+                "ANIMETAG_EPOCHS": "1"})
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--strict", "--out",
+                          str(tmp_path / "executed"), str(ROOT / "notebooks" / "03_train_resnet_se.ipynb")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert (tmp_path / "executed" / "03_train_resnet_se.ipynb").exists()
 
 
 def test_form_choices_of_plugins_and_policies_are_registered_names():

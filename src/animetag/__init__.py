@@ -9,10 +9,15 @@ stages, in the order data flows (each imports only those before it): `data`, `mo
 modules (`cli`, `notebook`, `colab`).
 """
 
+import atexit as _atexit
 import importlib
 import importlib.util
 import os as _os
+import re as _re
 import sys as _sys
+import tempfile as _tempfile
+import threading as _threading
+from pathlib import Path as _Path
 
 __version__ = "0.1.0"
 
@@ -115,6 +120,69 @@ def __dir__() -> list[str]:
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# TensorFlow's C++ log lines in abseil's format (`E0000 00:00:1796458417.825591  5845
+# util.cc:131] ...`) and the notice abseil writes before its log is set up. Fatal (F) lines
+# are never held back: they come right before a crash.
+_NATIVE_LOG = _re.compile(rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] |"
+                         rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+def native_log_path() -> _os.PathLike | None:
+    """Where a notebook kernel's TensorFlow C++ log lines go instead of cell outputs (None
+    outside a notebook, or before the first line)."""
+    return _NATIVE_LOG_FILE
+
+
+_NATIVE_LOG_FILE = None
+
+
+def _hold_back_native_logs() -> None:
+    """In a notebook kernel, keep TensorFlow's C++ log lines out of the cell outputs, whatever
+    TF_CPP_MIN_LOG_LEVEL says: file descriptor 2 (where TensorFlow, and the worker processes
+    the kernel starts, write them) becomes a pipe whose reader appends those lines to a log
+    file in the temporary folder (`native_log_path()`) and passes every other byte on to
+    where descriptor 2 went before. Errors that matter still raise in Python."""
+    global _NATIVE_LOG_FILE
+    _sys.stderr.flush()
+    before = _os.dup(2)
+    read_end, write_end = _os.pipe()
+    _os.dup2(write_end, 2)
+    _os.close(write_end)
+    _NATIVE_LOG_FILE = _Path(_tempfile.gettempdir()) / f"animetag-native-log-{_os.getpid()}.txt"
+
+    def pass_on(data: bytes) -> None:
+        while data:
+            data = data[_os.write(before, data):]
+
+    def pump() -> None:
+        pending = b""
+        with open(_NATIVE_LOG_FILE, "ab") as log:
+            while chunk := _os.read(read_end, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if _NATIVE_LOG.match(line):
+                        log.write(line + b"\n")
+                        log.flush()
+                    else:
+                        pass_on(line + b"\n")
+                # a partial line (a progress bar's) is held until its newline only while it may
+                # still turn out to be a log line
+                if pending and (pending[:1] not in (b"I", b"W", b"E") or
+                                (len(pending) > 100 and not _NATIVE_LOG.match(pending))):
+                    pass_on(pending)
+                    pending = b""
+            pass_on(pending)
+
+    thread = _threading.Thread(target=pump, name="animetag-native-log", daemon=True)
+    thread.start()
+
+    def restore() -> None:  # at exit: descriptor 2 as it was, and the last lines passed on
+        _os.dup2(before, 2)
+        thread.join(timeout=2)
+
+    _atexit.register(restore)
+
+
 def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with the process's stderr muted: a few lines are written while it
     loads, before its log level applies. Done once, in notebooks only (where those lines
@@ -139,4 +207,5 @@ def _import_tensorflow_quietly() -> None:
 
 
 if "ipykernel" in _sys.modules:
+    _hold_back_native_logs()
     _import_tensorflow_quietly()

@@ -13,12 +13,15 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from animetag.config import diff
@@ -32,9 +35,10 @@ if TYPE_CHECKING:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same extension, so writers that go by it still work)
     for the caller to write a file or folder to; renamed over `path` on success, removed on
-    failure."""
+    failure. The temporary name is unique to this writer (process and call)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    # a name of its own per writer, so that two writers of one file never share a temporary
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -57,6 +61,54 @@ def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> None:
     """A table as CSV (no index), written atomically."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def fingerprint(paths: Iterable[str | os.PathLike | Any]) -> str:
+    """What a result computed from these files depends on, cheaply: each one's resolved path,
+    size and modification time (a missing one as missing). Anything with `archive`, `name`,
+    `offset` and `size` (an image inside a tar archive) counts as that archive's fingerprint
+    and its place in it. A changed, added or removed file changes it."""
+    h = hashlib.sha1()
+    stats: dict[str, str] = {}
+
+    def stat(p: str | os.PathLike) -> str:
+        key = os.fspath(p)
+        if key not in stats:
+            try:
+                st = os.stat(key)
+                stats[key] = f"{os.path.realpath(key)}|{st.st_size}|{st.st_mtime_ns}"
+            except OSError:
+                stats[key] = f"{key}|missing"
+        return stats[key]
+
+    for p in paths:
+        if hasattr(p, "archive") and hasattr(p, "offset"):
+            h.update(f"{stat(p.archive)}|{p.name}|{p.offset}|{p.size}\n".encode())
+        elif p is None:
+            h.update(b"none\n")
+        else:
+            h.update(f"{stat(p)}\n".encode())
+    return h.hexdigest()
+
+
+def cached_arrays(path: str | os.PathLike, key: str, compute: Callable[[], dict[str, np.ndarray]]
+                  ) -> dict[str, np.ndarray]:
+    """Arrays computed once and kept in `path` (.npz) under `key`: read back while the key is
+    the same, computed again when it differs; a cache file that cannot be read is named in a
+    warning and rebuilt. Written atomically."""
+    path = Path(path)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "key" in z.files and str(z["key"]) == key:
+                    return {k: z[k] for k in z.files if k != "key"}
+        except Exception as e:  # BadZipFile, EOFError, ValueError, OSError, KeyError: all mean "not usable"
+            warnings.warn(f"{path}: the saved scores cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+                          "computing them again", stacklevel=2)
+    arrays = compute()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), **arrays)
+    return arrays
 
 
 def read_json(path: str | os.PathLike) -> Any:

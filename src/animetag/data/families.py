@@ -78,13 +78,14 @@ def near_pairs(hashes: list[str], max_distance: int = MAX_DISTANCE, block: int =
 
 
 def find_families(ids: np.ndarray, md5s: list[str], parent_ids: np.ndarray, hashes: list[str],
-                  max_distance: int = MAX_DISTANCE) -> tuple[np.ndarray, dict[str, int]]:
+                  max_distance: int = MAX_DISTANCE) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
     """Each image's family (the smallest row index in it) and how many links of each kind
     joined two families: `parent_child` (a post and its parent, or two children of one
     parent, even when the parent itself is not kept), `md5` (the same file) and `phash`
     (near-duplicates, `max_distance` bits or fewer; a negative distance turns them off). A
     near-duplicate link that would make a family of more than MAX_NEAR_FAMILY images is
-    refused and counted (`phash_refused`)."""
+    refused and counted (`phash_refused`); the refused links are returned too, as row pairs
+    (k x 2), so that a split can be audited for the near-duplicates they leave apart."""
     n = len(ids)
     u = _Union(n)
     links = {"parent_child": 0, "md5": 0, "phash": 0, "phash_refused": 0}
@@ -105,14 +106,19 @@ def find_families(ids: np.ndarray, md5s: list[str], parent_ids: np.ndarray, hash
             if m in seen:
                 links["md5"] += u.join(r, seen[m])
             seen.setdefault(m, r)
+    refused = []
     if max_distance >= 0:
         for a, b in near_pairs(hashes, max_distance):
             ra, rb = u.find(a), u.find(b)
             if ra != rb and u.size[ra] + u.size[rb] > MAX_NEAR_FAMILY:
                 links["phash_refused"] += 1
+                refused.append((a, b))
             else:
                 links["phash"] += u.join(a, b)
-    return np.array([u.find(r) for r in range(n)]), links
+    family = np.array([u.find(r) for r in range(n)])
+    # a refused link whose ends a later link joined anyway leaves nothing apart
+    pairs = np.array([(a, b) for a, b in refused if family[a] != family[b]], np.int64).reshape(-1, 2)
+    return family, links, pairs
 
 
 def family_labels(Y: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +127,15 @@ def family_labels(Y: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, np.nda
     F = np.zeros((len(roots), Y.shape[1]), Y.dtype)
     np.maximum.at(F, inverse, Y)
     return F, inverse
+
+
+def near_train(split: np.ndarray, pairs: np.ndarray, where: str = "test") -> int:
+    """How many images of `where` are near-duplicates of a training image by a link the
+    family cap refused (`pairs` from `find_families`): the leak the families leave open."""
+    s = np.asarray(split)
+    a, b = np.asarray(pairs, np.int64).reshape(-1, 2).T
+    hit = set(a[(s[a] == where) & (s[b] == "train")].tolist()) | set(b[(s[b] == where) & (s[a] == "train")].tolist())
+    return len(hit)
 
 
 def leaked(split: np.ndarray, family: np.ndarray, where: str = "test") -> int:

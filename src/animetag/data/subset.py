@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from animetag.config import CATEGORIES, CATEGORY_IDS, RATING_NAMES, SubsetConfig, subset_config, to_dict
 from animetag.data.archives import Member
 from animetag.data.danbooru import comma_tags_warning, flat_tags_warning, load_posts, read_tag_table, tag_list
-from animetag.data.families import HASH_SIZE, family_labels, find_families, leaked
+from animetag.data.families import HASH_SIZE, MAX_NEAR_FAMILY, family_labels, find_families, leaked, near_train
 from animetag.data.image_index import ImageIndex
 from animetag.data.images import prepare_for_shard
 from animetag.data.shards import SPLITS, ShardWriter
@@ -238,9 +238,12 @@ def assign_splits(Y: np.ndarray, ids: np.ndarray, cfg: SubsetConfig, family: np.
     return split, record
 
 
-def family_audit(Y: np.ndarray, family: np.ndarray, links: dict[str, int], cfg: SubsetConfig) -> dict[str, Any]:
+def family_audit(Y: np.ndarray, family: np.ndarray, links: dict[str, int], cfg: SubsetConfig,
+                 refused: np.ndarray | None = None) -> dict[str, Any]:
     """What subset.json records of the families, and how a plain random split of these
-    images would have leaked: test images with a family member in train."""
+    images would have leaked: test images with a family member in train (and, where the
+    family cap refused near-duplicate links, test images near a training image by one)."""
+    refused = np.zeros((0, 2), np.int64) if refused is None else refused
     sizes = np.bincount(np.unique(family, return_inverse=True)[1])
     plain = stratified_split(Y, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     return {
@@ -250,6 +253,7 @@ def family_audit(Y: np.ndarray, family: np.ndarray, links: dict[str, int], cfg: 
                                             "max_distance": cfg.near_duplicate_bits},
         "random_split_would_leak": {"test_images_with_family_in_train": leaked(plain, family, "test"),
                                     "val_images_with_family_in_train": leaked(plain, family, "val"),
+                                    "test_images_near_train_by_refused_link": near_train(plain, refused, "test"),
                                     "test_images": int((plain == "test").sum())},
         "file": FAMILIES,
     }
@@ -625,12 +629,22 @@ def _write_subset(e: _Eligible, d: _Decoded, partial: Path, cfg: SubsetConfig, p
     ids = posts.loc[kept, "id"].astype(int).to_numpy()
     parents = (posts.loc[kept, "parent_id"].fillna(0).astype(int).to_numpy() if "parent_id" in posts
                else np.zeros(len(kept), int))
-    family, links = find_families(ids, posts.loc[kept, "md5"].astype(str).tolist(), parents,
-                                  [d.phash_of.get(r, "") for r in kept], cfg.near_duplicate_bits)
+    family, links, refused = find_families(ids, posts.loc[kept, "md5"].astype(str).tolist(), parents,
+                                           [d.phash_of.get(r, "") for r in kept], cfg.near_duplicate_bits)
     split, kept_splits = assign_splits(Y, ids, cfg, family)
-    family_record = family_audit(Y, family, links, cfg)
+    family_record = family_audit(Y, family, links, cfg, refused)
     family_record["leaked_here"] = {"test_images_with_family_in_train": leaked(split, family, "test"),
-                                    "val_images_with_family_in_train": leaked(split, family, "val")}
+                                    "val_images_with_family_in_train": leaked(split, family, "val"),
+                                    "test_images_near_train_by_refused_link": near_train(split, refused, "test"),
+                                    "val_images_near_train_by_refused_link": near_train(split, refused, "val")}
+    near = family_record["leaked_here"]["test_images_near_train_by_refused_link"]
+    if near:
+        w = (f"{near} test images are near-duplicates of training images (within {cfg.near_duplicate_bits} bits) "
+             f"by links the family cap refused: {links['phash_refused']} links would have gathered more than "
+             f"{MAX_NEAR_FAMILY} images into one family (flat pictures, or one picture uploaded many times). Test F1 "
+             "is flattered by those images; subset.json's families.leaked_here counts them")
+        e.warnings.append(w)
+        warnings.warn(w, stacklevel=3)
     wanted = {"train": 1.0, "val": cfg.val_fraction, "test": cfg.test_fraction}
     empty = [s for s in SPLITS if wanted[s] > 0 and not (split == s).any()]
     if empty:

@@ -1,18 +1,24 @@
 """Like for like with the published taggers (`animetag compare`): the run and each other
 tagger score the *same* images, each reading the original image files and preparing them its
 own way (the run as `animetag tag` does), over the tags both know (matched by name), under
-each threshold policy with thresholds tuned on the *same* validation images; each tagger's
-F1 minus the run's gets a paired bootstrap interval (the images resampled together).
+each threshold policy; each tagger's F1 minus the run's gets a paired bootstrap interval
+(the images resampled together).
+
+Thresholds: an animetag run (the one compared, or another beside it) is scored with its own
+thresholds.json, the thresholds `animetag tag --policy NAME` applies, so a folder captioned
+by `animetag tag` scores F1 1 under its default policy; a foreign tagger's are tuned on the
+*same* validation images (the run's own validation split, which its thresholds.json was
+tuned on); a run not evaluated yet is tuned there too.
 
 The images are a subset's test split (`--data`), or a folder of images with caption files
-beside them (`--labels`): then the folder is the test set, its captions the truth, and the
-thresholds are tuned on the run's own validation split.
+beside them (`--labels`): then the folder is the test set and its captions the truth.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from animetag.data.archives import Member, TarIndex
 from animetag.data.images import ImageError, load_array
 from animetag.data.subset import label_matrix
 from animetag.evaluation.evaluate import check_run_data
-from animetag.folders import RunFolder, SubsetFolder, atomic_path, write_csv_atomic, write_json_atomic
+from animetag.folders import RunFolder, SubsetFolder, cached_arrays, fingerprint, write_csv_atomic, write_json_atomic
 from animetag.metrics import bootstrap_f1_ci, f1_at, paired_bootstrap_diff
 from animetag.model import policies
 from animetag.tagging.foreign import ForeignTagger, canonical, cut_tagger, load_tagger
@@ -188,6 +194,25 @@ class RunTagger:
         saved = run.thresholds()
         self.published = policies.get(policies.DEFAULT_TAGGING).for_tags(saved, self.names) if saved else None
         self.published_source = f"its thresholds.json ({policies.DEFAULT_TAGGING}, tuned on its validation split)"
+        self.own = self._own_thresholds(saved)
+
+    def _own_thresholds(self, saved: dict[str, Any] | None) -> dict[str, Any]:
+        """By policy key, the threshold `animetag tag --policy NAME` applies (a number, or one
+        per tag in `names` order): from thresholds.json, and fixed ones as they are."""
+        own: dict[str, Any] = {}
+        for p in policies.table():
+            if p.fixed:
+                own[p.key] = p.threshold({})
+            elif saved and p.saved in saved:
+                value = saved[p.saved]
+                own[p.key] = p.for_tags(saved, self.names) if isinstance(value, dict) else float(value)
+        return own
+
+    def own_for(self, columns: list[int] | None = None) -> dict[str, Any]:
+        """`own`, per-tag thresholds cut to the tag columns `columns`."""
+        if columns is None:
+            return self.own
+        return {k: (v[columns] if np.ndim(v) else v) for k, v in self.own.items()}
 
     def prepare(self, src) -> np.ndarray:
         return load_array(src, self.size).astype(np.float32)
@@ -205,6 +230,24 @@ def load_any(spec: str) -> ForeignTagger | RunTagger:
     return load_tagger(spec)
 
 
+def refuse_merging_aliases(run_names: list[str], aliases: dict[str, str] | None) -> None:
+    """An alias table that maps one of the run's tags onto another would merge their truth
+    and their scores: refused, naming the pairs."""
+    if not aliases:
+        return
+    first: dict[str, str] = {}
+    merged = []
+    for n in run_names:
+        target = canonical(n, aliases)
+        if target in first:
+            merged.append(f"{first[target]!r} and {n!r} both become {target!r}")
+        first.setdefault(target, n)
+    if merged:
+        raise ValueError(f"aliases: {len(merged)} of the run's own tags are mapped onto another of its tags, which "
+                         "would merge their truth and scores: " + "; ".join(merged[:5]) + ". Leave the run's tags "
+                         "out of the alias table")
+
+
 def shared_tags(run_names: list[str], tagger: ForeignTagger | RunTagger, aliases: dict[str, str] | None = None
                 ) -> tuple[list[int], list[int]]:
     """(the run's tag columns, the tagger's output columns) of the tags both know, matched by
@@ -217,13 +260,17 @@ def shared_tags(run_names: list[str], tagger: ForeignTagger | RunTagger, aliases
     return [j for j, _ in ours], [k for _, k in ours]
 
 
-def _scored(y_val, s_val, y, s, run_pred: dict[str, np.ndarray] | None, n_boot: int) -> dict[str, Any]:
-    """F1 under each policy (thresholds tuned on val), with an interval, and its difference
-    from the run's predictions on the same images (paired) where given."""
-    th = policies.tune_all(y_val, s_val)
+def _scored(y_val, s_val, y, s, run_pred: dict[str, np.ndarray] | None, n_boot: int,
+            own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """F1 under each policy, with an interval, and its difference from the run's predictions
+    on the same images (paired) where given. Thresholds: a tagger's `own` (an animetag run's
+    thresholds.json, as `animetag tag` applies them) where it has one for the policy, else
+    tuned on val."""
+    own = own or {}
+    th = policies.tune_all(y_val, s_val) if any(p.key not in own for p in policies.table()) else {}
     out: dict[str, Any] = {"_pred": {}}
     for p in policies.table():
-        t = p.threshold(th)
+        t = own[p.key] if p.key in own else p.threshold(th)
         pred = s >= np.asarray(t)
         out["_pred"][p.key] = pred
         out[p.key] = {**f1_at(y, s, t), "ci95": bootstrap_f1_ci(y, pred, n_boot=n_boot)}
@@ -257,16 +304,18 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
         raise ValueError(f"compare: two taggers share a name ({[t.name for t in foreign]}); name them NAME=PATH")
     names = ours.names
     val = subset_images(subset, "val", names)
+    refuse_merging_aliases(names, aliases)
     unknown: dict[str, int] = {}
     if labels is not None:
         test, unknown = labelled_folder(labels, names, aliases)
         truth = f"captions of {Path(labels)}"
-        thresholds_note = (f"thresholds tuned on the validation split of {subset.path} (the run's own), for every "
-                           "tagger alike; the labelled folder is only scored")
     else:
         test = subset_images(subset, "test", names)
         truth = f"tags of {subset.path}"
-        thresholds_note = f"thresholds tuned on the validation split of {subset.path}, for every tagger alike"
+    own = "its thresholds.json (as `animetag tag` applies them)" if ours.own.keys() >= {
+        p.key for p in policies.table()} else "thresholds tuned on that split (it has no thresholds.json for every policy)"
+    thresholds_note = (f"each animetag run: {own}; each foreign tagger: tuned on the validation split of "
+                       f"{subset.path} (the run's own)" + ("; the labelled folder is only scored" if labels else ""))
 
     # each tagger's scores are kept over the tags it shares with the run only (Camie has 70k outputs)
     shared = {t.name: shared_tags(names, t, aliases) for t in foreign}
@@ -281,11 +330,11 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
     for (who, prep, pred), cols in zip(scorers, [None, *(shared[t.name][1] for t in foreign)]):
         scores[who] = {}
         for split, images in (("val", val), ("test", test)):
-            s, good = _cached(cache / f"{who}-{split}.npz", _key(models[who], images, cols),
-                              lambda images=images, prep=prep, pred=pred, who=who, split=split: score_images(
-                                  images, prep, pred, batch_size, desc=f"{who} {split}"))
-            scores[who][split] = s
-            ok[split] &= good
+            z = cached_arrays(cache / f"{_file_name(who)}-{split}.npz", _key(models[who], images, cols),
+                              lambda images=images, prep=prep, pred=pred, who=who, split=split: dict(zip(
+                                  ("scores", "ok"), score_images(images, prep, pred, batch_size, desc=f"{who} {split}"))))
+            scores[who][split] = z["scores"]
+            ok[split] &= z["ok"]
     skipped = list(test.skipped)
     for split, images in (("val", val), ("test", test)):
         if not ok[split].all():
@@ -304,7 +353,8 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
                  "the tagger's F1 minus the run's on the same images and tags, [difference, low, high] of a paired "
                  "95% bootstrap"),
         "caption_tags_outside_the_run": unknown,
-        "run_all_tags": _public(_scored(y_val, scores["run"]["val"], y, scores["run"]["test"], None, n_boot)),
+        "run_all_tags": _public(_scored(y_val, scores["run"]["val"], y, scores["run"]["test"], None, n_boot,
+                                        ours.own)),
         "taggers": [],
     }
     cats = np.array(ours.categories)
@@ -319,8 +369,10 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
             result["taggers"].append(entry)
             continue
         yv, yt = y_val[:, cols], y[:, cols]
-        run_s = _scored(yv, scores["run"]["val"][:, cols], yt, scores["run"]["test"][:, cols], None, n_boot)
-        tag_s = _scored(yv, scores[t.name]["val"], yt, scores[t.name]["test"], run_s["_pred"], n_boot)
+        run_s = _scored(yv, scores["run"]["val"][:, cols], yt, scores["run"]["test"][:, cols], None, n_boot,
+                        ours.own_for(cols))
+        tag_own = t.own_for(shared[t.name][1]) if isinstance(t, RunTagger) else None
+        tag_s = _scored(yv, scores[t.name]["val"], yt, scores[t.name]["test"], run_s["_pred"], n_boot, tag_own)
         entry["run"], entry["tagger"] = _public(run_s), _public(tag_s)
         key = result["reported_policy"]
         entry["by_category"] = {}
@@ -347,26 +399,18 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
 
 
 def _key(model: Path, images: ImageSet, cols: list[int] | None) -> str:
-    """What a tagger's saved scores depend on: its model file (path, size, time), the images
-    in order, the columns kept."""
-    st = Path(model).stat()
-    h = hashlib.sha1(f"{Path(model).resolve()}|{st.st_size}|{st.st_mtime_ns}|{cols}".encode())
-    h.update("\n".join(map(str, images.sources)).encode())
+    """What a tagger's saved scores depend on: its model file and every image file (path,
+    size, modification time), the images in order, the columns kept."""
+    h = hashlib.sha1(f"{fingerprint([model])}|{cols}".encode())
+    h.update(fingerprint(images.sources).encode())
     return h.hexdigest()
 
 
-def _cached(path: Path, key: str, compute: Callable[[], tuple[np.ndarray, np.ndarray]]
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """A tagger's scores of one split, computed once: saved after each (a comparison stopped
-    midway goes on from the taggers it finished), recomputed when the model or images change."""
-    if path.exists():
-        with np.load(path) as z:
-            if str(z["key"]) == key:
-                return z["scores"], z["ok"]
-    s, good = compute()
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, scores=s, ok=good, key=np.array(key))
-    return s, good
+def _file_name(who: str) -> str:
+    """A file name for a tagger's saved scores, whatever its name holds (`owner/repo`, `../`,
+    spaces): the name's safe characters and a hash of the whole name, so two names never meet."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", who).strip("._-")[:60] or "tagger"
+    return f"{safe}-{hashlib.sha1(who.encode()).hexdigest()[:8]}"
 
 
 def _columns(predict: Callable[[np.ndarray], np.ndarray], cols: list[int]) -> Callable[[np.ndarray], np.ndarray]:

@@ -19,9 +19,10 @@ from animetag.evaluation.published import comparison_rows
 from animetag.folders import (
     RunFolder,
     SubsetFolder,
-    atomic_path,
+    cached_arrays,
     data_differences,
     data_signature,
+    fingerprint,
     run_lock,
     trained_on,
     write_csv_atomic,
@@ -49,9 +50,12 @@ def check_run_data(data: str | os.PathLike | SubsetFolder, run: str | os.PathLik
     return now
 
 
-def _cache_key(model_path: Path, signature: dict[str, Any]) -> str:
-    st = model_path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{signature.get('tags_sha1')}:{signature.get('split_sha1')}"
+def _cache_key(model_path: Path, signature: dict[str, Any], data: SubsetFolder) -> str:
+    """What a split's saved scores depend on: the model file, the tag list and split, and the
+    shard files the images are read from (path, size, modification time)."""
+    shards = sorted((data / "shards").rglob("*")) if (data / "shards").is_dir() else []
+    return (f"{fingerprint([model_path])}:{signature.get('tags_sha1')}:{signature.get('split_sha1')}:"
+            f"{fingerprint(p for p in shards if p.is_file())}")
 
 
 def predict_split(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike | RunFolder, split: str,
@@ -67,15 +71,10 @@ def predict_split(data: str | os.PathLike | SubsetFolder, run: str | os.PathLike
     if signature is None:
 
         signature = data_signature(data)
-    key = _cache_key(model_path, signature)
-    if cache.exists():
-        z = np.load(cache)
-        if "key" in z.files and str(z["key"]) == key:
-            return z["ids"], z["labels"], z["scores"]
-    ids_a, ys_a, ss_a = predict(model or run.model, data, split, batch_size)
-    with atomic_path(cache) as tmp:
-        np.savez_compressed(tmp, ids=ids_a, labels=ys_a, scores=ss_a, key=np.array(key))
-    return ids_a, ys_a, ss_a
+    key = _cache_key(model_path, signature, data)
+    z = cached_arrays(cache, key, lambda: dict(zip(("ids", "labels", "scores"),
+                                                   predict(model or run.model, data, split, batch_size))))
+    return z["ids"], z["labels"], z["scores"]
 
 
 def predict(model, data: SubsetFolder, split: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -80,6 +80,7 @@ class ForeignTagger:
     published_source: str = ""
     model_file: Path | None = None
     _session: Any = field(default=None, repr=False)
+    tags_file: Path | None = None  # the file its names were read from
 
     @property
     def session(self):
@@ -109,10 +110,19 @@ class ForeignTagger:
         fixed = sess.get_inputs()[0].shape[0]
         if isinstance(fixed, int) and fixed != len(batch):  # a model exported for one image at a time
             return np.concatenate([self.scores(batch[i: i + 1]) for i in range(len(batch))])
-        outs = sess.run(None, feed)
+        try:
+            outs = sess.run(None, feed)
+        except Exception as e:  # ONNX Runtime's own errors name neither the file nor the cause plainly
+            raise ValueError(f"{self.model_file}: ONNX Runtime failed on a batch of shape {batch.shape} "
+                             f"({type(e).__name__}: {str(e)[:300]})") from None
+        out = outs[0] if self.layout == "wd" or len(outs) == 1 else outs[1]
+        if np.ndim(out) != 2 or np.shape(out)[1] != len(self.names):
+            raise ValueError(f"{self.model_file}: {np.shape(out)[-1] if np.ndim(out) else 0} outputs, but its tag list "
+                             f"({self.tags_file}) names {len(self.names)}: the names would shift onto other "
+                             "outputs; use the tag list made with this model")
         if self.layout == "wd":
-            return np.asarray(outs[0], np.float32)
-        logits = np.asarray(outs[1] if len(outs) > 1 else outs[0], np.float64)
+            return np.asarray(out, np.float32)
+        logits = np.asarray(out, np.float64)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
@@ -122,50 +132,114 @@ def _session(model_file: Path):
     import onnxruntime as ort
 
     wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    return ort.InferenceSession(str(model_file), providers=wanted)
+    try:
+        return ort.InferenceSession(str(model_file), providers=wanted)
+    except Exception as e:  # a cut-off download, an HTML error page saved as .onnx, another format
+        raise ValueError(f"{model_file}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:300]}); "
+                         "download it again") from None
+
+
+def _declared_outputs(sess, index: int = 0) -> int | None:
+    """The width of a session's output `index` where the model fixes it, else None."""
+    outs = sess.get_outputs()
+    if index >= len(outs):
+        index = 0
+    shape = outs[index].shape
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def check_tag_list(file: Path, names: list[str], categories: list[str], n_outputs: int | None,
+                   thresholds: np.ndarray | None = None, model: Path | None = None) -> None:
+    """Refuse a tag list that does not name the model's outputs one for one: another count,
+    a name twice (one would silently take the other's scores) or an empty name."""
+    if n_outputs is not None and n_outputs != len(names):
+        raise ValueError(f"{file}: {len(names)} tags, but {model or 'its model'} has {n_outputs} outputs: the names "
+                         "would shift onto other outputs; use the tag list made with this model")
+    if not names:
+        raise ValueError(f"{file}: no tags (a header without rows?)")
+    empty = [i for i, n in enumerate(names) if not canonical(n)]
+    if empty:
+        raise ValueError(f"{file}: {len(empty)} tags without a name (rows {_rows(empty)})")
+    seen: dict[str, int] = {}
+    twice = []
+    for i, (n, c) in enumerate(zip(names, categories)):
+        key = (canonical(n), c == "rating")
+        if key in seen:
+            twice.append(f"{n!r} (rows {seen[key] + 1} and {i + 1})")
+        seen.setdefault(key, i)
+    if twice:
+        raise ValueError(f"{file}: {len(twice)} tag names appear twice, so their scores cannot be told apart: "
+                         + ", ".join(twice[:5]))
+    if thresholds is not None:
+        bad = [i for i, t in enumerate(thresholds) if not np.isnan(t) and not 0.0 <= t <= 1.0]
+        if bad:
+            raise ValueError(f"{file}: thresholds outside 0-1 at rows {_rows(bad)}")
+
+
+def _rows(idx: list[int]) -> str:
+    shown = ", ".join(str(i + 1) for i in idx[:5])
+    return shown + (f" and {len(idx) - 5} more" if len(idx) > 5 else "")
 
 
 def _read_wd(folder: Path, name: str) -> ForeignTagger:
-    model = folder / "model.onnx"
-    tags = pd.read_csv(folder / "selected_tags.csv", keep_default_na=False)
+    model, csv = folder / "model.onnx", folder / "selected_tags.csv"
+    try:
+        tags = pd.read_csv(csv, keep_default_na=False, dtype=str)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+        raise ValueError(f"{csv}: not a readable CSV ({type(e).__name__}: {str(e)[:200]})") from None
     missing = [c for c in ("name", "category") if c not in tags.columns]
     if missing:
-        raise ValueError(f"{folder / 'selected_tags.csv'}: no {missing} column (the WD layout has name, category)")
-    cats = [CATEGORY_NAMES.get(int(c), str(c)) for c in tags["category"]]
+        raise ValueError(f"{csv}: no {missing} column (the WD layout has name, category)")
+    cat_ids = pd.to_numeric(tags["category"].str.strip(), errors="coerce")
+    bad = [i for i, c in enumerate(cat_ids) if pd.isna(c) or c != int(c)]
+    if bad:
+        raise ValueError(f"{csv}: category is not a whole number at data rows {_rows(bad)} "
+                         f"(first: {tags['category'].iloc[bad[0]]!r}); WD categories are 9 rating, 0 general, 4 character")
+    cats = [CATEGORY_NAMES.get(int(c), str(int(c))) for c in cat_ids]
+    column = next((c for c in ("threshold", "best_threshold") if c in tags.columns), None)
+    if column:
+        raw = tags[column].str.strip()
+        published = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+        bad = [i for i, (r, v) in enumerate(zip(raw, published)) if r and np.isnan(v)]
+        if bad:
+            raise ValueError(f"{csv}: {column} is not a number at data rows {_rows(bad)} (first: {raw.iloc[bad[0]]!r})")
+        source = f"selected_tags.csv's {column} column"
+    else:
+        published = np.array([WD_DEFAULTS.get(c, np.nan) for c in cats])
+        source = "the WD app's defaults (general 0.35, character 0.85)"
+    names = tags["name"].astype(str).tolist()
     sess = _session(model)
+    check_tag_list(csv, names, cats, _declared_outputs(sess), published if column else None, model)
     shape = sess.get_inputs()[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"{model}: input shape {shape} is not the WD layout's [batch, size, size, 3]")
     size = shape[1] if isinstance(shape[1], int) else None
     if size is None:
         raise ValueError(f"{model}: its input size is not fixed in the model; the WD layout fixes it (448)")
-    column = next((c for c in ("threshold", "best_threshold") if c in tags.columns), None)
-    if column:
-        published = pd.to_numeric(tags[column], errors="coerce").to_numpy(np.float64)
-        source = f"selected_tags.csv's {column} column"
-    else:
-        published = np.array([WD_DEFAULTS.get(c, np.nan) for c in cats])
-        source = "the WD app's defaults (general 0.35, character 0.85)"
-    return ForeignTagger(name, folder, "wd", tags["name"].astype(str).tolist(), cats, size, published, source, model,
-                         sess)
+    return ForeignTagger(name, folder, "wd", names, cats, size, published, source, model, sess, csv)
 
 
 def _read_camie(folder: Path, meta_file: Path, name: str) -> ForeignTagger:
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_file}: not readable JSON ({type(e).__name__}: {str(e)[:200]})") from None
     try:
         mapping = meta["dataset_info"]["tag_mapping"]
         idx_to_tag, tag_to_cat = mapping["idx_to_tag"], mapping.get("tag_to_category", {})
-    except (KeyError, TypeError):
-        raise ValueError(f"{meta_file}: no dataset_info.tag_mapping.idx_to_tag (Camie v2's metadata)") from None
-    names = [idx_to_tag[str(i)] for i in range(len(idx_to_tag))]
+        names = [str(idx_to_tag[str(i)]) for i in range(len(idx_to_tag))]
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError(f"{meta_file}: no dataset_info.tag_mapping.idx_to_tag numbered 0 to N-1 "
+                         "(Camie v2's metadata)") from None
     cats = [str(tag_to_cat.get(n, "general")) for n in names]
     models = sorted(folder.glob("*.onnx"))
     if not models:
         raise FileNotFoundError(f"{folder}: Camie metadata but no .onnx model beside it")
     sess = _session(models[0])
+    check_tag_list(meta_file, names, cats, _declared_outputs(sess, 1), None, models[0])
     side = sess.get_inputs()[0].shape[2]
     size = int(meta.get("model_info", {}).get("img_size") or (side if isinstance(side, int) else 512))
-    return ForeignTagger(name, folder, "camie", names, cats, size, None, "", models[0], sess)
+    return ForeignTagger(name, folder, "camie", names, cats, size, None, "", models[0], sess, meta_file)
 
 
 def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> ForeignTagger:
