@@ -190,7 +190,13 @@ def test_a_448_export_fed_as_kohyas_script_feeds_it_agrees_with_animetag_tag(exp
     assert main(["export", "--run", str(run), "--out", str(out), "--input-size", "448"]) == 0
     info = json.loads((out / "export.json").read_text())
     assert info["image_size"] == 448 and info["model_image_size"] == 48
-    assert "within 0.05" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "within 0.05" in readme
+    # what it says of sizes: this file takes 448; `animetag tag` resizes to the training size
+    assert "to 448x448 for this file" in readme and "`animetag tag` itself resizes to 48x48" in readme
+    assert "to 448x448, with" not in readme  # the old wording, wrong for `animetag tag`
+    # and of kohya's script: its crash and the way round it
+    assert "UnboundLocalError" in readme and "--character_threshold 1.01" in readme
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape[1:] == [448, 448, 3]
     jpegs = [f for f in photos if f.suffix == ".jpg"]  # kohya drops alpha instead of compositing it: not compared

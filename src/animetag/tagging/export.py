@@ -24,28 +24,43 @@ from animetag.vocab import category_name, n_ratings
 README = """# {name}
 
 A multi-label Danbooru tagger exported by animetag ({fmt}), laid out as the WD taggers are
-(`model.onnx` + `selected_tags.csv`). Which tools read it, and how that was checked:
+(`model.onnx` + `selected_tags.csv`).
 
-- dghs-imgutils' WD14 client: in animetag's tests, its tags for the same images equal
-  animetag's own;
-- SmilingWolf's WD tagger app, ComfyUI-WD14-Tagger, wd14-tagger-standalone and the WebUI
-  extension: loaded by hand with the real clients (the project's own tags on 40 of 40
-  images in SmilingWolf's app);
-- kohya's `tag_images_by_wd14_tagger.py` feeds 448 x 448 whatever the model says: export with
-  `--input-size 448` for it (a test feeds such an export as that script does).
+## Clients: how each was checked, and what agrees
+
+"Agrees" means the same tags as `animetag tag` on the same image at the same thresholds.
+Where a client disagrees, it is its own preprocessing (its resize filter, no EXIF
+orientation, transparency onto another colour), not the model.
+
+- **dghs-imgutils** (`get_wd14_tags` with this folder as a local model): run by animetag's
+  tests on every change: its tags equal `animetag tag`'s on the test images. By hand on 40
+  varied images (EXIF-rotated photos, transparent PNGs): 36 of 40.
+- **SmilingWolf's WD tagger app**: loaded by hand: 40 of 40.
+- **wd14-tagger-standalone** (corkborg): loaded by hand: 32 of 40.
+- **ComfyUI-WD14-Tagger**: loaded by hand: 16 of 40 (its own resizing differs most); it
+  needs a character row, which this export always has.
+- **the WebUI tagger extension**: loaded and run by hand; agreement not counted.
+- **kohya's `tag_images_by_wd14_tagger.py`** (sd-scripts): feeds 448 x 448 whatever the model
+  says, so export with `--input-size 448` for it. A test feeds such an export as that script
+  does (white padding, OpenCV's area filter) and holds its scores within 0.05 of
+  `animetag tag`'s. By hand with the real script and characters off: 38 of 40. Its versions
+  since January 2026 stop with `UnboundLocalError` (`character_tags`) at the first image
+  with a character tag: its own bug. Pass `--character_threshold 1.01` (above 1: no
+  character is ever kept) to avoid it, or use an older version.
 
 ## Input
 
 `{model_file}`: one batch of images, shape `[batch, {size}, {size}, 3]`, float32, channel
 order **{order}**, values **0-255** (no normalisation: the model rescales inside). The batch
-size is free. `animetag tag` prepares each image so:
+size is free. Prepare each image as `animetag tag` does:
 
 1. decoded at full size (no reduced-size JPEG decoding), first frame, EXIF orientation applied;
 2. converted to RGB, transparent pixels composited onto white;
 3. padded to a square with white (255, 255, 255), the image centred
    (offset `(side - width) // 2`, `(side - height) // 2`);
-4. resized once, the whole square to {size}x{size}, with Pillow's bicubic filter
-   (`Image.BICUBIC`);
+4. resized once, the whole square to {size}x{size} for this file, with Pillow's bicubic
+   filter (`Image.BICUBIC`); `animetag tag` itself resizes to {train}x{train}, the size the
+   model was trained at, and feeds the Keras model;
 5. {order_step}.
 {resize_note}
 This is the WD taggers' own preprocessing; the only differences are EXIF orientation (step 1),
@@ -242,7 +257,7 @@ def _export(run: RunFolder, out: Path, tmp: Path, fmt: str, channel_order: str,
             "(which flip RGB to BGR) feed it correctly" if channel_order == "bgr" else
             ": feed images as decoded, without the BGR flip WD tools apply")
     (tmp / "README.md").write_text(README.format(
-        name=run.path.name, fmt=fmt, model_file=model_file, size=feed, order=channel_order.upper(),
+        name=run.path.name, fmt=fmt, model_file=model_file, size=feed, train=size, order=channel_order.upper(),
         resize_note=RESIZE_NOTE.format(feed=feed, size=size) if feed != size else "",
         order_step=("flipped to BGR channel order and fed as float32" if channel_order == "bgr"
                     else "fed in RGB channel order as float32"),
