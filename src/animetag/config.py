@@ -171,6 +171,10 @@ class TrainConfig:
         if self.freeze_backbone_epochs and not self.init_from:
             raise ValueError(f"freeze_backbone_epochs = {self.freeze_backbone_epochs}: only with init_from "
                              "(a backbone trained elsewhere to keep); a new backbone has nothing to keep")
+        if self.freeze_backbone_epochs > self.epochs:
+            raise ValueError(f"freeze_backbone_epochs = {self.freeze_backbone_epochs} is more than epochs = "
+                             f"{self.epochs}: the frozen phase would outlast the run. Freeze at most {self.epochs} "
+                             "epochs (all of them: the head alone is trained), or train more epochs")
 
     def to_dict(self) -> dict[str, Any]:
         return {**to_dict(self), "model": self.model.to_dict()}
@@ -241,7 +245,7 @@ def tag_name(text: str) -> str:
 def read_tag_names(path: str | os.PathLike) -> tuple[str, ...]:
     """Tag names from a file: one per line, or separated by commas; `#` starts a comment."""
     names = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():  # -sig: a BOM (Windows editors) dropped
         line = line.split("#", 1)[0]
         names += [tag_name(t) for t in line.split(",") if t.strip()]
     if not names:

@@ -257,6 +257,7 @@ def _iter_csv(path: Path, report: LoadReport, columns: Iterable[str] | None = No
     csv.field_size_limit(1 << 26)
     with _open_text(path) as f:
         reader = csv.DictReader(f)
+        _require_columns(path, reader.fieldnames or [])
         for row in reader:
             yield reader.line_num, row
 
@@ -269,8 +270,13 @@ def _iter_parquet(path: Path, report: LoadReport, columns: Iterable[str] | None 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering held whole row groups: twice the memory
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering held whole row groups: twice the memory
+    except Exception as e:  # ArrowInvalid, OSError: a cut-off download, another format named .parquet
+        raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]}); download it "
+                         "again") from None
     names = set(pf.schema_arrow.names)
+    _require_columns(path, pf.schema_arrow.names)
     cols = [c for c in columns if c in names] if columns else None
     if cols and "media_asset" in cols and {"md5", "file_ext"} <= names:
         cols.remove("media_asset")  # a large struct, read only where the flat columns are missing
@@ -288,6 +294,39 @@ def _iter_parquet(path: Path, report: LoadReport, columns: Iterable[str] | None 
                 report.add_absent(n_absent, pc.filter(batch.column("id"), pc.invert(mask))[:20].to_pylist())
                 batch, rows = batch.filter(mask), rows[keep]
         yield from zip(rows.tolist(), batch.to_pylist())
+
+
+def _require_columns(path: Path, columns: Iterable[str], required: Iterable[str] = ()) -> None:
+    """A table of posts needs an `id` column and a column of tags (a tag string, per-category
+    tag strings or lists, or the old dumps' `tags`), and where it has per-category tags, those
+    of each `required` category: without them every row would be left out or kept without
+    those tags, so the file is refused naming what it has."""
+    have = [str(c).strip() for c in columns]
+    tag_columns = {"tag_string", "tags", *(f"tag_string_{c}" for c in CATEGORIES), *CATEGORIES}
+    missing = [m for m, ok in (("id", "id" in have), ("a tag column (tag_string, tag_string_general, ...)",
+                                                     bool(tag_columns & set(have)))) if not ok]
+    if not missing and not {"tag_string", "tags"} & set(have):  # per category only: each one asked for
+        missing = [f"tag_string_{c}" for c in required if f"tag_string_{c}" not in have and c not in have]
+    if missing:
+        shown = ", ".join(have[:20]) + (f" and {len(have) - 20} more" if len(have) > 20 else "")
+        raise ValueError(f"{path}: no {' and no '.join(missing)} among its columns ({shown or 'none'})")
+
+
+def _table_columns(path: Path) -> list[str] | None:
+    """The column names of a CSV or Parquet file (None for other formats)."""
+    fmt = _format_of(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]}); download "
+                             "it again") from None
+    if fmt == "csv":
+        with _open_text(path) as f:
+            return next(csv.reader(f), [])
+    return None
 
 
 # -- normalisation ---------------------------------------------------------------------
@@ -465,8 +504,12 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
                categories: Iterable[str] = CATEGORIES,
                report: LoadReport | None = None,
                tag_table: dict[str, int] | None = None,
-               present: ImageIndex | None = None) -> tuple[pd.DataFrame, LoadReport]:
+               present: ImageIndex | None = None,
+               required: Iterable[str] = ()) -> tuple[pd.DataFrame, LoadReport]:
     """Read metadata files into one table with the tag columns of `categories`.
+
+    `required`: categories a table (CSV, Parquet) with per-category tag columns must have a
+    column for (a subset's label categories), else it is refused naming the column.
 
     Malformed records are skipped and listed in the report with file and line number.
     Flat tag strings are categorised with `tag_table` (see `read_tag_table`); without one,
@@ -502,6 +545,9 @@ def load_posts(paths: str | os.PathLike | Iterable[str | os.PathLike],
     for src_i, p in enumerate(sources):
         if not p.exists():
             raise FileNotFoundError(f"metadata file not found: {p}")
+        header = _table_columns(p)
+        if header is not None:
+            _require_columns(p, header, tuple(required))
         for line, raw in iter_raw_records(p, report, wanted, present):
             try:
                 rec = normalise(raw, keep, tag_table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class MirrorAccessError(RuntimeError):
 
 def _access_error(e: Exception, repo: str, token: str | None, what: str) -> Exception:
     """The Hub's exception as one message a Colab user can act on (others unchanged)."""
+    if isinstance(e, MirrorAccessError):
+        return e
+    if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)) or type(e).__name__ in (
+            "ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout", "OfflineModeIsEnabled"):
+        return _offline(_hub_host(), e)
     try:
         from huggingface_hub.utils import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
     except ImportError:
@@ -122,9 +128,48 @@ def _access_error(e: Exception, repo: str, token: str | None, what: str) -> Exce
     return e
 
 
+_OFFLINE_HELP = ("this machine is offline or cannot resolve it. On Colab, check that the runtime is connected "
+                 "and run the cell again; or put the metadata and image archives on Drive and give METADATA and "
+                 "IMAGES instead of a mirror")
+
+
+def _offline(host: str, e: BaseException) -> MirrorAccessError:
+    return MirrorAccessError(f"cannot reach the Hugging Face Hub at {host} ({type(e).__name__}: {e}): {_OFFLINE_HELP}")
+
+
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except (ImportError, AttributeError):
+        endpoint = "https://huggingface.co"
+    return urlparse(endpoint).hostname or "huggingface.co"
+
+
+_reached: set[str] = set()
+
+
+def reach_hub(timeout: float = 5.0) -> None:
+    """One connection to the Hub's host before any request, so that an offline machine is
+    told so at once, not after the Hub client's retries (about 23 s per request). Skipped
+    behind a proxy (the proxy resolves the host) and once it has worked."""
+    host = _hub_host()
+    if host in _reached or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        raise _offline(host, e) from None
+    _reached.add(host)
+
+
 def _hub_tree(repo_id: str, token: str | None) -> list[tuple[str, int]]:
     from huggingface_hub import HfApi
 
+    reach_hub()
     return [(f.path, int(f.size)) for f in HfApi().list_repo_tree(repo_id, recursive=True, repo_type="dataset",
                                                                    token=token)
             if getattr(f, "size", None) is not None]
@@ -133,6 +178,7 @@ def _hub_tree(repo_id: str, token: str | None) -> list[tuple[str, int]]:
 def _hub_download(repo_id: str, filename: str, local_dir: str, token: str | None) -> str:
     from huggingface_hub import hf_hub_download
 
+    reach_hub()
     return hf_hub_download(repo_id, filename, repo_type="dataset", local_dir=local_dir, token=token)
 
 

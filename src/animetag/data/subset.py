@@ -407,7 +407,8 @@ def _eligible_posts(paths: list[Path], cfg: SubsetConfig, index: ImageIndex) -> 
     """1. metadata of the posts with an image here -> filters -> vocabulary (counted over
     those posts)."""
     tag_table = read_tag_table(cfg.tag_table) if cfg.tag_table else None
-    posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table, present=index)
+    posts, report = load_posts(paths, categories=label_categories(cfg), tag_table=tag_table, present=index,
+                               required=label_categories(cfg))
     warnings_list = [w for w in (flat_tags_warning(report), comma_tags_warning(report), *_archive_warnings(index))
                      if w]
     for w in warnings_list:

@@ -21,6 +21,8 @@ from animetag.model import policies
 from animetag.model.architecture import EMBEDDING, float32_copy
 from animetag.vocab import category_name, n_ratings
 
+MAX_INPUT_SIZE = 4096  # the side of an export's input square at most (a 4096 x 4096 image is 0.2 GB of float32)
+
 README = """# {name}
 
 A multi-label Danbooru tagger exported by animetag ({fmt}), laid out as the WD taggers are
@@ -196,8 +198,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         raise ValueError(f"format: {fmt!r} is not one of onnx, savedmodel")
     if channel_order not in ("rgb", "bgr"):
         raise ValueError(f"channel order: {channel_order!r} is not rgb or bgr")
-    if input_size is not None and input_size < 8:
-        raise ValueError(f"input size: {input_size} is below 8")
+    if input_size is not None and not 8 <= input_size <= MAX_INPUT_SIZE:
+        raise ValueError(f"input size: {input_size} is not within 8 to {MAX_INPUT_SIZE} (the WD taggers take 448, "
+                         f"Camie 512; one {input_size} x {input_size} image would be "
+                         f"{input_size * input_size * 12 / 1e9:.1f} GB of float32 input)")
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

@@ -251,6 +251,9 @@ def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> Foreig
     if not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", where):
         from huggingface_hub import snapshot_download
 
+        from animetag.data.mirror import reach_hub
+
+        reach_hub()  # offline: said at once, not after the Hub client's retries
         folder = Path(snapshot_download(where, allow_patterns=["*.onnx", "*.csv", "*.json"], cache_dir=cache_dir))
     if not folder.is_dir():
         raise FileNotFoundError(f"tagger {spec!r}: no folder {folder} (and not a Hugging Face repository id)")

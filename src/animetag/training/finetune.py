@@ -33,6 +33,11 @@ def check_parent(parent: RunFolder, cfg: TrainConfig) -> None:
     recorded = (parent.config or {}).get("train")
     if not recorded:
         raise ValueError(f"--init-from {parent}: no config.json with training settings; is it a run folder?")
+    done, planned = int(parent.state.get("epochs_done", 0)), int(recorded.get("epochs", 0))
+    if done < planned:
+        raise ValueError(f"--init-from {parent}: the run is unfinished ({done} of its {planned} epochs done), so its "
+                         f"model.keras is only the best of those. Finish it first (`animetag train --data SUBSET --run "
+                         f"{parent}` goes on where it stopped)")
     theirs, ours = _backbone_of(recorded), {k: v for k, v in cfg.model.to_dict().items() if k != "dropout"}
     why = []
     if int(recorded.get("image_size", 0)) != cfg.image_size:
