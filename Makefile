@@ -66,7 +66,7 @@ test:
 	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(WD_CLIENT)/.installed
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
 	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 \
-	ANIMETAG_BACKBONE=resnet $(BIN)/python -m pytest \
+	ANIMETAG_BACKBONE=resnet ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
 	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \

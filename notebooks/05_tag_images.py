@@ -39,7 +39,7 @@ if "google.colab" in sys.modules:
 
     drive.mount("/content/drive")
     url = SOURCE if SOURCE.startswith("git+") else "file://" + os.path.abspath(SOURCE)
-    spec = f"animetag[onnx] @ {url}"
+    spec = f"animetag[onnx,app] @ {url}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
@@ -54,6 +54,8 @@ if "google.colab" in sys.modules:
 # picker instead. MAX_TAGS: a cap per caption. THRESHOLD: one global threshold (0: the tuned
 # thresholds from notebook 04 when present, else 0.5). UNDERSCORES_TO_SPACES: "long hair"
 # rather than "long_hair"; RATING_IN_CAPTIONS: start each caption with the rating.
+# OPEN_APP: the tagger as a page below the last cell (auto: on Colab only); SHARE_LINK: a
+# public gradio.live link as well (off: the page stays inside this notebook).
 PROFILE = "sample"  # @param ["sample", "full", "tiny"]
 WORKSPACE = ""  # @param {type:"string"}
 RUN = ""  # @param {type:"string"}
@@ -64,14 +66,17 @@ THRESHOLD = 0.0  # @param {type:"number"}
 UNDERSCORES_TO_SPACES = True  # @param {type:"boolean"}
 RATING_IN_CAPTIONS = False  # @param {type:"boolean"}
 EXPORT_FORMAT = "onnx"  # @param ["onnx", "savedmodel"]
+OPEN_APP = "auto"  # @param ["auto", "yes", "no"]
+SHARE_LINK = False  # @param {type:"boolean"}
 
 from animetag import params_from_env
 
 (PROFILE, WORKSPACE, RUN, TAG_IMAGES, UPLOAD, MAX_TAGS, THRESHOLD, UNDERSCORES_TO_SPACES,
- RATING_IN_CAPTIONS, EXPORT_FORMAT) = params_from_env(
+ RATING_IN_CAPTIONS, EXPORT_FORMAT, OPEN_APP, SHARE_LINK) = params_from_env(
     PROFILE=PROFILE, WORKSPACE=WORKSPACE, RUN=RUN, TAG_IMAGES=TAG_IMAGES, UPLOAD=UPLOAD,
     MAX_TAGS=MAX_TAGS, THRESHOLD=THRESHOLD, UNDERSCORES_TO_SPACES=UNDERSCORES_TO_SPACES,
-    RATING_IN_CAPTIONS=RATING_IN_CAPTIONS, EXPORT_FORMAT=EXPORT_FORMAT).values()
+    RATING_IN_CAPTIONS=RATING_IN_CAPTIONS, EXPORT_FORMAT=EXPORT_FORMAT, OPEN_APP=OPEN_APP,
+    SHARE_LINK=SHARE_LINK).values()
 THRESHOLD = THRESHOLD or None
 
 # %%
@@ -175,3 +180,23 @@ print(info)
 print(f"size on disk: {info['size_mb']} MB (thesis model: 200 MB; Camie Tagger v1: 850 MB)")
 print((Path(info["out"]) / "README.md").read_text())
 display(pd.read_csv(Path(info["out"]) / "selected_tags.csv").head(8))
+
+# %% [markdown]
+# ## The tagger as a page
+# `animetag app` in the notebook: drop or paste an image, see its tags by category with their
+# scores, move a category's threshold or pick a policy, copy the caption; a second tab tags a
+# folder under the workspace. It runs the code `animetag tag` runs, so its captions are the
+# ones written above for the same settings. The model is loaded once; one request at a time
+# uses it. No public link unless SHARE_LINK is ticked. Outside a notebook:
+# `animetag app --run RUN [--compare OTHER_RUN_OR_TAGGER] [--root FOLDER]`.
+
+# %%
+from animetag import in_colab
+
+if OPEN_APP == "yes" or (OPEN_APP == "auto" and in_colab()):
+    from animetag import serve_app
+
+    page = serve_app(run, root=ws.home, share=SHARE_LINK, inline=True, block=False)
+    print(f"the page: {page.local_url} (stop it with page.close())")
+else:
+    print("the page is not opened here (OPEN_APP); on Colab it opens below this cell")

@@ -79,6 +79,7 @@ _PUBLIC = {
     "tag_paths": "tagging.tagger:tag_paths",
     "find_images": "tagging.tagger:find_images",
     "export_run": "tagging.export:export_run",
+    "serve_app": "app:serve",
     # 5. evaluation
     "evaluate": "evaluation.evaluate:evaluate",
     "predict_split": "evaluation.evaluate:predict_split",

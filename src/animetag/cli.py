@@ -28,6 +28,14 @@ def _at_least(low: int):
     return parse
 
 
+def _category_threshold(text: str) -> tuple[str, float]:
+    """An argparse type: CATEGORY=T (T from 0 to 1)."""
+    cat, sep, value = text.partition("=")
+    if not sep or not cat.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not CATEGORY=THRESHOLD (e.g. character=0.85)")
+    return cat.strip(), _probability(value)
+
+
 def _probability(text: str) -> float:
     """An argparse type: a number from 0 to 1."""
     try:
@@ -85,6 +93,18 @@ def cmd_train(a: argparse.Namespace) -> int:
                           parse_sets(a.set or []))
     result = train(a.data, a.run, profile=a.profile, **settings)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_app(a: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError("the app needs Gradio: pip install \"animetag[app]\" (or pip install gradio)")
+    from animetag.app import serve
+
+    print(f"animetag app: {a.run} at http://{a.host}:{a.port or 7860} (Ctrl-C stops it)")
+    serve(a.run, a.compare or [], host=a.host, port=a.port, root=a.root, share=a.share)
     return 0
 
 
@@ -155,7 +175,8 @@ def cmd_tag(a: argparse.Namespace) -> int:
     choice = TagChoice(threshold=a.threshold, policy=policy, max_tags=a.max_tags,
                        categories=tuple(_csv(a.categories)) if a.categories else (),
                        exclude_tags=tuple(a.exclude_tags or ()), underscores_to_spaces=a.underscores_to_spaces,
-                       rating=a.rating)
+                       rating=a.rating, category_thresholds=tuple(a.category_threshold or ()), mcut=a.mcut,
+                       escape_parentheses=a.escape_parentheses)
     rep = tag_paths(tagger, a.paths, out=a.out, fmt=a.format, choice=choice, overwrite=a.overwrite)
     for e in rep.errors:
         print(f"  skipped {e['file']}: {e['reason']} ({e['detail']})", file=sys.stderr)
@@ -322,6 +343,13 @@ def _tag_parser(sub) -> None:
     s.add_argument("--categories", help="comma separated, e.g. general,character")
     s.add_argument("--exclude-tags", nargs="*")
     s.add_argument("--underscores-to-spaces", action="store_true")
+    s.add_argument("--escape-parentheses", action="store_true",
+                   help="write ( and ) as \\( and \\) (a caption ready for a prompt)")
+    s.add_argument("--category-threshold", type=_category_threshold, action="append", metavar="CATEGORY=T",
+                   help="a fixed threshold for one category's tags, over the policy's (repeatable: "
+                        "--category-threshold character=0.85)")
+    s.add_argument("--mcut", action="store_true",
+                   help="per image and category, keep the tags above the largest gap in the sorted scores (MCut)")
     s.add_argument("--rating", action=argparse.BooleanOptionalAction, default=False,
                    help="start each caption with the image's rating (general, sensitive, questionable, explicit)")
     s.add_argument("--batch-size", type=_at_least(1), default=32)
@@ -365,6 +393,16 @@ def _bench_parser(sub) -> None:
 
 
 def _plugins_parser(sub) -> None:
+    s = sub.add_parser("app", help="the tagger as a web page (Gradio): one image, a folder, side by side")
+    s.set_defaults(fn=cmd_app)
+    s.add_argument("--run", required=True)
+    s.add_argument("--compare", action="append", metavar="RUN_OR_TAGGER",
+                   help="another run or a WD/Camie tagger beside the run, [NAME=]PATH (repeatable)")
+    s.add_argument("--host", default="127.0.0.1", help="the address to serve on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=_at_least(1), help="default: 7860, or the next free one")
+    s.add_argument("--root", help="the folder whose subfolders the folder tab may tag (default: none)")
+    s.add_argument("--share", action="store_true", help="a public gradio.live link as well (off by default)")
+
     s = sub.add_parser("plugins", help="the registered backbones, losses and threshold policies, with their settings")
     s.set_defaults(fn=cmd_plugins)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from urllib.parse import urlparse
 
 GB = 1e9
 
@@ -138,8 +139,6 @@ def _offline(host: str, e: BaseException) -> MirrorAccessError:
 
 
 def _hub_host() -> str:
-    from urllib.parse import urlparse
-
     try:
         from huggingface_hub import constants
 

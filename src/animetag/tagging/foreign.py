@@ -38,6 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from animetag.data.images import open_rgb, open_rgb_square
+from animetag.data.mirror import reach_hub
 
 WD_DEFAULTS = {"general": 0.35, "character": 0.85}  # SmilingWolf's app's sliders
 CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating", 10: "year"}
@@ -250,8 +251,6 @@ def load_tagger(spec: str, cache_dir: str | os.PathLike | None = None) -> Foreig
     folder = Path(where).expanduser()
     if not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", where):
         from huggingface_hub import snapshot_download
-
-        from animetag.data.mirror import reach_hub
 
         reach_hub()  # offline: said at once, not after the Hub client's retries
         folder = Path(snapshot_download(where, allow_patterns=["*.onnx", "*.csv", "*.json"], cache_dir=cache_dir))

@@ -34,6 +34,10 @@ class TagChoice:
     exclude_tags: tuple[str, ...] = ()
     underscores_to_spaces: bool = False
     rating: bool = False  # captions start with the rating (`general`, ...), as kohya's --use_rating_tags
+    # per category a fixed threshold, over the policy's for the tags of that category
+    category_thresholds: tuple[tuple[str, float], ...] = ()
+    mcut: bool = False  # per image and category, cut at the largest gap between the sorted scores (MCut)
+    escape_parentheses: bool = False  # `(` and `)` as `\(` and `\)`: a caption ready to paste into a prompt
 
 
 class Tagger:
@@ -102,12 +106,24 @@ class Tagger:
         return [(self.rating_names[b], float(row[b])) for b, row in zip(best, r)]
 
     def threshold_vector(self, choice: TagChoice) -> np.ndarray:
-        """One threshold per tag: the fixed one if given, else the policy's (see `policies`)."""
+        """One threshold per tag: the fixed one if given, else the policy's (see `policies`);
+        then a category's own threshold where `choice.category_thresholds` gives one."""
 
         if choice.threshold is not None:
-            return np.full(len(self.names), float(choice.threshold))
-        name = choice.policy or (policies.DEFAULT_TAGGING if self.thresholds else "0.5")
-        return policies.get(name).for_tags(self.thresholds, self.names)
+            t = np.full(len(self.names), float(choice.threshold))
+        else:
+            t = policies.get(self.policy_name(choice)).for_tags(self.thresholds, self.names).astype(np.float64)
+        cats = np.array(self.categories)
+        for cat, value in choice.category_thresholds:
+            if cat not in cats:
+                raise ValueError(f"category threshold: this run has no {cat!r} tags (it has "
+                                 f"{', '.join(dict.fromkeys(self.categories))})")
+            t[cats == cat] = float(value)
+        return t
+
+    def policy_name(self, choice: TagChoice) -> str:
+        """The policy `choice` applies: its own, else per-tag when the run has tuned thresholds, else 0.5."""
+        return choice.policy or (policies.DEFAULT_TAGGING if self.thresholds else "0.5")
 
     def choose(self, scores: np.ndarray, choice: TagChoice | None = None) -> list[list[tuple[str, float]]]:
         """Per image, the chosen (tag, score) pairs, highest score first (`scores`: every
@@ -119,21 +135,51 @@ class Tagger:
             allowed &= np.isin(self.categories, list(choice.categories))
         if choice.exclude_tags:
             allowed &= ~np.isin(self.names, list(choice.exclude_tags))
+        cats = np.array(self.categories)
         out = []
         for row in np.atleast_2d(scores)[:, self.n_ratings:]:
-            idx = np.flatnonzero((row >= t) & allowed)
+            cut = t
+            if choice.mcut:
+                cut = t.copy()
+                for cat in dict.fromkeys(self.categories):
+                    m = cats == cat
+                    cut[m] = mcut_threshold(row[m])
+            idx = np.flatnonzero((row >= cut) & allowed)
             idx = idx[np.argsort(-row[idx], kind="stable")]
             if choice.max_tags is not None:
                 idx = idx[: choice.max_tags]
-            out.append([(display_name(self.names[j], choice.underscores_to_spaces), float(row[j])) for j in idx])
+            out.append([(display_name(self.names[j], choice.underscores_to_spaces, choice.escape_parentheses),
+                         float(row[j])) for j in idx])
         return out
 
+    def caption(self, scores: np.ndarray, choice: TagChoice | None = None) -> str:
+        """The caption `animetag tag` writes for one image (its scores, ratings included):
+        the rating first when asked, then the chosen tags, highest score first, comma separated."""
+        choice = choice or TagChoice()
+        rating = self.rating(scores)[0][0]
+        words = ([rating] if choice.rating and rating else []) + [t for t, _ in self.choose(scores, choice)[0]]
+        return ", ".join(words)
 
-def display_name(tag: str, underscores_to_spaces: bool) -> str:
-    """`long_hair` -> `long hair` when asked; short tags (kaomoji such as `^_^`) stay as they are."""
+
+def display_name(tag: str, underscores_to_spaces: bool, escape_parentheses: bool = False) -> str:
+    r"""`long_hair` -> `long hair` when asked; short tags (kaomoji such as `^_^`) stay as they
+    are. With `escape_parentheses`, `(` and `)` become `\(` and `\)`, as prompt syntaxes
+    that weight a phrase in parentheses need (`lumine_\(genshin_impact\)`)."""
     if underscores_to_spaces and len(tag) > 3:
-        return tag.replace("_", " ")
+        tag = tag.replace("_", " ")
+    if escape_parentheses:
+        tag = tag.replace("(", "\\(").replace(")", "\\)")
     return tag
+
+
+def mcut_threshold(scores: np.ndarray) -> float:
+    """MCut (Largeron, Moulin and Géry, 2012): the midpoint of the largest gap between
+    consecutive scores sorted from the highest; what is above it is kept. One score: 0.5."""
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    if len(s) < 2:
+        return 0.5
+    i = int(np.argmax(s[:-1] - s[1:]))
+    return float((s[i] + s[i + 1]) / 2)
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -253,12 +299,12 @@ def tag_paths(tagger: Tagger, paths: Iterable[str | os.PathLike], out: str | os.
         report.errors += errors
         if good:
             scores = tagger.scores(x)
-            for f, chosen, (rating, r_score) in zip(good, tagger.choose(scores, choice), tagger.rating(scores)):
+            for f, row, chosen, (rating, r_score) in zip(good, scores, tagger.choose(scores, choice),
+                                                         tagger.rating(scores)):
                 if fmt == "txt":
-                    words = ([rating] if choice.rating and rating else []) + [t for t, _ in chosen]
                     cp = caption_path(f)
                     cp.parent.mkdir(parents=True, exist_ok=True)
-                    _write_text_atomic(cp, ", ".join(words) + "\n")
+                    _write_text_atomic(cp, tagger.caption(row[None], choice) + "\n")
                     report.outputs.append(str(cp))
                 else:
                     rows.append({"file": str(f), "rating": rating,
