@@ -27,6 +27,28 @@ def subset_dir(sample_root, tmp_path_factory):
     return out
 
 
+def evaluated_run(sample_root, root, n_boot: int = 50):
+    """In `root`: the sample's subset with general and character tags (`subset/`), a run
+    trained on it two epochs (`run/`), evaluated (its thresholds.json), and exported in the
+    WD layout (`wd/`). Returns `root`."""
+    import keras
+
+    from animetag.config import SubsetConfig
+    from animetag.data.subset import build_subset
+    from animetag.evaluation.evaluate import evaluate
+    from animetag.tagging.export import export_run
+    from animetag.training.fit import train
+
+    build_subset(sample_root / "metadata" / "posts.json", sample_root, root / "subset",
+                 SubsetConfig(top_k=20, top_k_character=5, image_size=32, images_per_shard=64, workers=2),
+                 progress=False)
+    keras.utils.set_random_seed(0)
+    train(root / "subset", root / "run", profile="tiny", epochs=2, batch_size=16, verbose=0)
+    evaluate(root / "subset", root / "run", n_boot=n_boot)
+    export_run(root / "run", root / "wd")
+    return root
+
+
 def write_tar(path, members: list[tuple[str, bytes]]):
     """An uncompressed tar archive holding `members` (name, bytes), in order."""
     import io

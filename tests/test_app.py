@@ -24,20 +24,9 @@ from animetag.cli import main  # noqa: E402
 def world(sample_root, tmp_path_factory):
     """A run with general and character tags, evaluated (tuned thresholds), exported; a few
     of the sample's images (a JPEG, a transparent PNG) to tag."""
-    from animetag.config import SubsetConfig
-    from animetag.data.subset import build_subset
-    from animetag.evaluation.evaluate import evaluate
-    from animetag.tagging.export import export_run
-    from animetag.training.fit import train
+    from conftest import evaluated_run
 
-    root = tmp_path_factory.mktemp("app")
-    build_subset(sample_root / "metadata" / "posts.json", sample_root, root / "subset",
-                 SubsetConfig(top_k=20, top_k_character=5, image_size=32, images_per_shard=64, workers=2),
-                 progress=False)
-    keras.utils.set_random_seed(0)
-    train(root / "subset", root / "run", profile="tiny", epochs=2, batch_size=16, verbose=0)
-    evaluate(root / "subset", root / "run", n_boot=20)
-    export_run(root / "run", root / "wd")
+    root = evaluated_run(sample_root, tmp_path_factory.mktemp("app"), n_boot=20)
     images = root / "images"
     images.mkdir()
     for i, f in enumerate(sorted((sample_root / "512px").rglob("*.jpg"))[:6]):

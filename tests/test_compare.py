@@ -21,21 +21,12 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 @pytest.fixture(scope="module")
 def world(sample_root, tmp_path_factory):
-    """A subset with general and character tags, a run trained on it, evaluated, exported."""
-    from animetag.config import SubsetConfig
-    from animetag.data.subset import build_subset
-    from animetag.evaluation.evaluate import evaluate
+    """A subset with general and character tags, a run trained on it, evaluated, exported
+    (and exported again taking 48 px)."""
     from animetag.tagging.export import export_run
-    from animetag.training.fit import train
+    from conftest import evaluated_run
 
-    root = tmp_path_factory.mktemp("compare")
-    build_subset(sample_root / "metadata" / "posts.json", sample_root, root / "subset",
-                 SubsetConfig(top_k=20, top_k_character=5, image_size=32, images_per_shard=64, workers=2),
-                 progress=False)
-    keras.utils.set_random_seed(0)
-    train(root / "subset", root / "run", profile="tiny", epochs=2, batch_size=16, verbose=0)
-    evaluate(root / "subset", root / "run", n_boot=50)
-    export_run(root / "run", root / "wd")
+    root = evaluated_run(sample_root, tmp_path_factory.mktemp("compare"))
     export_run(root / "run", root / "wd48", input_size=48)
     return root
 
