@@ -309,8 +309,8 @@ def build(app: TaggerApp):
         scores.change(render, [scores, *settings_inputs], outputs, **_private(gr))
         for c in settings_inputs:
             c.change(render, [scores, *settings_inputs], outputs, **_private(gr))
-        for s in sliders:  # moving a slider means: thresholds from the sliders
-            s.release(lambda: SLIDERS, None, policy, **_private(gr))
+        for s in sliders:  # moving a slider (or typing its value) means: thresholds from the sliders
+            s.input(lambda: SLIDERS, None, policy, **_private(gr))
 
         with gr.Tab("a folder"):
             gr.Markdown("Tag many images at the settings of the first tab: upload them, or name a folder "
