@@ -255,7 +255,8 @@ else:
 # thresholds. Here each tagger in `TAGGERS` runs on *these* test images (or your `LABELS`
 # folder): every tagger, this run included, reads the original image files and prepares
 # them as its own clients do; each is scored over the tags it shares with this run (matched
-# by name), under every threshold policy tuned on the same validation images, and at its
+# by name), under every threshold policy (this run at its own tuned thresholds, as
+# `animetag tag` applies them; the others tuned on the same validation images), and at its
 # own published thresholds where it ships them. ΔF1 is the tagger's F1 minus this run's on
 # the same images and tags, with a paired bootstrap interval. The downloads are large
 # (hundreds of MB each) and each tagger runs on every validation and test image, on the
