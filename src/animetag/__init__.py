@@ -157,22 +157,29 @@ def _hold_back_native_logs() -> None:
 
     def pump() -> None:
         pending = b""
-        with open(_NATIVE_LOG_FILE, "ab") as log:
-            while chunk := _os.read(read_end, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    if _NATIVE_LOG.match(line):
-                        log.write(line + b"\n")
-                        log.flush()
-                    else:
-                        pass_on(line + b"\n")
-                # a partial line (a progress bar's) is held until its newline only while it may
-                # still turn out to be a log line
-                if pending and (pending[:1] not in (b"I", b"W", b"E") or
-                                (len(pending) > 100 and not _NATIVE_LOG.match(pending))):
-                    pass_on(pending)
-                    pending = b""
+        try:
+            with open(_NATIVE_LOG_FILE, "ab") as log:
+                while chunk := _os.read(read_end, 65536):
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if _NATIVE_LOG.match(line):
+                            log.write(line + b"\n")
+                            log.flush()
+                        else:
+                            pass_on(line + b"\n")
+                    # a partial line (a progress bar's) is held until its newline only while it
+                    # may still turn out to be a log line
+                    if pending and (pending[:1] not in (b"I", b"W", b"E") or
+                                    (len(pending) > 100 and not _NATIVE_LOG.match(pending))):
+                        pass_on(pending)
+                        pending = b""
+        except OSError:  # the log file cannot be written (a full disk): descriptor 2 as it was,
+            _os.dup2(before, 2)  # so that no writer ever blocks on a pipe nobody reads
             pass_on(pending)
+            while chunk := _os.read(read_end, 65536):  # what is already in the pipe, passed on
+                pass_on(chunk)
+            return
+        pass_on(pending)
 
     thread = _threading.Thread(target=pump, name="animetag-native-log", daemon=True)
     thread.start()
