@@ -133,3 +133,17 @@ def test_camie_metadata_that_is_not_json_is_named(tmp_path):
     (tmp_path / "camie-tagger-v2.onnx").write_text("x")
     with pytest.raises(ValueError, match=r"camie-tagger-v2-metadata\.json: not readable JSON"):
         load_tagger(str(tmp_path))
+
+
+def test_a_tag_table_or_alias_table_that_does_not_parse_is_named(tmp_path):
+    from animetag.data.danbooru import read_tag_table
+    from animetag.tagging.foreign import read_aliases
+
+    bad = tmp_path / "table.csv"
+    bad.write_bytes(b"name,category\n\"long_hair,0\n")  # a quote left open
+    with pytest.raises(ValueError, match=r"table\.csv: not a readable CSV"):
+        read_tag_table(bad)
+    empty = tmp_path / "aliases.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"aliases\.csv: not a readable CSV"):
+        read_aliases(empty)

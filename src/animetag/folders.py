@@ -136,10 +136,19 @@ def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
         yield dirpath, dirnames, sorted(filenames)
 
 
+def read_csv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
+    """pandas' read_csv, with one error naming the file when it is no readable CSV (empty,
+    binary, a quote left open, another encoding); a missing file stays FileNotFoundError."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def read_tags_csv(path: str | os.PathLike) -> pd.DataFrame:
     """tags.csv as written (a tag named "null" or "nan" stays a string)."""
 
-    return pd.read_csv(path, keep_default_na=False)
+    return read_csv(path, keep_default_na=False)
 
 
 class _Folder(os.PathLike):

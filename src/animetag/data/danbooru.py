@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from animetag.config import CATEGORIES, CATEGORY_NAMES
+from animetag.folders import read_csv
 from animetag.registry import READERS
 
 if TYPE_CHECKING:
@@ -414,14 +415,14 @@ def read_tag_table(path: str | os.PathLike) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tag table not found: {path}")
-    head = pd.read_csv(path, nrows=0)
+    head = read_csv(path, nrows=0)
     cols = [str(c).strip().lower() for c in head.columns]
     if "name" in cols and "category" in cols:
-        t = pd.read_csv(path, keep_default_na=False, dtype=str)
+        t = read_csv(path, keep_default_na=False, dtype=str)
         t.columns = cols
         t = t[["name", "category"]]
     else:
-        t = pd.read_csv(path, header=None, usecols=[0, 1], names=["name", "category"], keep_default_na=False,
+        t = read_csv(path, header=None, usecols=[0, 1], names=["name", "category"], keep_default_na=False,
                         dtype=str)
     out = {}
     for name, cat in zip(t["name"], t["category"]):

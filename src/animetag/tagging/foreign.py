@@ -39,6 +39,7 @@ from PIL import Image
 
 from animetag.data.images import open_rgb, open_rgb_square
 from animetag.data.mirror import reach_hub
+from animetag.folders import read_csv
 
 WD_DEFAULTS = {"general": 0.35, "character": 0.85}  # SmilingWolf's app's sliders
 CATEGORY_NAMES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating", 10: "year"}
@@ -57,7 +58,7 @@ def canonical(name: str, aliases: dict[str, str] | None = None) -> str:
 def read_aliases(path: str | os.PathLike) -> dict[str, str]:
     """Tag aliases from a CSV: Danbooru's `antecedent_name,consequent_name` (its tag_aliases
     export), or any two columns old name, current name."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_csv(path, dtype=str, keep_default_na=False)
     cols = (["antecedent_name", "consequent_name"] if {"antecedent_name", "consequent_name"} <= set(df.columns)
             else list(df.columns[:2]))
     if len(cols) < 2:
@@ -184,10 +185,7 @@ def _rows(idx: list[int]) -> str:
 
 def _read_wd(folder: Path, name: str) -> ForeignTagger:
     model, csv = folder / "model.onnx", folder / "selected_tags.csv"
-    try:
-        tags = pd.read_csv(csv, keep_default_na=False, dtype=str)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
-        raise ValueError(f"{csv}: not a readable CSV ({type(e).__name__}: {str(e)[:200]})") from None
+    tags = read_csv(csv, keep_default_na=False, dtype=str)
     missing = [c for c in ("name", "category") if c not in tags.columns]
     if missing:
         raise ValueError(f"{csv}: no {missing} column (the WD layout has name, category)")
