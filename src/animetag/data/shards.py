@@ -1,9 +1,17 @@
 """TFRecord shards of a subset: images already decoded, resized and re-encoded as JPEG at the
-training size; labels as tag indices."""
+training size; labels as tag indices.
+
+Written with TensorFlow (as the TensorFlow input pipeline reads them), and read without it
+too (`read_records`, `decode_example`): the TFRecord framing and the three-field
+`tf.train.Example` each shard holds are simple enough to read in a few lines of Python, so a
+runtime without TensorFlow (JAX on a TPU or a GPU machine) reads the same shards.
+"""
 
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +64,130 @@ def list_shards(subset_dir: str | Path, split: str) -> list[str]:
     return files
 
 
+# -- reading without TensorFlow ---------------------------------------------------------------
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), as TFRecord frames use it (pure Python: for the 8-byte length
+    headers, and for whole records only where `read_records(verify=True)` asks)."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC: rotated right by 15 bits, plus a constant."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
+    """The records of one TFRecord file, in order, without TensorFlow: each frame's length
+    header is checked against its CRC (and with `verify` each record's too); a file cut off
+    or damaged raises ValueError naming it and the record's offset."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        offset = 0
+        while header := f.read(12):
+            if len(header) < 12:
+                raise ValueError(f"{path}: cut off in the header of the record at byte {offset}")
+            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            if masked_crc(header[:8]) != length_crc:
+                raise ValueError(f"{path}: the record at byte {offset} has a damaged length header")
+            data, footer = f.read(length), f.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise ValueError(f"{path}: cut off inside the record at byte {offset}")
+            if verify and masked_crc(data) != struct.unpack("<I", footer)[0]:
+                raise ValueError(f"{path}: the record at byte {offset} is damaged (its CRC does not match)")
+            yield data
+            offset += 16 + length
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
+    """(field number, wire type, value) of a protobuf message: varints as ints,
+    length-delimited fields as bytes (the only wire types an Example holds, beside fixed32
+    floats, which it does not use here)."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i: i + size], i + size
+        elif wire == 5:
+            value, i = buf[i: i + 4], i + 4
+        elif wire == 1:
+            value, i = buf[i: i + 8], i + 8
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not one an Example holds")
+        yield number, wire, value
+
+
+def _int64s(feature: bytes) -> list[int]:
+    out = []
+    for number, _wire, value in _fields(feature):
+        if number != 3:  # Feature.int64_list
+            continue
+        for _, w, v in _fields(value):  # Int64List.value: packed, or one varint a field
+            if w == 2:
+                j = 0
+                while j < len(v):
+                    x, j = _varint(v, j)
+                    out.append(x - (1 << 64) if x >= 1 << 63 else x)
+            else:
+                out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _bytes(feature: bytes) -> list[bytes]:
+    return [v for number, _, value in _fields(feature) if number == 1 for _, _, v in _fields(value)]
+
+
+def decode_example(data: bytes) -> tuple[int, bytes, list[int]]:
+    """(post id, JPEG bytes, tag indices) of one shard record, without TensorFlow."""
+    features: dict[str, bytes] = {}
+    for number, _, value in _fields(data):
+        if number != 1:  # Example.features
+            continue
+        for n2, _, entry in _fields(value):  # Features.feature: map entries
+            if n2 != 1:
+                continue
+            key, feat = b"", b""
+            for n3, _, v in _fields(entry):
+                key, feat = (v, feat) if n3 == 1 else (key, v)
+            features[key.decode()] = feat
+    try:
+        return _int64s(features["id"])[0], _bytes(features["image"])[0], _int64s(features["labels"])
+    except (KeyError, IndexError):
+        raise ValueError(f"a shard record without id, image or labels (it has {sorted(features)})") from None
+
+
 def parse_example(serialized, n_outputs: int):
     """A serialized example as (JPEG bytes, multi-hot float32 labels, id)."""
     import tensorflow as tf
@@ -72,16 +204,22 @@ def parse_example(serialized, n_outputs: int):
 
 
 def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
-    """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy arrays."""
-    import tensorflow as tf
+    """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy
+    arrays, in the order TensorFlow's reader gives them (shard by shard), without TensorFlow."""
+    import io
 
+    from PIL import Image
 
     n_outputs = SubsetFolder.of(subset_dir).n_outputs
-    ds = tf.data.TFRecordDataset(list_shards(subset_dir, split)).take(n)
     ids, images, labels = [], [], []
-    for ser in ds:
-        jpeg, y, pid = parse_example(ser, n_outputs)
-        images.append(tf.io.decode_jpeg(jpeg, channels=3).numpy())
-        labels.append(y.numpy())
-        ids.append(int(pid))
+    for shard in list_shards(subset_dir, split):
+        for record in read_records(shard):
+            if len(ids) == n:
+                break
+            pid, jpeg, idx = decode_example(record)
+            images.append(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+            y = np.zeros(n_outputs, np.float32)
+            y[idx] = 1.0
+            labels.append(y)
+            ids.append(pid)
     return np.array(ids), np.stack(images), np.stack(labels)
