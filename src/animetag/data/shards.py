@@ -9,12 +9,14 @@ runtime without TensorFlow (JAX on a TPU or a GPU machine) reads the same shards
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from animetag.folders import SubsetFolder
 
@@ -206,10 +208,6 @@ def parse_example(serialized, n_outputs: int):
 def peek(subset_dir: str | Path, split: str = "train", n: int = 8):
     """The first `n` examples of a split as (ids, uint8 images, multi-hot labels) numpy
     arrays, in the order TensorFlow's reader gives them (shard by shard), without TensorFlow."""
-    import io
-
-    from PIL import Image
-
     n_outputs = SubsetFolder.of(subset_dir).n_outputs
     ids, images, labels = [], [], []
     for shard in list_shards(subset_dir, split):
