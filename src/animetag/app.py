@@ -123,13 +123,16 @@ class TaggerApp:
         return other.name
 
     def side_by_side(self, image: str | os.PathLike, scores: np.ndarray, settings: Settings) -> list[list[Any]]:
-        """Rows (tag, category, the run's score, each other tagger's score, agreement) over
-        the tags each shares with the run: `both`, `run only`, `NAME only` or `neither`,
-        each side at its own thresholds (the run's as chosen on the page; a run beside it at
-        its thresholds.json; a published tagger at its published thresholds, else 0.5)."""
+        """Rows (tag, category, the run's score, the tagger's name, its score, who gives it)
+        over the tags each shares with the run that either gives: `both`, `run only` or `NAME
+        only`, each side at its own thresholds (the run's as the page chooses them, the
+        caption's tags; a run beside it at its thresholds.json; a published tagger at its
+        published thresholds, else 0.5)."""
         t = self.tagger
         choice = settings.choice(t)
-        ours = set(np.flatnonzero(scores[t.n_ratings:] >= t.threshold_vector(choice)).tolist())
+        chosen = {shown for shown, _ in t.choose(scores[None], choice)[0]}
+        ours = {j for j, n in enumerate(t.names)
+                if display_name(n, choice.underscores_to_spaces, choice.escape_parentheses) in chosen}
         rows = []
         for name, other in self.others.items():
             theirs = {canonical(n): k for k, (n, c) in enumerate(zip(other.names, other.categories)) if c != "rating"}
