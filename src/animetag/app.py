@@ -202,12 +202,10 @@ class TaggerApp:
 
 
 def _their_thresholds(other: RunTagger | ForeignTagger) -> np.ndarray:
-    n = len(other.names)
-    if other.published is None:
-        return np.full(n, 0.5)
-    if len(other.published) == n:
-        return np.where(np.isnan(other.published), 0.5, other.published)
-    return np.full(n, 0.5)
+    """One threshold per output of `other`: its published one, else 0.5."""
+    if other.published is None or len(other.published) != len(other.names):
+        return np.full(len(other.names), 0.5)
+    return np.where(np.isnan(other.published), 0.5, other.published)
 
 
 _REASONS = {"not_an_image": "not an image file (Pillow cannot identify it)",

@@ -327,10 +327,11 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
     models = {"run": folder.model_path, **{t.name: t.model_file for t in foreign}}
     scores: dict[str, dict[str, np.ndarray]] = {}
     ok = {"val": np.ones(len(val.keys), bool), "test": np.ones(len(test.keys), bool)}
+    image_keys = {"val": fingerprint(val.sources), "test": fingerprint(test.sources)}  # each file statted once
     for (who, prep, pred), cols in zip(scorers, [None, *(shared[t.name][1] for t in foreign)]):
         scores[who] = {}
         for split, images in (("val", val), ("test", test)):
-            z = cached_arrays(cache / f"{_file_name(who)}-{split}.npz", _key(models[who], images, cols),
+            z = cached_arrays(cache / f"{_file_name(who)}-{split}.npz", _key(models[who], image_keys[split], cols),
                               lambda images=images, prep=prep, pred=pred, who=who, split=split: dict(zip(
                                   ("scores", "ok"), score_images(images, prep, pred, batch_size, desc=f"{who} {split}"))))
             scores[who][split] = z["scores"]
@@ -398,12 +399,10 @@ def compare(run: str | os.PathLike, taggers: list[str], data: str | os.PathLike 
     return result
 
 
-def _key(model: Path, images: ImageSet, cols: list[int] | None) -> str:
-    """What a tagger's saved scores depend on: its model file and every image file (path,
-    size, modification time), the images in order, the columns kept."""
-    h = hashlib.sha1(f"{fingerprint([model])}|{cols}".encode())
-    h.update(fingerprint(images.sources).encode())
-    return h.hexdigest()
+def _key(model: Path, images: str, cols: list[int] | None) -> str:
+    """What a tagger's saved scores depend on: its model file, the images (`fingerprint`
+    of every image file in order: path, size, modification time), the columns kept."""
+    return hashlib.sha1(f"{fingerprint([model])}|{cols}|{images}".encode()).hexdigest()
 
 
 def _file_name(who: str) -> str:
