@@ -10,7 +10,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "animetag"
 # third-party modules that are heavy to load or optional: a function may import them where used
 HEAVY = {"tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "huggingface_hub", "google", "matplotlib",
-         "sklearn", "pyarrow", "iterstrat", "IPython", "imagehash", "gradio", "gradio_client", "playwright"}
+         "sklearn", "pyarrow", "iterstrat", "IPython", "imagehash", "gradio", "gradio_client", "playwright",
+         "jax", "google_crc32c"}
 
 
 # The stages a study passes through, in the order data flows: a module may import its own

@@ -9,7 +9,7 @@ import pytest
 
 from animetag.config import COLAB_WORKSPACE, data_home
 from animetag.notebook import params_from_env
-from animetag.training.devices import NoAccelerator, require_accelerator
+from animetag.training.runtime import NoAccelerator, require_accelerator
 
 CPU = {"kind": "cpu", "name": "CPU", "count": 1, "compute_capability": None}
 GPU = {"kind": "gpu", "name": "Tesla T4", "count": 1, "compute_capability": (7, 5)}

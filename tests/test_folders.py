@@ -36,16 +36,15 @@ def test_a_folder_that_is_not_a_subset_says_so(tmp_path):
 def test_a_subset_folder_reads_each_file_once_and_passes_for_a_path(subset_dir, monkeypatch):
     from animetag.data.subset import read_subset
     from animetag.folders import data_signature
-    from animetag.training.input_pipeline import n_outputs_of, split_size
 
     reads = []
     real = pd.read_csv
     monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(os.path.basename(path)) or real(path, *a, **k))
     folder = SubsetFolder(subset_dir)
     sig = data_signature(folder)
-    sizes = {s: split_size(folder, s) for s in ("train", "val", "test")}
+    sizes = {s: folder.split_size(s) for s in ("train", "val", "test")}
     tags, manifest, summary = read_subset(folder)
-    assert n_outputs_of(folder) == sig["n_outputs"] == len(tags) == sig["n_tags"] + sig["n_ratings"]
+    assert folder.n_outputs == sig["n_outputs"] == len(tags) == sig["n_tags"] + sig["n_ratings"]
     assert sorted(reads) == ["manifest.csv", "tags.csv"]  # once each, whatever asked
     assert sizes == sig["split_sizes"] and sum(sizes.values()) == len(manifest)
     assert sig["image_size"] == summary["settings"]["image_size"]

@@ -124,7 +124,7 @@ def test_tpu_vm_is_found_with_tpu_local_and_never_probed_elsewhere(monkeypatch):
 
     import tensorflow as tf
 
-    import animetag.training.devices as devices
+    import animetag.training.runtime as devices
     from animetag.training.fit import steps_per_execution
 
     calls = []

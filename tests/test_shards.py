@@ -12,8 +12,9 @@ import pytest
 
 def test_the_shards_read_without_tensorflow_are_what_tensorflow_reads(subset_dir):
     tf = pytest.importorskip("tensorflow")
-    from animetag.data.shards import decode_example, list_shards, parse_example, read_records
+    from animetag.data.shards import decode_example, list_shards, read_records
     from animetag.folders import SubsetFolder
+    from animetag.training.tensorflow_backend import parse_example
 
     n_outputs = SubsetFolder(subset_dir).n_outputs
     n = 0
@@ -63,3 +64,40 @@ def test_peek_runs_where_tensorflow_cannot_be_imported(subset_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     n, *_ = out.stdout.split()
     assert n == "5" and "(5, 32, 32, 3)" in out.stdout and out.stdout.strip().endswith("1")
+
+
+def test_shards_are_written_without_tensorflow_as_tensorflow_writes_them(tmp_path):
+    """Our TFRecord frames are byte for byte TensorFlow's for the same records (CRC-32C of
+    lengths and payloads included), and TensorFlow parses our Examples, negative ids, empty
+    images and long label lists too."""
+    tf = pytest.importorskip("tensorflow")
+    import os
+
+    from animetag.data import shards
+
+    records = [(5, os.urandom(3000), [0, 3, 99]), (-7, b"", []), (2**40, os.urandom(100_000), list(range(300)))]
+    w = shards.ShardWriter(tmp_path, "train", len(records), 2)
+    for r in records:
+        w.write(*r)
+    w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in w.paths]  # no .part left
+    got = {}
+    for path in w.paths:
+        payloads = list(shards.read_records(path, verify=True))
+        ref = tmp_path / ("tf-" + path.name)
+        with tf.io.TFRecordWriter(str(ref)) as tw:
+            for p in payloads:
+                tw.write(p)
+        assert ref.read_bytes() == path.read_bytes()
+        for r in tf.data.TFRecordDataset(str(path)):
+            f = tf.train.Example.FromString(r.numpy()).features.feature
+            got[f["id"].int64_list.value[0]] = (f["image"].bytes_list.value[0], list(f["labels"].int64_list.value))
+    assert got == {pid: (jpeg, labels) for pid, jpeg, labels in records}
+    # the pure-Python CRC where google-crc32c is missing gives the same
+    big = os.urandom(5000)
+    fast, shards._FAST = shards._FAST, None
+    try:
+        slow = shards.crc32c(big)
+    finally:
+        shards._FAST = fast
+    assert slow == shards.crc32c(big) and shards.crc32c(b"123456789") == 0xE3069283  # the check value

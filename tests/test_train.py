@@ -27,7 +27,7 @@ def learn_subset(tmp_path_factory):
 
 
 def test_pipeline_labels_match_the_manifest(subset_dir):
-    from animetag.training.input_pipeline import make_dataset
+    from animetag.training.tensorflow_backend import make_dataset
 
     tags, manifest, _ = read_subset(subset_dir)
     ds = make_dataset(subset_dir, "train", 16, with_ids=True)
@@ -182,7 +182,7 @@ def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
     import animetag.training.fit  # noqa: F401  (registers what the checkpoint holds)
     from animetag.metrics import f1_scores
     from animetag.model.losses import make_loss
-    from animetag.training.input_pipeline import make_dataset
+    from animetag.training.tensorflow_backend import make_dataset
     from conftest import write_subset
 
     for i, (name, n) in enumerate(REMAINDER_CASES.items()):
@@ -228,7 +228,11 @@ def test_mirrored_strategy_gives_every_replica_a_whole_batch(tmp_path):
 
 
 def test_evaluation_batches_are_padded_with_zero_weights(subset_dir):
-    from animetag.training.input_pipeline import make_dataset, split_size
+    from animetag.folders import SubsetFolder
+    from animetag.training.tensorflow_backend import make_dataset
+
+    def split_size(d, split):
+        return SubsetFolder(d).split_size(split)
 
     n = split_size(subset_dir, "val")
     batches = list(make_dataset(subset_dir, "val", 7, pad_to_batch=True, with_ids=True))
@@ -242,7 +246,7 @@ def test_evaluation_batches_are_padded_with_zero_weights(subset_dir):
 
 
 def test_cache_choice_counts_reclaimable_memory(monkeypatch, tmp_path):
-    import animetag.training.input_pipeline as pl
+    import animetag.data.loader as pl
 
     # a 12.7 GB Colab machine: little free memory, much page cache; MemAvailable counts both
     meminfo = "MemTotal:       13290460 kB\nMemFree:         1200000 kB\nMemAvailable:   10500000 kB\n"
@@ -257,7 +261,7 @@ def test_cache_choice_counts_reclaimable_memory(monkeypatch, tmp_path):
     import io
 
     monkeypatch.setattr(builtins, "open", fake_open)
-    assert pl._memory_bytes() == 10500000 * 1024
+    assert pl.memory_bytes() == 10500000 * 1024
     # the thesis's 20,000 training images at 256 px (3.9 GB decoded) are cached in memory
     assert pl.choose_cache("auto", 20000, 256, 800 << 20) == "decoded"
     # ... and the validation split too, after the training split's share
@@ -321,3 +325,57 @@ def test_augmentation_compiles_under_xla_and_differs_across_replicas(monkeypatch
     assert not np.array_equal(draws[0], draws[1])
     monkeypatch.setattr(au, "_replica_offset", lambda: 0)
     assert np.array_equal(np.asarray(au.Augment(seed=0)._uniform((8,))), draws[0])
+
+
+def test_the_loader_without_tensorflow_gives_what_tf_data_gives(subset_dir):
+    """The JAX backend's input (data.loader) against tf.data on the same split: the same ids,
+    labels and padding; pixels within the two JPEG decoders' rounding."""
+    from animetag.data.loader import SplitLoader
+    from animetag.training.tensorflow_backend import make_dataset
+
+    ours = list(SplitLoader(subset_dir, "val", 7, pad_to_batch=True, with_ids=True, processes=False).epoch())
+    theirs = list(make_dataset(subset_dir, "val", 7, pad_to_batch=True, with_ids=True))
+    assert len(ours) == len(theirs) and all(b[0].shape == (7, 32, 32, 3) and b[0].dtype == np.uint8 for b in ours)
+    cat = [np.concatenate(p) for p in zip(*ours)]
+    ref = [np.concatenate([t.numpy() for t in p]) for p in zip(*theirs)]
+    assert (cat[2] == ref[2]).all()  # the same weights: real images first, then zero-weight padding
+    real = cat[3] >= 0
+    a, b = np.argsort(cat[3][real]), np.argsort(ref[3][ref[3] >= 0])
+    assert (cat[3][real][a] == ref[3][ref[3] >= 0][b]).all()
+    assert (cat[1][real][a] == ref[1][ref[3] >= 0][b]).all()
+    diff = np.abs(cat[0][real][a].astype(int) - ref[0][ref[3] >= 0][b].astype(int))
+    assert diff.mean() < 2.0, diff.mean()  # Pillow's and TensorFlow's IDCTs round differently
+    assert (cat[0][~real] == 0).all() and (cat[1][~real] == 0).all()
+
+
+def test_the_loader_order_depends_on_seed_and_epoch_only_and_shares_add_up(subset_dir):
+    from animetag.data.loader import SplitLoader
+    from animetag.folders import SubsetFolder
+
+    def make(**kw):
+        return SplitLoader(subset_dir, "train", 8, training=True, seed=4, processes=False, **kw)
+
+    one = make()
+    e1, e1_again, e2 = one.rows(1), make().rows(1), one.rows(2)
+    assert all((a == b).all() for a, b in zip(e1, e1_again))  # a resumed run reads epoch 1 alike
+    assert any((a != b).any() for a, b in zip(e1, e2))  # and a new order each epoch
+    n = SubsetFolder(subset_dir).split_size("train")
+    seen = np.concatenate(e1)
+    assert len(set(seen.tolist())) == len(seen) == (n // 8) * 8  # whole batches, no image twice
+    # two processes, one share each, build the global batches one process reading both builds
+    both, first, second = make(shares=2, take=(0, 1)), make(shares=2, take=(0,)), make(shares=2, take=(1,))
+    assert len(both) == len(first) == len(second)
+    for step in (0, len(both) - 1):
+        whole = both.batch(both.rows(3)[step])
+        parts = first.batch(first.rows(3)[step]), second.batch(second.rows(3)[step])
+        assert all((np.concatenate([p[i] for p in parts]) == whole[i]).all() for i in range(2))
+    # each process reads its own shard files only
+    from animetag.data.shards import decode_example, list_shards, read_records
+
+    files = list_shards(subset_dir, "train")
+    own = {decode_example(r)[0] for f in files[0::2] for r in read_records(f)}
+    read = {int(i) for b in SplitLoader(subset_dir, "train", 8, training=True, shares=2, take=(0,), with_ids=True,
+                                        processes=False).epoch(0) for i in b[2]}
+    assert read and read <= own
+    with pytest.raises(ValueError, match="does not divide among 3 processes"):
+        make(shares=3, take=(0,))

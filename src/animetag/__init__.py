@@ -72,7 +72,7 @@ _PUBLIC = {
     "policies": "model.policies",
     # 3. training
     "train": "training.fit:train",
-    "require_accelerator": "training.devices:require_accelerator",
+    "require_accelerator": "training.runtime:require_accelerator",
     # 4. tagging
     "Tagger": "tagging.tagger:Tagger",
     "TagChoice": "tagging.tagger:TagChoice",

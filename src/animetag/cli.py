@@ -91,7 +91,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                freeze_backbone_epochs=a.freeze_backbone_epochs,
                                model={"backbone": a.backbone} if a.backbone else None),
                           parse_sets(a.set or []))
-    result = train(a.data, a.run, profile=a.profile, **settings)
+    result = train(a.data, a.run, profile=a.profile, coordinator=a.coordinator, num_processes=a.num_processes,
+                   process_id=a.process_id, **settings)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -287,7 +288,14 @@ def _train_parser(sub) -> None:
     s.add_argument("--freeze-backbone-epochs", type=_at_least(0), metavar="N",
                    help="with --init-from: train the head alone for the first N epochs")
     s.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
-    s.add_argument("--xla", choices=["auto", "on", "off"], help="XLA compilation (auto: on a GPU or TPU)")
+    s.add_argument("--xla", choices=["auto", "on", "off"],
+                   help="XLA compilation under TensorFlow (auto: on a GPU or TPU); under JAX always on")
+    g = s.add_argument_group("several processes (KERAS_BACKEND=jax; or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                             "JAX_PROCESS_ID)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port")
+    g.add_argument("--num-processes", type=_at_least(1), metavar="N")
+    g.add_argument("--process-id", type=_at_least(0), metavar="I",
+                   help="this process (0 writes the run folder; each reads its own share of the shards)")
     s.set_defaults(fn=cmd_train)
 
 

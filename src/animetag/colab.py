@@ -1,12 +1,13 @@
-"""Colab helpers: is this Colab, and does its TensorFlow/Keras meet the minimum versions.
+"""Colab helpers: is this Colab, and do its Keras and Keras' backend meet the minimum versions.
 (Which accelerator a run has is `devices`: it is not Colab's alone.)"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
-MIN_VERSIONS = {"tensorflow": "2.16", "keras": "3.3"}
+MIN_VERSIONS = {"tensorflow": "2.16", "keras": "3.3", "jax": "0.4.30"}
 
 
 def in_colab() -> bool:
@@ -22,12 +23,14 @@ def _vtuple(v: str) -> tuple[int, ...]:
 
 
 def check_versions() -> dict[str, str]:
-    """Installed TensorFlow and Keras versions; warns (never fails) when below the minimum."""
+    """Keras' and its backend's versions (TensorFlow's only where Keras runs on it); warns
+    (never fails) when below the minimum."""
     import keras
-    import tensorflow as tf
 
-    found = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    found = {"keras": keras.__version__, "backend": keras.backend.backend()}
+    backend = importlib.import_module(found["backend"])
+    found[found["backend"]] = backend.__version__
     for name, v in found.items():
-        if _vtuple(v) < _vtuple(MIN_VERSIONS[name]):
+        if name in MIN_VERSIONS and _vtuple(v) < _vtuple(MIN_VERSIONS[name]):
             warnings.warn(f"{name} {v} is older than the {MIN_VERSIONS[name]} animetag is tested with", stacklevel=2)
     return found

@@ -14,6 +14,7 @@ XLA and reports the model FLOP utilisation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -23,7 +24,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from animetag.config import train_config
 from animetag.evaluation.published import PEAK_TFLOPS
@@ -32,9 +32,8 @@ from animetag.model.architecture import build_model, flops_per_image
 from animetag.model.augmentation import Augment
 from animetag.tagging.tagger import Tagger, find_images
 from animetag.training.compile import compile_model, training_model
-from animetag.training.devices import accelerator
 from animetag.training.fit import choose_precision
-from animetag.training.input_pipeline import make_dataset, n_outputs_of, split_size
+from animetag.training.runtime import make_runtime
 
 # the share of that peak a ResNet training step typically reaches (a stated assumption)
 UTILISATION = (0.20, 0.35)
@@ -53,12 +52,12 @@ def _pull(it, n: int) -> None:
         next(it)
 
 
-def _feed_rates(data: Path, cfg, batch: int, steps: int) -> dict[str, float]:
-    """The training pipeline alone: its first pass (decoding every JPEG into the cache), then
-    the steady state; and the steady state with the augmentation run on the host."""
-    n = split_size(data, "train")
-    ds = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
-                      shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+def _feed_rates(rt, data: SubsetFolder, cfg, batch: int, steps: int) -> dict[str, float]:
+    """The training input alone (the backend's: tf.data, or data.loader under JAX): its first
+    pass (decoding every JPEG into the cache), then the steady state; and the steady state
+    with the augmentation run on the host's CPU."""
+    n = data.split_size("train")
+    ds, _ = rt.train_input(data, cfg, 0, repeat=True)
     it = iter(ds)
     first = max(1, n // batch)
     t = time.perf_counter()
@@ -68,36 +67,37 @@ def _feed_rates(data: Path, cfg, batch: int, steps: int) -> dict[str, float]:
     t = time.perf_counter()
     _pull(it, steps)
     feed = steps * batch / (time.perf_counter() - t)
-    del it
 
     aug = Augment.from_settings(cfg.augment, seed=0)
-    host = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    it = iter(host.prefetch(tf.data.AUTOTUNE))
-    _pull(it, first + 3)
-    t = time.perf_counter()
-    _pull(it, steps)
+    with keras.device("cpu:0"):
+        for x, _y in itertools.islice(it, 2):
+            keras.ops.convert_to_numpy(aug(x, training=True))  # trace first
+        t = time.perf_counter()
+        for x, _y in itertools.islice(it, steps):
+            keras.ops.convert_to_numpy(aug(x, training=True))
     host_aug = steps * batch / (time.perf_counter() - t)
     del it
     return {"first_pass_decode_img_s": decode, "host_feed_img_s": feed, "host_feed_if_augmenting_on_host_img_s": host_aug}
 
 
-def _fit_rates(data: Path, cfg, n_outputs: int, batch: int, steps: int, precision: str, jit: bool,
+def _fit_rates(rt, data: SubsetFolder, cfg, n_outputs: int, batch: int, steps: int, precision: str, jit: bool,
                rounds: int = 3) -> dict[str, Any]:
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
-        n_rat = SubsetFolder.of(data).n_ratings
-        core = build_model(n_outputs - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
-        model = training_model(core, cfg)
-        compile_model(model, cfg, n_outputs - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
-        real = make_dataset(data, "train", batch, cfg.image_size, training=True, cache=cfg.cache,
-                            shuffle_buffer=cfg.shuffle_buffer, repeat=True)
+        n_rat = data.n_ratings
+        with rt.scope():
+            core = build_model(n_outputs - n_rat, cfg.image_size, cfg.model, n_ratings=n_rat)
+            model = training_model(core, cfg)
+            compile_model(model, cfg, n_outputs - n_rat, steps_per_epoch=steps, jit=jit, n_ratings=n_rat)
+        real, _ = rt.train_input(data, cfg, 0, repeat=True)
         x, y = next(iter(real))
-        synthetic = tf.data.Dataset.from_tensors((x, y)).repeat()
+        synthetic = rt.repeated((x, y))
 
         def rate(ds) -> float:
             t = time.perf_counter()
-            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            with rt.scope():
+                model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
             return steps * batch / (time.perf_counter() - t)
 
         rate(synthetic)  # trace and compile both paths first (and fill the cache)
@@ -126,18 +126,19 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
     (default 50 on an accelerator, 3 on a CPU, where a 256 px step is slow)."""
     data = SubsetFolder.of(data)  # read once, passed on
     cfg = train_config(profile, batch_size=batch_size, image_size=image_size)
-    n_outputs = n_outputs_of(data)
+    n_outputs = data.n_outputs
     batch = cfg.batch_size
-    acc = accelerator()
+    rt = make_runtime()
+    acc = rt.acc
     fit_steps = fit_steps or (50 if acc["kind"] != "cpu" else 3)
 
-    out: dict[str, Any] = {"device": acc["name"], "profile": profile, "image_size": cfg.image_size,
-                           "batch_size": batch, "train_images": split_size(data, "train")}
-    out.update(_feed_rates(data, cfg, batch, steps))
+    out: dict[str, Any] = {"device": acc["name"], "backend": rt.backend, "profile": profile,
+                           "image_size": cfg.image_size, "batch_size": batch, "train_images": data.split_size("train")}
+    out.update(_feed_rates(rt, data, cfg, batch, steps))
     out["host_augmentation_slowdown"] = out["host_feed_img_s"] / out["host_feed_if_augmenting_on_host_img_s"]
     base = precision or ("float32" if acc["kind"] == "cpu" else choose_precision("auto", acc))
-    jit = acc["kind"] != "cpu"
-    r = _fit_rates(data, cfg, n_outputs, batch, fit_steps, base, jit=jit)
+    jit = acc["kind"] != "cpu" or rt.backend == "jax"
+    r = _fit_rates(rt, data, cfg, n_outputs, batch, fit_steps, base, jit=jit)
     out["precision"], out["xla"] = base, jit
     out.update({k: r[k] for k in ("step_img_s", "fit_img_s", "input_efficiency", "input_wait_share",
                                   "input_efficiency_rounds")})
@@ -152,7 +153,7 @@ def bench_train(data: str | Path, profile: str = "sample", batch_size: int | Non
     if peak:
         out["model_flop_utilisation"] = achieved / peak
     if acc["kind"] == "gpu" and compare_float32 and base != "float32":
-        f32 = _fit_rates(data, cfg, n_outputs, batch, fit_steps, "float32", jit=False)
+        f32 = _fit_rates(rt, data, cfg, n_outputs, batch, fit_steps, "float32", jit=rt.backend == "jax")
         out["float32_step_img_s"] = f32["step_img_s"]
         out["speedup_over_float32"] = r["step_img_s"] / f32["step_img_s"]
     return _rounded(out)

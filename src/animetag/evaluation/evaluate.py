@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from animetag.config import RATING_NAMES
+from animetag.data.loader import SplitLoader
 from animetag.data.subset import label_matrix
 from animetag.data.tag_stats import conditional_matrix
 from animetag.evaluation.published import comparison_rows
@@ -81,14 +82,13 @@ def predict(model, data: SubsetFolder, split: str, batch_size: int = 64) -> tupl
     """(ids, labels, scores) of a split under `model`, uncached."""
     import keras
 
-    from animetag.training.input_pipeline import make_dataset
-
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
-    for x, y, pid in make_dataset(data, split, batch_size, size, with_ids=True):
-        ss.append(np.asarray(model(keras.ops.cast(x, "float32"), training=False), dtype=np.float32))
-        ys.append(y.numpy().astype(np.uint8))
-        ids.append(pid.numpy())
+    for x, y, pid in SplitLoader(data, split, batch_size, size, with_ids=True).epoch():
+        ss.append(np.asarray(keras.ops.convert_to_numpy(model(keras.ops.cast(x, "float32"), training=False)),
+                             dtype=np.float32))
+        ys.append(y.astype(np.uint8))
+        ids.append(pid)
     return np.concatenate(ids), np.concatenate(ys), np.concatenate(ss)
 
 

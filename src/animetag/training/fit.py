@@ -1,4 +1,4 @@
-"""Training: strategy and precision from the accelerator, AdamW with warm-up and cosine decay,
+"""Training: the backend's distribution and precision from the accelerator, AdamW with warm-up and cosine decay,
 validation F1 each epoch, checkpoints that let a disconnected Colab session resume, the best
 model by validation F1-macro kept as `model.keras`.
 
@@ -6,13 +6,16 @@ A run folder holds `config.json`, `model.keras` (the portable inference model: f
 optimizer, stock Keras layers only), `checkpoints/` (the last epoch's training model with its
 augmentation layer and optimizer state, and `state.json`), `history.csv` and TensorBoard `logs/`.
 
-Under any tf.distribute strategy every replica gets a whole batch: training batches drop the
+Under Keras' TensorFlow backend it trains with a tf.distribute strategy fed by tf.data; under
+JAX with keras.distribution over every device of every process, fed by `data.loader`
+(`training.runtime` is the seam). Every replica gets a whole batch: training batches drop the
 remainder (reshuffled each epoch), and validation pads its last batch with zero-weight images
 (weighted metrics; the validation loss is rescaled to the real images).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -24,9 +27,9 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from animetag.config import TrainConfig, diff, train_config
+from animetag.data.loader import batches_per_epoch, choose_cache, decoded_bytes, require_whole_batch
 from animetag.data.subset import label_matrix
 from animetag.folders import (
     RunFolder,
@@ -41,15 +44,8 @@ from animetag.locks import folder_lock
 from animetag.metrics import prior_baseline
 from animetag.model.architecture import build_model, float32_copy
 from animetag.training.compile import compile_model, core_of, lr_schedule, training_model, with_plugin_settings
-from animetag.training.devices import accelerator, tpu_resolver
 from animetag.training.finetune import backbone_frozen, check_parent, initialise_from, set_backbone_trainable
-from animetag.training.input_pipeline import (
-    batches_per_epoch,
-    choose_cache,
-    decoded_bytes,
-    make_dataset,
-    require_whole_batch,
-)
+from animetag.training.runtime import backend_module, make_runtime, process_settings
 from animetag.vocab import split_outputs
 
 
@@ -59,24 +55,6 @@ class SettingsChanged(ValueError):
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite."""
-
-
-def choose_strategy(acc: dict[str, Any] | None = None) -> tf.distribute.Strategy:
-    """TPU, several GPUs (MirroredStrategy), one GPU, or the default (CPU) strategy."""
-    acc = acc or accelerator()
-    if acc["kind"] == "tpu":
-
-        resolver = tpu_resolver()
-        if resolver is None:
-            raise RuntimeError("a TPU was detected but cannot be connected to any more")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if acc["kind"] == "gpu" and acc["count"] > 1:
-        return tf.distribute.MirroredStrategy()
-    # one GPU or the CPU: the default strategy (TensorFlow places the step on the GPU), under
-    # which Keras compiles the step with XLA as it does without tf.distribute
-    return tf.distribute.get_strategy()
 
 
 def steps_per_execution(acc: dict[str, Any]) -> int:
@@ -101,11 +79,14 @@ def choose_precision(setting: str, acc: dict[str, Any]) -> str:
     return "float32"
 
 
-def choose_xla(setting: str, acc: dict[str, Any], replicas: int = 1) -> bool:
-    """Keras' `jit_compile`: on for one GPU; off on CPUs, where it slowed a ResNet-18 step
-    several times; off on TPUs, which compile every step with XLA anyway. With several
-    replicas Keras cannot compile the step (its variables live on several devices), so `on`
-    is refused there."""
+def choose_xla(setting: str, acc: dict[str, Any], replicas: int = 1, backend: str = "tensorflow") -> bool:
+    """Keras' `jit_compile`. Under JAX always on: every step is an XLA program there (`off`
+    would run the step op by op). Under TensorFlow: on for one GPU; off on CPUs, where it
+    slowed a ResNet-18 step several times; off on TPUs, which compile every step with XLA
+    anyway. With several tf.distribute replicas Keras cannot compile the step (its variables
+    live on several devices), so `on` is refused there."""
+    if backend == "jax":
+        return True
     if replicas > 1 and acc["kind"] != "tpu":
         if setting == "on":
             raise ValueError(f"xla: 'on' cannot be used with {replicas} replicas (Keras compiles one device's "
@@ -167,12 +148,15 @@ class _NaNGuard(keras.callbacks.Callback):
 
 
 class _Checkpoints(keras.callbacks.Callback):
-    """Keeps model.keras (best validation F1-macro) and the last epoch with optimizer state."""
+    """Keeps model.keras (best validation F1-macro) and the last epoch with optimizer state.
+    In a run of several processes every process checks and decides alike; only the first
+    (`writer`) writes."""
 
-    def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro"):
+    def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro", writer: bool = True):
         super().__init__()
-        self.run, self.best, self.monitor = run, best, monitor
-        (run / run.CHECKPOINT).parent.mkdir(exist_ok=True)
+        self.run, self.best, self.monitor, self.writer = run, best, monitor, writer
+        if writer:
+            (run / run.CHECKPOINT).parent.mkdir(exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -184,7 +168,10 @@ class _Checkpoints(keras.callbacks.Callback):
         best_epoch = None
         if math.isfinite(value) and value > self.best:
             self.best, best_epoch = value, epoch + 1
-            save_inference_model(self.model, self.run.model_path)
+            if self.writer:
+                save_inference_model(self.model, self.run.model_path)
+        if not self.writer:
+            return
         _save_atomic(self.model, self.run / self.run.CHECKPOINT)
         state = self.run.state
         state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
@@ -218,15 +205,29 @@ def _as_now(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, profile: str = "full",
-          strategy: tf.distribute.Strategy | None = None, callbacks: list | None = None,
-          verbose: int | str = 2, **overrides: Any) -> dict[str, Any]:
+          strategy: Any = None, callbacks: list | None = None,
+          verbose: int | str = 2, coordinator: str | None = None, num_processes: int | None = None,
+          process_id: int | None = None, **overrides: Any) -> dict[str, Any]:
     """Train (or resume) the run folder `run` on the subset `data`; returns a summary.
+
+    Under Keras' backend (KERAS_BACKEND): TensorFlow with its tf.distribute strategy (or the
+    one given as `strategy`), or JAX with keras.distribution over every device. Several
+    processes (JAX only): `coordinator` (process 0's HOST:PORT), `num_processes` and
+    `process_id`, or JAX's environment variables; each reads its own share of the shards, and
+    process 0 writes the run folder.
 
     Run again after an interruption, it resumes from the last finished epoch with the
     optimizer state; it refuses (SettingsChanged) if the settings differ. It holds the run's
     lock throughout, so a second command on the same run refuses at once.
     """
-
+    processes = process_settings(coordinator, num_processes, process_id)
+    if processes is not None:
+        if backend_module().Runtime.backend != "jax":
+            raise ValueError("training in several processes runs under JAX: set KERAS_BACKEND=jax "
+                             "(MultiWorkerMirroredStrategy with Keras 3's fit is broken upstream, keras#20585)")
+        backend_module().initialize_processes(processes)
+        if processes["process_id"] != 0:  # the lock is the writer's: the others only read the run folder
+            return _train(data, run, profile, strategy, callbacks, verbose, **overrides)
     with folder_lock(run_lock(run), "animetag train"):
         return _train(data, run, profile, strategy, callbacks, verbose, **overrides)
 
@@ -269,27 +270,30 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     if n_val < 1:
         raise ValueError(f"the 'val' split of {data} is empty: rebuild the subset with more images "
                          "or a larger val_fraction")
-    run.path.mkdir(parents=True, exist_ok=True)
+    rt = make_runtime(strategy)
+    writer = rt.process_index == 0
+    if writer:
+        run.path.mkdir(parents=True, exist_ok=True)
     record = {"train": cfg.to_dict(), "data": sig, "subset": str(data.path.resolve())}  # where it was trained
     cfg_path = run / run.CONFIG
     old = run.config
     state = run.state
     done_before = int(state.get("epochs_done", 0))
     extended_from = _extension_of(run, old, record, cfg, done_before)
-    acc = accelerator()
+    acc = rt.acc
     precision = choose_precision(cfg.precision, acc)
-    strategy = strategy or choose_strategy(acc)
-    jit = choose_xla(cfg.xla, acc, strategy.num_replicas_in_sync)
-    if cfg.batch_size < strategy.num_replicas_in_sync:
-        raise ValueError(f"batch size {cfg.batch_size} is smaller than the {strategy.num_replicas_in_sync} "
-                         "replicas: each replica needs at least one image per batch")
+    jit = choose_xla(cfg.xla, acc, rt.replicas, rt.backend)
+    if cfg.batch_size % rt.replicas:
+        raise ValueError(f"batch size {cfg.batch_size} does not divide among the {rt.replicas} devices: "
+                         f"each needs the same share of a batch; use a multiple of {rt.replicas}")
     record["runtime"] = {"accelerator": {k: str(v) for k, v in acc.items()}, "precision": precision,
-                         "xla": jit, "replicas": strategy.num_replicas_in_sync,
-                         "tensorflow": tf.__version__, "keras": keras.__version__}
+                         "xla": jit, "replicas": rt.replicas, "processes": rt.process_count, **rt.versions()}
 
     def record_settings() -> None:
         """config.json (and the run's own tags.csv), written once the model is built: a start
         that fails before then records nothing."""
+        if not writer:
+            return
         if old is None:
             shutil.copyfile(data / data.TAGS, run / run.TAGS)  # the run is usable on its own
             write_json_atomic(cfg_path, record)
@@ -305,17 +309,17 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     val_steps = batches_per_epoch(n_val, cfg.batch_size, training=False)
     # the training split is cached first; validation then gets what is left of the budget
     train_cached = choose_cache(cfg.cache, n_train, cfg.image_size) == "decoded"
-    ds_train = make_dataset(data, "train", cfg.batch_size, cfg.image_size, training=True, cache=cfg.cache,
-                            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
-    ds_val = make_dataset(data, "val", cfg.batch_size, cfg.image_size, cache=cfg.cache, pad_to_batch=True,
-                          reserved_cache_bytes=decoded_bytes(n_train, cfg.image_size) if train_cached else 0)
+    ds_train, train_args = rt.train_input(data, cfg, done_before)
+    ds_val, val_args = rt.val_input(data, cfg, decoded_bytes(n_train, cfg.image_size) if train_cached else 0)
+    # with one share of the shards per process, a share's whole batches may be fewer
+    steps, val_steps = train_args.get("steps_per_epoch", steps), val_args.get("validation_steps", val_steps)
 
     done = done_before
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     t0 = time.time()
     try:
-        with strategy.scope():
+        with rt.scope():
             if done and (run / run.CHECKPOINT).exists():
                 model = keras.saving.load_model(run / run.CHECKPOINT)
                 # the schedule is laid out again from the recorded number of epochs on every resume:
@@ -327,7 +331,7 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                 done = 0
                 n_rat = sig["n_ratings"]
                 core = build_model(sig["n_tags"], cfg.image_size, cfg.model,
-                                   synchronized_bn=strategy.num_replicas_in_sync > 1, n_ratings=n_rat,
+                                   synchronized_bn=rt.synchronized_bn, n_ratings=n_rat,
                                    rating_probe=not cfg.rating_joint)
                 if parent is not None:
                     record["parent"] = initialise_from(core, parent, data)
@@ -336,21 +340,23 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
                 compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc), n_rat)
         record_settings()
         hist_path = run / run.HISTORY
-        _keep_history(hist_path, done)
+        if writer:
+            _keep_history(hist_path, done)
 
         def fit(until: int) -> None:
+            logs = ([keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False)] if tensorboard_works() else [])
             cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
-                   keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False),
-                   keras.callbacks.CSVLogger(str(hist_path), append=done > 0),
-                   _Checkpoints(run, float(run.state.get("best", -1.0))), *(callbacks or [])]
-            model.fit(ds_train, validation_data=ds_val, epochs=until, initial_epoch=done,
-                      callbacks=cbs, verbose=verbose, shuffle=False)
+                   *(logs + [keras.callbacks.CSVLogger(str(hist_path), append=done > 0)] if writer else []),
+                   _Checkpoints(run, float(run.state.get("best", -1.0)), writer=writer), *(callbacks or [])]
+            with rt.scope():
+                model.fit(ds_train, validation_data=ds_val, epochs=until, initial_epoch=done,
+                          callbacks=cbs, verbose=verbose if writer else 0, shuffle=False, **train_args, **val_args)
 
         if done < cfg.freeze_backbone_epochs:  # the head alone first (a run started --init-from)
             fit(min(cfg.freeze_backbone_epochs, cfg.epochs))
             done = min(cfg.freeze_backbone_epochs, cfg.epochs)
         if done < cfg.epochs and backbone_frozen(core_of(model)):  # then everything, the schedule going on
-            with strategy.scope():
+            with rt.scope():
                 set_backbone_trainable(core_of(model), True)
                 compile_model(model, cfg, sig["n_tags"], steps, jit, steps_per_execution(acc), sig["n_ratings"])
                 model.optimizer.build(model.trainable_variables)
@@ -360,7 +366,16 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
+    if not writer:  # the run folder is the first process's to read back
+        return {"run": str(run), "process_id": rt.process_index, "epochs_done": cfg.epochs,
+                "seconds": round(time.time() - t0, 1)}
     return _summary(data, run, model, done, time.time() - t0, precision, jit)
+
+
+def tensorboard_works() -> bool:
+    """Keras' TensorBoard callback writes through TensorFlow's summary ops: without TensorFlow
+    (JAX alone) a run keeps history.csv and has no logs/."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def _summary(data: SubsetFolder, run: RunFolder, model: keras.Model, resumed_from: int, seconds: float,
