@@ -55,7 +55,8 @@ def test_an_archive_cut_off_keeps_its_whole_members_and_is_named(tmp_path):
 # -- shards ----------------------------------------------------------------------------------
 
 def test_shards_round_trip_ids_jpegs_and_labels_in_round_robin(tmp_path):
-    from animetag.data.shards import ShardWriter, list_shards, parse_example, shard_names
+    from animetag.data.shards import ShardWriter, list_shards, shard_names
+    from animetag.training.tensorflow_backend import parse_example
 
     assert shard_names("val", 5, 2) == [f"val-{i:05d}-of-00003.tfrecord" for i in range(3)]
     assert shard_names("test", 0, 4) == ["test-00000-of-00001.tfrecord"]

@@ -142,6 +142,9 @@ class TrainConfig:
     xla: str = "auto"  # auto | on | off
     cache: str = "auto"  # auto | memory | off
     shuffle_buffer: int = 2048
+    # JAX: the shard files are dealt into this many shares, each global batch taking equal parts
+    # of each; process p reads shares p, p + processes, ... (0: one share per process)
+    input_shares: int = 0
     seed: int = 0
     init_from: str = ""  # a trained run whose weights this one starts from (fine-tuning; `--init-from`)
     freeze_backbone_epochs: int = 0  # with init_from: the backbone stays as the parent left it this many epochs
@@ -164,7 +167,7 @@ class TrainConfig:
         check(self, "", {"image_size": (8, None, True, None), "epochs": POSITIVE, "batch_size": POSITIVE,
                          "lr": (0, None, False, None), "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
                          "rating_loss_weight": NON_NEGATIVE, "shuffle_buffer": POSITIVE,
-                         "freeze_backbone_epochs": NON_NEGATIVE},
+                         "freeze_backbone_epochs": NON_NEGATIVE, "input_shares": NON_NEGATIVE},
               {"cache": ("auto", "memory", "off"), "xla": ("auto", "on", "off"),
                "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16")})
 

@@ -4,7 +4,8 @@ spawned worker processes straight into one shared uint8 array (the decoded cache
 shuffled per epoch and gathered into batches.
 
 Shares: a split's shard files are dealt round-robin into `shares` groups (share k holds files
-k, k + shares, ...), and each process reads only the shares it is given (`take`). Every global
+k, k + shares, ...), and each process reads only the shares it is given (`take`); a split with
+fewer files than shares (a small validation split) has its records dealt out instead. Every global
 batch is the concatenation, in share order, of `batch_size / shares` images from each share,
 drawn from that share's own permutation for (seed, epoch, share). So N processes with one
 share each build exactly the global batches that one process reading all N shares builds,
@@ -38,11 +39,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from animetag.data.shards import decode_example, list_shards, read_records
+from animetag.data.shards import decode_example, list_shards
 from animetag.folders import SubsetFolder
 
 # share of the reclaimable memory that a decoded cache may take (the rest: model, backend, Python)
 CACHE_SHARE = 0.5
+# decoded bytes from which the cache is filled by worker processes rather than threads
+# (benchmarks/loader.py: a spawned worker costs about 2 s to start)
+PROCESS_BYTES = 256 << 20
 
 
 def memory_bytes() -> int:
@@ -128,19 +132,30 @@ def _labels(idx: Sequence[int], n_outputs: int) -> np.ndarray:
     return y
 
 
-def _fill_from_shard(shm_name: str, shape: tuple[int, ...], start: int, path: str, size: int,
-                     n_outputs: int) -> tuple[list[int], np.ndarray]:
-    """Worker: decode one shard's images into rows start.. of the shared array; returns the
-    shard's ids and labels."""
+def _read_at(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) < length:
+        raise ValueError(f"{path}: cut off inside the record at byte {offset - 12}")
+    return data
+
+
+def _fill_from_shard(shm_name: str, shape: tuple[int, ...], start: int, path: str, records: list[tuple[int, int]],
+                     size: int, n_outputs: int) -> tuple[list[int], np.ndarray]:
+    """Worker: decode the given records (offset, length) of one shard into rows start.. of the
+    shared array; returns their ids and labels."""
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         pixels = np.ndarray(shape, np.uint8, buffer=shm.buf)
         ids, labels = [], []
-        for i, record in enumerate(read_records(path)):
-            pid, jpeg, idx = decode_example(record)
-            pixels[start + i] = _decode(jpeg, size, f"{path}, record {i} (id {pid})")
-            ids.append(pid)
-            labels.append(_labels(idx, n_outputs))
+        with open(path, "rb") as f:
+            for i, (offset, length) in enumerate(records):
+                f.seek(offset)
+                pid, jpeg, idx = decode_example(f.read(length))
+                pixels[start + i] = _decode(jpeg, size, f"{path}, the record at byte {offset - 12} (id {pid})")
+                ids.append(pid)
+                labels.append(_labels(idx, n_outputs))
         del pixels
         return ids, np.stack(labels) if labels else np.zeros((0, n_outputs), np.float32)
     finally:
@@ -153,12 +168,20 @@ def default_workers() -> int:
 
 @dataclass
 class _Share:
-    files: list[str]
-    counts: list[int]
+    records: list[tuple[str, int, int]]  # (file, payload offset, length)
 
     @property
     def n(self) -> int:
-        return sum(self.counts)
+        return len(self.records)
+
+    def by_file(self) -> list[tuple[int, str, list[tuple[int, int]]]]:
+        """(first row, file, its records) for each run of records from one file."""
+        out: list[tuple[int, str, list[tuple[int, int]]]] = []
+        for row, (f, off, ln) in enumerate(self.records):
+            if not out or out[-1][1] != f:
+                out.append((row, f, []))
+            out[-1][2].append((off, ln))
+        return out
 
 
 class SplitLoader:
@@ -173,7 +196,7 @@ class SplitLoader:
     def __init__(self, subset_dir: str | Path | SubsetFolder, split: str, batch_size: int,
                  image_size: int | None = None, training: bool = False, seed: int = 0, cache: str = "auto",
                  shares: int = 1, take: Sequence[int] = (0,), pad_to_batch: bool = False, with_ids: bool = False,
-                 workers: int | None = None, reserved_cache_bytes: int = 0, processes: bool = True):
+                 workers: int | None = None, reserved_cache_bytes: int = 0, processes: bool | str = "auto"):
         if batch_size < 1:
             raise ValueError(f"batch size: {batch_size} must be at least 1")
         if batch_size % shares:
@@ -181,10 +204,6 @@ class SplitLoader:
                              f"use a multiple of {shares}")
         subset = SubsetFolder.of(subset_dir)
         files = list_shards(subset, split)
-        if len(files) < shares:
-            raise ValueError(f"the '{split}' split of {subset.path} has {len(files)} shard files for {shares} "
-                             "processes, and each process reads its own files: rebuild the subset with a smaller "
-                             "images_per_shard, or use fewer processes")
         self.subset, self.split, self.training, self.seed = subset, split, training, seed
         self.shares, self.take = shares, tuple(take)
         self.local_batch = batch_size // shares  # per share
@@ -193,9 +212,13 @@ class SplitLoader:
         self.size = int(image_size or subset.image_size)
         self.pad_to_batch, self.with_ids = pad_to_batch, with_ids
         self.workers = workers or default_workers()
-        self.processes = processes  # decode the cache in spawned processes (else threads)
-        self._offsets = {f: record_offsets(f) for f in files}  # the length headers only: cheap
-        every = {k: _Share(files[k::shares], [len(self._offsets[f]) for f in files[k::shares]]) for k in range(shares)}
+        self.processes = processes  # decode the cache in spawned processes (else threads); auto: large splits
+        offsets = {f: record_offsets(f) for f in files}  # the length headers only: cheap
+        if len(files) >= shares:  # each share its own files
+            every = {k: _Share([(f, o, n) for f in files[k::shares] for o, n in offsets[f]]) for k in range(shares)}
+        else:  # fewer files than shares (a small val split): records dealt out one by one
+            flat = [(f, o, n) for f in files for o, n in offsets[f]]
+            every = {k: _Share(flat[k::shares]) for k in range(shares)}
         self.all_shares = every
         self.n_images = sum(s.n for s in every.values())
         sizes = [s.n for s in every.values()]
@@ -208,7 +231,8 @@ class SplitLoader:
         local_n = sum(every[k].n for k in self.take)
         self.mode = choose_cache(cache, local_n, self.size, encoded, reserved_cache_bytes)
         self._pixels = self._ids = self._labels = None
-        self._records: dict[int, list[bytes]] = {}
+        self._records: dict[int, bytes] = {}
+        self._where = [r for k in self.take for r in every[k].records]  # this process's records, in share order
 
     # -- the decoded cache ---------------------------------------------------------------------
     def _share_start(self) -> dict[int, int]:
@@ -220,26 +244,21 @@ class SplitLoader:
 
     def _fill(self) -> None:
         """Decode every image of this process's shares once, in spawned worker processes (JAX
-        and TensorFlow are not fork-safe), into one shared array."""
-        starts, n = self._share_start(), sum(self.all_shares[k].n for k in self.take)
+        and TensorFlow are not fork-safe) or threads, into one shared array."""
+        starts, n = self._share_start(), len(self._where)
         shape = (n, self.size, self.size, 3)
+        jobs = [(starts[k] + row, f, recs) for k in self.take for row, f, recs in self.all_shares[k].by_file()]
         shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape))))
         try:
-            jobs = []
-            for k in self.take:
-                row = starts[k]
-                for f, c in zip(self.all_shares[k].files, self.all_shares[k].counts):
-                    jobs.append((row, f))
-                    row += c
             ids = np.zeros(n, np.int64)
             labels = np.zeros((n, self.n_outputs), np.float32)
             results = None
-            if self.workers > 1 and len(jobs) > 1 and self.processes:
+            if self._use_processes(n) and len(jobs) > 1:
                 results = self._fill_in_processes(shm.name, shape, jobs)
             if results is None:  # in threads: Pillow's decoder releases the GIL
                 with ThreadPoolExecutor(self.workers) as pool:
                     results = list(pool.map(lambda job: (job[0], _fill_from_shard(
-                        shm.name, shape, job[0], job[1], self.size, self.n_outputs)), jobs))
+                        shm.name, shape, job[0], job[1], job[2], self.size, self.n_outputs)), jobs))
             for row, (i, y) in results:
                 ids[row: row + len(i)] = i
                 labels[row: row + len(i)] = y
@@ -250,12 +269,17 @@ class SplitLoader:
             shm.unlink()
         self._pixels, self._ids, self._labels = pixels, ids, labels
 
+    def _use_processes(self, n: int) -> bool:
+        if self.processes == "auto":  # starting a worker costs seconds: worth it for large splits only
+            return self.workers > 1 and decoded_bytes(n, self.size) >= PROCESS_BYTES
+        return bool(self.processes) and self.workers > 1
+
     def _fill_in_processes(self, shm_name, shape, jobs):
         ctx = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=ctx) as pool:
-                futures = [(row, pool.submit(_fill_from_shard, shm_name, shape, row, f, self.size, self.n_outputs))
-                           for row, f in jobs]
+                futures = [(row, pool.submit(_fill_from_shard, shm_name, shape, row, f, recs, self.size,
+                                             self.n_outputs)) for row, f, recs in jobs]
                 return [(row, fut.result()) for row, fut in futures]
         except BrokenProcessPool as e:  # e.g. a __main__ that cannot be imported again (stdin)
             warnings.warn(f"decoding the '{self.split}' split in threads: worker processes could not start ({e})",
@@ -263,24 +287,13 @@ class SplitLoader:
             return None
 
     # -- reading without the decoded cache ---------------------------------------------------------
-    def _index(self) -> list[tuple[str, int, int]]:
-        """(file, offset, length) of every record of this process's shares, in share order."""
-        if not hasattr(self, "_where"):
-            self._where = [(f, off, ln) for k in self.take for f in self.all_shares[k].files
-                           for off, ln in self._offsets[f]]
-        return self._where
-
     def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        where = self._index()
-
         def one(r):
-            f, off, ln = where[r]
+            f, off, ln = self._where[r]
             if self.mode == "encoded" and r in self._records:
                 data = self._records[r]
             else:
-                with open(f, "rb") as fh:
-                    fh.seek(off)
-                    data = fh.read(ln)
+                data = _read_at(f, off, ln)
                 if self.mode == "encoded":
                     self._records[r] = data
             pid, jpeg, idx = decode_example(data)

@@ -96,7 +96,7 @@ def _fit_rates(rt, data: SubsetFolder, cfg, n_outputs: int, batch: int, steps: i
 
         def rate(ds) -> float:
             t = time.perf_counter()
-            with rt.scope():
+            with rt.fit_scope():
                 model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
             return steps * batch / (time.perf_counter() - t)
 

@@ -15,6 +15,7 @@ remainder (reshuffled each epoch), and validation pads its last batch with zero-
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -152,9 +153,11 @@ class _Checkpoints(keras.callbacks.Callback):
     In a run of several processes every process checks and decides alike; only the first
     (`writer`) writes."""
 
-    def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro", writer: bool = True):
+    def __init__(self, run: RunFolder, best: float, monitor: str = "val_f1_macro", writer: bool = True,
+                 local_scope=contextlib.nullcontext):
         super().__init__()
         self.run, self.best, self.monitor, self.writer = run, best, monitor, writer
+        self.local_scope = local_scope
         if writer:
             (run / run.CHECKPOINT).parent.mkdir(exist_ok=True)
 
@@ -169,10 +172,12 @@ class _Checkpoints(keras.callbacks.Callback):
         if math.isfinite(value) and value > self.best:
             self.best, best_epoch = value, epoch + 1
             if self.writer:
-                save_inference_model(self.model, self.run.model_path)
+                with self.local_scope():
+                    save_inference_model(self.model, self.run.model_path)
         if not self.writer:
             return
-        _save_atomic(self.model, self.run / self.run.CHECKPOINT)
+        with self.local_scope():
+            _save_atomic(self.model, self.run / self.run.CHECKPOINT)
         state = self.run.state
         state.update({"epochs_done": epoch + 1, "best": self.best, "monitor": self.monitor})
         if best_epoch:
@@ -347,8 +352,9 @@ def _train(data, run, profile, strategy, callbacks, verbose, **overrides: Any) -
             logs = ([keras.callbacks.TensorBoard(str(run / run.LOGS), write_graph=False)] if tensorboard_works() else [])
             cbs = [_ValidationPadding(n_val, val_steps * cfg.batch_size), _NaNGuard(), _LearningRate(),
                    *(logs + [keras.callbacks.CSVLogger(str(hist_path), append=done > 0)] if writer else []),
-                   _Checkpoints(run, float(run.state.get("best", -1.0)), writer=writer), *(callbacks or [])]
-            with rt.scope():
+                   _Checkpoints(run, float(run.state.get("best", -1.0)), writer=writer, local_scope=rt.local_scope),
+                   *(callbacks or [])]
+            with rt.fit_scope():
                 model.fit(ds_train, validation_data=ds_val, epochs=until, initial_epoch=done,
                           callbacks=cbs, verbose=verbose if writer else 0, shuffle=False, **train_args, **val_args)
 

@@ -76,11 +76,29 @@ class JaxRuntime:
             self.distribution.auto_shard_dataset = False
 
     def scope(self) -> AbstractContextManager:
+        """Where the model is built and trained: its variables laid out over every device."""
         return self.distribution.scope() if self.distribution is not None else contextlib.nullcontext()
 
+    fit_scope = scope  # Keras lays each batch out over the devices while the distribution is set
+
+    @staticmethod
+    @contextlib.contextmanager
+    def local_scope():
+        """Outside the distribution: what the writing process builds alone (model.keras's float32
+        copy) must not lay variables out over other processes' devices, which needs them all."""
+        current = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(current)
+
     def _loader(self, data, cfg, split: str, **kwargs) -> SplitLoader:
+        shares = getattr(cfg, "input_shares", 0) or self.process_count
+        if shares % self.process_count:
+            raise ValueError(f"input_shares {shares} does not divide among {self.process_count} processes")
         return SplitLoader(data, split, cfg.batch_size, cfg.image_size, cache=cfg.cache, seed=cfg.seed,
-                           shares=self.process_count, take=(self.process_index,), **kwargs)
+                           shares=shares, take=tuple(range(self.process_index, shares, self.process_count)), **kwargs)
 
     def train_input(self, data, cfg, initial_epoch: int, repeat: bool = True) -> tuple[Iterator, dict[str, Any]]:
         """Every epoch's batches from `initial_epoch` on, each epoch's order fixed by (seed, epoch)."""

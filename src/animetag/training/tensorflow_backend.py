@@ -14,6 +14,7 @@ images waits each time), and evaluation pads its last batch with zero-weight ima
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,14 @@ class TensorFlowRuntime:
         return self.replicas > 1
 
     def scope(self) -> AbstractContextManager:
+        """Where the model is built: its variables mirrored over the strategy's replicas."""
         return self.strategy.scope()
+
+    @staticmethod
+    def fit_scope() -> AbstractContextManager:  # Keras' fit finds the strategy in the model
+        return contextlib.nullcontext()
+
+    local_scope = fit_scope
 
     def train_input(self, data: SubsetFolder, cfg, initial_epoch: int, repeat: bool = False
                     ) -> tuple[Any, dict[str, Any]]:
