@@ -13,12 +13,12 @@ DEMO_NOTEBOOKS := $(filter-out $(ABLATION) $(TEACH),$(NOTEBOOKS))
 DEMO_HOME ?= $(CURDIR)/data
 TEST_HOME ?= $(CURDIR)/build/test-home
 
-.PHONY: setup dev demo ablation teach test notebooks lint clean
+.PHONY: setup dev demo ablation teach test notebooks lint clean wheels
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TF_PKG)>=2.16" -r requirements.txt
+	$(BIN)/python -m pip install -q "$(TF_PKG)>=2.16" "jax[cpu]>=0.4.30" -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
@@ -34,6 +34,28 @@ $(WD_CLIENT)/.installed: requirements-wd-client.txt
 	$(WD_CLIENT)/bin/python -m pip install -q --upgrade pip
 	$(WD_CLIENT)/bin/python -m pip install -q -r requirements-wd-client.txt
 	touch $@
+
+# Keras on JAX with no TensorFlow at all: the environment a JAX-only accelerator (a Colab TPU,
+# a GPU machine with JAX) gives; the test that runs the whole chain there uses it.
+JAX_VENV := $(VENV)-jax
+$(JAX_VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(JAX_VENV)/bin/python -m pip install -q "jax[cpu]>=0.4.30" -r requirements.txt
+	$(JAX_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+## wheels: what a machine with JAX and no package index lacks, as wheels in build/wheels for
+## benchmarks/device_check.sh: the package, keras and the other requirements (binary ones for
+## WHEELS_PYTHON, default this Python; NumPy, Pillow, PyArrow and JAX are expected there)
+WHEELS_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+wheels: $(VENV)/.installed
+	rm -rf build/wheels && mkdir -p build/wheels
+	$(BIN)/python -m pip wheel -q --no-deps -w build/wheels .
+	grep -v -E '^(numpy|pillow|pyarrow|tensorboard|matplotlib)' requirements.txt | sed 's/#.*//' | grep . > build/wheels.txt
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version $(WHEELS_PYTHON) \
+		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d build/wheels -r build/wheels.txt
+	du -sh build/wheels
 
 setup: $(VENV)/.installed
 dev: $(VENV)/.dev
@@ -63,12 +85,13 @@ teach: $(VENV)/.dev
 ## 06's keras.applications variant a plain ResNet: the unit tests train those backbones;
 ## their report follows the tests'); the two environments are installed side by side
 test:
-	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(WD_CLIENT)/.installed
+	$(MAKE) --no-print-directory -j3 $(VENV)/.dev $(WD_CLIENT)/.installed $(JAX_VENV)/.installed
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
 	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 \
 	ANIMETAG_BACKBONE=resnet ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
-	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python $(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
+	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
+		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
 	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \
 	test $$t -eq 0 && test $$n -eq 0
 

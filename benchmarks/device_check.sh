@@ -12,11 +12,12 @@
 #
 #   bash benchmarks/device_check.sh [work-folder]      (default: build/device-check)
 #
-# On a GPU machine with Keras and JAX but no TensorFlow and no package index, run
+# On a machine with JAX but no TensorFlow and no package index, first `make wheels` here and
+# carry build/wheels along, then run
 #   DEVICE_CHECK_BACKEND=jax bash benchmarks/device_check.sh
-# for the accelerator's side alone (benchmarks/step_rate.py under Keras' JAX backend): the
-# training step in float32 against mixed bfloat16, with and without the on-device
-# augmentation, then every registered backbone and loss beside the thesis model.
+# for the real chain under Keras' JAX backend: sample -> subset -> train -> evaluate -> tag at
+# 256 px, then img/s, MFU, input efficiency and val F1 (`animetag bench train`).
+# (benchmarks/step_rate.py times the bare training step alone.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -27,17 +28,50 @@ start=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "GPU"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no NVIDIA GPU found"
 
 if [ "${DEVICE_CHECK_BACKEND:-tensorflow}" = jax ]; then
+    # JAX and no TensorFlow, no package index: the package and its pure-Python needs come from
+    # the wheels `make wheels` wrote (carried here in build/wheels)
     export KERAS_BACKEND=jax
     SIZE=${DEVICE_CHECK_SIZE:-256}
-    STEPS=${DEVICE_CHECK_STEPS:-30}
+    WHEELS=${DEVICE_CHECK_WHEELS:-build/wheels}
+    step "install from $WHEELS (no index)"
+    if ! "$PY" -c "import animetag" 2>/dev/null; then
+        "$PY" -m pip install -q --no-index --find-links "$WHEELS" animetag
+    fi
     "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
-    step "training step at $SIZE px: float32 against mixed bfloat16, augmentation off and on"
-    "$PY" benchmarks/step_rate.py --image-size "$SIZE" --steps "$STEPS"
-    step "what each backbone and loss costs at $SIZE px, mixed bfloat16"
-    "$PY" benchmarks/step_rate.py --compare plugins --image-size "$SIZE" --steps "$STEPS"
+    if "$PY" -c "import tensorflow" 2>/dev/null; then echo "(TensorFlow is installed here; the JAX backend does not use it)"; fi
+    rm -rf "$WORK" && mkdir -p "$WORK"
+    step "sample -> subset: $IMAGES detailed posts at $SIZE px"
+    "$PY" -m animetag.cli sample "$WORK/sample" --images "$IMAGES" --clean --detail
+    "$PY" -m animetag.cli subset --metadata "$WORK/sample/metadata/posts.json" --images-root "$WORK/sample" \
+        --out "$WORK/subset" --profile full --image-size "$SIZE"
+    step "train the thesis model ${DEVICE_CHECK_EPOCHS:-3} epochs under JAX (precision from the accelerator)"
+    "$PY" -m animetag.cli train --data "$WORK/subset" --run "$WORK/run" --profile full \
+        --epochs "${DEVICE_CHECK_EPOCHS:-3}" ${DEVICE_CHECK_TRAIN_ARGS:-} | tee "$WORK/train.json"
+    step "evaluate and tag"
+    "$PY" -m animetag.cli evaluate --data "$WORK/subset" --run "$WORK/run" --bootstrap 200 > "$WORK/evaluate.txt"
+    tail -n 1 "$WORK/evaluate.txt"
+    "$PY" -m animetag.cli tag --run "$WORK/run" "$WORK/sample/512px" --format csv --out "$WORK/tags" | tail -n 1
+    step "benchmark: host feed, fed and in-memory step (input efficiency), MFU"
+    "$PY" -m animetag.cli bench train --data "$WORK/subset" --profile full --image-size "$SIZE" \
+        ${DEVICE_CHECK_BENCH_ARGS:-} | tee "$WORK/bench.json"
+    "$PY" - "$WORK" <<'PYEOF'
+import json, sys
+work = sys.argv[1]
+def last_json(path):  # the command's summary, after Keras' progress lines
+    text = open(path).read()
+    return json.loads(text[text.rfind("\n{") + 1:] if not text.startswith("{") else text)
+b, t = last_json(f"{work}/bench.json"), last_json(f"{work}/train.json")
+print(f"device / backend             {b['device']} / {b['backend']}, {b['precision']}")
+print(f"training step (in memory)    {b['step_img_s']} img/s; fed from the shards {b['fit_img_s']} img/s")
+print(f"model FLOP utilisation       {b.get('model_flop_utilisation')} (goal >= 0.22)")
+print(f"input efficiency             {b['input_efficiency']} (goal >= 0.9); input-wait share {b['input_wait_share']}")
+print(f"host feed (cached, uint8)    {b['host_feed_img_s']} img/s; first pass (decoding) {b['first_pass_decode_img_s']}")
+print(f"val F1-micro / F1-macro      {t['val_f1_micro']:.3f} / {t['val_f1_macro']:.3f} after {t['epochs_done']} epochs "
+      f"({t['seconds']} s)")
+PYEOF
     echo "device_check (jax): all steps passed in $(( $(date +%s) - start )) s"
     exit 0
 fi

@@ -29,10 +29,12 @@
 # last finished epoch. The `sample` profile trains a slim model on the built-in sample on
 # a CPU in minutes.
 #
-# **TPUs:** Colab's TPU runtimes no longer ship TensorFlow, so this notebook does not run
-# there; use a GPU runtime. TensorFlow TPUs still work on Cloud TPU VMs with a TensorFlow TPU
-# build installed: the package finds the local TPU (`tpu="local"`), counts its cores, and
-# runs 32 steps per call from the host.
+# **Backends and TPUs:** the first cell picks Keras' backend from the runtime, with nothing
+# to edit: TensorFlow where it is installed (Colab's GPU and CPU runtimes), else JAX (Colab's
+# TPU runtimes ship JAX and no TensorFlow). Under JAX the run trains with
+# `keras.distribution.DataParallel` over every local device (the 8 cores of a TPU, several
+# GPUs), reading the same shards without TensorFlow. A run moves between backends: it resumes
+# under either. Set `KERAS_BACKEND` before the first cell to choose yourself.
 
 # %%
 # Set-up on Colab: Google Drive, then the package (Colab already has TensorFlow and Keras).
@@ -54,8 +56,9 @@ if "google.colab" in sys.modules:
     if pip.returncode:
         raise RuntimeError(f"pip could not install animetag from {SOURCE!r}:\n{pip.stderr[-3000:]}")
 
-from animetag import check_versions
+from animetag import check_versions, choose_backend
 
+print("Keras backend:", choose_backend())  # before Keras is imported
 print(check_versions())
 
 # %% tags=["parameters"]

@@ -97,3 +97,21 @@ def test_a_subset_on_drive_is_copied_to_the_local_disk_once(tmp_path, monkeypatc
     assert (got / "subset.json").read_text() == '{"n": 2}' and not (local / "full.partial").exists()
     elsewhere = tmp_path / "data" / "subsets" / "sample"
     assert local_subset(elsewhere, drive, local) == elsewhere  # not on Drive: read in place
+
+
+@pytest.mark.parametrize("blocked,expected", [("", "tensorflow"), ("tensorflow", "jax")])
+def test_the_backend_is_chosen_from_the_runtime_before_keras_loads(blocked, expected):
+    """A runtime without TensorFlow (a Colab TPU) trains under JAX with nothing to edit; one
+    with TensorFlow keeps it; Keras then runs on the backend chosen."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    code = (f"import sys; sys.modules.update({{'{blocked}': None}} if '{blocked}' else {{}}); "
+            "from animetag import choose_backend; chosen = choose_backend(); import keras; "
+            "print(chosen, keras.backend.backend())")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == [expected, expected]

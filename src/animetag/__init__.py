@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     # the notebooks' side: environment checks, form fields, the workspace and its prerequisites
     "check_versions": "colab:check_versions",
+    "choose_backend": "colab:choose_backend",
     "in_colab": "colab:in_colab",
     "params_from_env": "notebook:params_from_env",
     "profile_for_source": "notebook:profile_for_source",

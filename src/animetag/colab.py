@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 import warnings
 
@@ -34,3 +36,17 @@ def check_versions() -> dict[str, str]:
         if name in MIN_VERSIONS and _vtuple(v) < _vtuple(MIN_VERSIONS[name]):
             warnings.warn(f"{name} {v} is older than the {MIN_VERSIONS[name]} animetag is tested with", stacklevel=2)
     return found
+
+
+def choose_backend() -> str:
+    """Keras' backend for this runtime, chosen before Keras is imported: KERAS_BACKEND where it
+    is set; else TensorFlow where it is installed (Colab's GPU and CPU runtimes); else JAX
+    (Colab's TPU runtimes, GPU machines with JAX alone). Returns the backend Keras will use."""
+    if "keras" in sys.modules:  # too late to choose: Keras has read its backend
+        return sys.modules["keras"].backend.backend()
+    if not os.environ.get("KERAS_BACKEND"):
+        for name in ("tensorflow", "jax"):
+            if importlib.util.find_spec(name) is not None:
+                os.environ["KERAS_BACKEND"] = name
+                break
+    return os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -122,7 +122,11 @@ class JaxRuntime:
     @staticmethod
     def repeated(batch) -> Iterator:
         """One batch, again and again: the training step with no input to wait for."""
-        return itertools.repeat(batch)
+        def again():
+            while True:
+                yield batch
+
+        return again()
 
     def versions(self) -> dict[str, str]:
         return {"backend": "jax", "jax": jax.__version__, "keras": keras.__version__}
