@@ -160,7 +160,7 @@ def test_a_run_moves_between_backends(subset_dir, tmp_path):
     assert s_tf.shape == (4, SubsetFolder(subset_dir).n_outputs) and np.abs(s_tf - s_jax).max() < 1e-4
 
 
-JAX_PYTHON = os.environ.get("ANIMETAG_JAX_PYTHON")
+JAX_PYTHON = os.path.abspath(os.environ["ANIMETAG_JAX_PYTHON"]) if os.environ.get("ANIMETAG_JAX_PYTHON") else None
 
 
 @pytest.mark.skipif(not JAX_PYTHON, reason="ANIMETAG_JAX_PYTHON (an environment with Keras and JAX and no "
