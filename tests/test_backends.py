@@ -182,7 +182,8 @@ def test_the_chain_runs_under_jax_where_tensorflow_is_not_installed(tmp_path):
     cli("subset", "--metadata", "sample/metadata/posts.json", "--images-root", "sample", "--out", "subset",
         "--profile", "tiny")
     assert sorted(p.name for p in (tmp_path / "subset" / "shards").iterdir())[0].endswith(".tfrecord")
-    summary = json.loads(cli("train", "--data", "subset", "--run", "jax-run", "--profile", "tiny"))
+    out = cli("train", "--data", "subset", "--run", "jax-run", "--profile", "tiny")
+    summary = json.loads(out[out.rfind("\n{") + 1:])  # after Keras' progress lines
     assert summary["epochs_done"] == 3
     config = json.loads((tmp_path / "jax-run" / "config.json").read_text())
     assert config["runtime"]["backend"] == "jax" and "tensorflow" not in config["runtime"]
