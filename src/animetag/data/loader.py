@@ -27,7 +27,6 @@ import io
 import math
 import multiprocessing
 import os
-import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from animetag.data.shards import decode_example, list_shards
+from animetag.data.shards import decode_example, list_shards, record_offsets
 from animetag.folders import SubsetFolder
 
 # share of the reclaimable memory that a decoded cache may take (the rest: model, backend, Python)
@@ -96,25 +95,6 @@ def require_whole_batch(n_images: int, batch_size: int, subset_dir: str | Path, 
                          f"{batch_size}; lower the batch size or build a larger subset")
 
 
-def record_offsets(path: str | Path) -> list[tuple[int, int]]:
-    """(byte offset, length) of each record's payload in a TFRecord file, from the length
-    headers alone (the payloads are skipped, not read)."""
-    out, offset = [], 0
-    size = Path(path).stat().st_size
-    with open(path, "rb") as f:
-        while offset < size:
-            f.seek(offset)
-            header = f.read(12)
-            if len(header) < 12:
-                raise ValueError(f"{path}: cut off in the header of the record at byte {offset}")
-            (length,) = struct.unpack("<Q", header[:8])
-            if offset + 16 + length > size:
-                raise ValueError(f"{path}: cut off inside the record at byte {offset}")
-            out.append((offset + 12, length))
-            offset += 16 + length
-    return out
-
-
 def _decode(jpeg: bytes, size: int, where: str) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(jpeg))
@@ -132,10 +112,10 @@ def _labels(idx: Sequence[int], n_outputs: int) -> np.ndarray:
     return y
 
 
-def _read_at(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(length)
+def _read_at(f, path: str, offset: int, length: int) -> bytes:
+    """One record's payload from the open shard `f` (record_offsets checked its frame)."""
+    f.seek(offset)
+    data = f.read(length)
     if len(data) < length:
         raise ValueError(f"{path}: cut off inside the record at byte {offset - 12}")
     return data
@@ -151,8 +131,7 @@ def _fill_from_shard(shm_name: str, shape: tuple[int, ...], start: int, path: st
         ids, labels = [], []
         with open(path, "rb") as f:
             for i, (offset, length) in enumerate(records):
-                f.seek(offset)
-                pid, jpeg, idx = decode_example(f.read(length))
+                pid, jpeg, idx = decode_example(_read_at(f, path, offset, length))
                 pixels[start + i] = _decode(jpeg, size, f"{path}, the record at byte {offset - 12} (id {pid})")
                 ids.append(pid)
                 labels.append(_labels(idx, n_outputs))
@@ -207,7 +186,6 @@ class SplitLoader:
         self.subset, self.split, self.training, self.seed = subset, split, training, seed
         self.shares, self.take = shares, tuple(take)
         self.local_batch = batch_size // shares  # per share
-        self.batch_size = batch_size
         self.n_outputs = subset.n_outputs
         self.size = int(image_size or subset.image_size)
         self.pad_to_batch, self.with_ids = pad_to_batch, with_ids
@@ -220,7 +198,6 @@ class SplitLoader:
             flat = [(f, o, n) for f in files for o, n in offsets[f]]
             every = {k: _Share(flat[k::shares]) for k in range(shares)}
         self.all_shares = every
-        self.n_images = sum(s.n for s in every.values())
         sizes = [s.n for s in every.values()]
         if training:
             require_whole_batch(min(sizes) * shares, batch_size, subset.path, split)
@@ -293,7 +270,8 @@ class SplitLoader:
             if self.mode == "encoded" and r in self._records:
                 data = self._records[r]
             else:
-                data = _read_at(f, off, ln)
+                with open(f, "rb") as fh:
+                    data = _read_at(fh, f, off, ln)
                 if self.mode == "encoded":
                     self._records[r] = data
             pid, jpeg, idx = decode_example(data)

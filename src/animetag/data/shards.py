@@ -135,11 +135,10 @@ def frame(record: bytes) -> bytes:
     return header + struct.pack("<I", masked_crc(header)) + record + struct.pack("<I", masked_crc(record))
 
 
-def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
-    """The records of one TFRecord file, in order, without TensorFlow: each frame's length
-    header is checked against its CRC (and with `verify` each record's too); a file cut off
-    or damaged raises ValueError naming it and the record's offset."""
-    path = Path(path)
+def _frames(path: Path, read: bool) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """(offset, payload length, payload or None, footer) of each TFRecord frame, each length
+    header checked against its CRC; with `read` False the payloads are skipped, not read."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         offset = 0
         while header := f.read(12):
@@ -148,13 +147,32 @@ def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
             (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
             if masked_crc(header[:8]) != length_crc:
                 raise ValueError(f"{path}: the record at byte {offset} has a damaged length header")
-            data, footer = f.read(length), f.read(4)
-            if len(data) < length or len(footer) < 4:
+            if offset + 16 + length > size:
                 raise ValueError(f"{path}: cut off inside the record at byte {offset}")
-            if verify and masked_crc(data) != struct.unpack("<I", footer)[0]:
-                raise ValueError(f"{path}: the record at byte {offset} is damaged (its CRC does not match)")
-            yield data
+            if read:
+                data, footer = f.read(length), f.read(4)
+            else:
+                data, footer = None, b""
+                f.seek(length + 4, 1)
+            yield offset, length, data, footer
             offset += 16 + length
+
+
+def read_records(path: str | Path, verify: bool = False) -> Iterator[bytes]:
+    """The records of one TFRecord file, in order, without TensorFlow: each frame's length
+    header is checked against its CRC (and with `verify` each record's too); a file cut off
+    or damaged raises ValueError naming it and the record's offset."""
+    path = Path(path)
+    for offset, _length, data, footer in _frames(path, read=True):
+        if verify and masked_crc(data) != struct.unpack("<I", footer)[0]:
+            raise ValueError(f"{path}: the record at byte {offset} is damaged (its CRC does not match)")
+        yield data
+
+
+def record_offsets(path: str | Path) -> list[tuple[int, int]]:
+    """(byte offset, length) of each record's payload in a TFRecord file, from the length
+    headers alone (the payloads are skipped, not read)."""
+    return [(offset + 12, length) for offset, length, _, _ in _frames(Path(path), read=False)]
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:

@@ -84,7 +84,8 @@ def predict(model, data: SubsetFolder, split: str, batch_size: int = 64) -> tupl
 
     size = int(model.input_shape[1])
     ids, ys, ss = [], [], []
-    for x, y, pid in SplitLoader(data, split, batch_size, size, with_ids=True).epoch():
+    # one pass: read and decoded batch by batch, a few ahead (a cache would only hold memory)
+    for x, y, pid in SplitLoader(data, split, batch_size, size, with_ids=True, cache="off").epoch():
         ss.append(np.asarray(keras.ops.convert_to_numpy(model(keras.ops.cast(x, "float32"), training=False)),
                              dtype=np.float32))
         ys.append(y.astype(np.uint8))

@@ -94,7 +94,7 @@ class JaxRuntime:
             keras.distribution.set_distribution(current)
 
     def _loader(self, data, cfg, split: str, **kwargs) -> SplitLoader:
-        shares = getattr(cfg, "input_shares", 0) or self.process_count
+        shares = cfg.input_shares or self.process_count
         if shares % self.process_count:
             raise ValueError(f"input_shares {shares} does not divide among {self.process_count} processes")
         return SplitLoader(data, split, cfg.batch_size, cfg.image_size, cache=cfg.cache, seed=cfg.seed,
