@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -21,9 +22,16 @@ from animetag.folders import SubsetFolder
 pytest.importorskip("jax")
 
 
+# JAX's compilation cache, shared by every JAX process of the tests: the same tiny model's
+# steps compile once (17 s for a one-epoch run cold, 6 s warm, on two cores)
+JAX_CACHE = os.path.join(tempfile.gettempdir(), f"animetag-tests-jax-cache-{os.getuid()}")
+
+
 def _env(backend: str, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "XLA_FLAGS"))}
-    env.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **extra)
+    env.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+               JAX_COMPILATION_CACHE_DIR=JAX_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
     return env
 
 
