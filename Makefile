@@ -36,12 +36,13 @@ $(WD_CLIENT)/.installed: requirements-wd-client.txt
 	touch $@
 
 # Keras on JAX with no TensorFlow at all: the environment a JAX-only accelerator (a Colab TPU,
-# a GPU machine with JAX) gives; the test that runs the whole chain there uses it.
+# a GPU machine with JAX) gives. `make test` runs the notebooks 01-05, the training tests marked
+# `backends` and the whole chain (tests/test_backends.py) there.
 JAX_VENV := $(VENV)-jax
-$(JAX_VENV)/.installed: requirements.txt pyproject.toml
+$(JAX_VENV)/.installed: requirements-jax.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/python -m pip install -q --upgrade pip
-	$(JAX_VENV)/bin/python -m pip install -q "jax[cpu]>=0.4.30" -r requirements.txt
+	$(JAX_VENV)/bin/python -m pip install -q -r requirements-jax.txt
 	$(JAX_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
@@ -80,19 +81,27 @@ teach: $(VENV)/.dev
 		--out $(DEMO_HOME)/executed $(TEACH)
 
 ## test: the unit tests on two pytest-xdist workers (a module's tests on one worker, so each
-## module's fixtures are built once) and, beside them, the notebooks in order
+## module's fixtures are built once) and, beside them, one after another: the notebooks in order
 ## under nbmake (tiny profile, one epoch per training, bootstrap at 200 resamples, and notebook
-## 06's keras.applications variant a plain ResNet: the unit tests train those backbones;
-## their report follows the tests'); the two environments are installed side by side
+## 06's keras.applications variant a plain ResNet: the unit tests train those backbones), then
+## without TensorFlow (so under JAX, with nothing set) the notebooks 01-05, and under JAX the
+## tests marked `backends` (their reports follow the tests'); the environments are installed
+## side by side
+JAX_NOTEBOOKS := $(filter notebooks/01% notebooks/02% notebooks/03% notebooks/04% notebooks/05%,$(NOTEBOOKS))
+NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
 test:
 	$(MAKE) --no-print-directory -j3 $(VENV)/.dev $(WD_CLIENT)/.installed $(JAX_VENV)/.installed
-	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
-	ANIMETAG_WORKSPACE=$(TEST_HOME) ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 \
-	ANIMETAG_BACKBONE=resnet ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
-		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
+	rm -rf $(TEST_HOME) $(TEST_HOME)-jax && mkdir -p $(TEST_HOME) $(TEST_HOME)-jax
+	( ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
+		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS); a=$$?; \
+	  echo; echo "under JAX, without TensorFlow:"; \
+	  ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) $(JAX_VENV)/bin/python -m pytest \
+		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(JAX_NOTEBOOKS); b=$$?; \
+	  KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
+	  test $$a$$b$$c = 000 ) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
 		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
-	wait $$nb; n=$$?; echo; echo "notebooks (nbmake):"; cat $(TEST_HOME).notebooks.log; \
+	wait $$nb; n=$$?; echo; echo "notebooks (nbmake), then JAX's:"; cat $(TEST_HOME).notebooks.log; \
 	test $$t -eq 0 && test $$n -eq 0
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source

@@ -267,13 +267,18 @@ else:
 # On the sample, where nothing is downloaded, two stand-ins take their place, both made from
 # this run: its export taking 448 px as WD v3 does, and that export cut to the general tags
 # in reverse order with spaces for underscores (another vocabulary and order). Their ΔF1 is
-# near 0 by construction: they show the comparison at work, not a rival.
+# near 0 by construction: they show the comparison at work, not a rival. Making them is an
+# export, which needs Keras on TensorFlow: under JAX the sample's comparison is left out
+# (the published taggers compare under either backend).
 
 # %%
-from animetag import compare, compare_table, plots, stand_in_taggers
+from animetag import compare, compare_table, export_unavailable, plots, stand_in_taggers
 
 specs = [t.strip() for t in TAGGERS.split(",") if t.strip()]
-if ws.on_sample:
+if ws.on_sample and (why := export_unavailable()):
+    specs = []
+    print("the sample's stand-ins are exports of this run, and", why)
+elif ws.on_sample:
     specs = stand_in_taggers(run, ws.home / "stand-ins" / PROFILE)
     print("the sample: two stand-ins made from this run instead of TAGGERS (nothing is downloaded)")
 if specs:
@@ -286,7 +291,7 @@ if specs:
         print("caption tags outside this run's vocabulary (not scored):", result["caption_tags_outside_the_run"])
     plots.save(plots.comparison(result), ws.figures, "04_compare")
     display(compare_table(result))
-else:
+elif not ws.on_sample:
     print("no TAGGERS: list published taggers (Hugging Face ids or folders) to compare them here")
 
 # %% [markdown]

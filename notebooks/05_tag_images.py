@@ -167,19 +167,24 @@ print(Path(report.outputs[0]).name, "->", Path(report.outputs[0]).read_text())
 # outputs (the scores, then the pooled embedding), **BGR** input like theirs,
 # `selected_tags.csv` with the rating rows first, then general tags, then characters, and
 # the tuned thresholds both as an extra `threshold` column and in the model's metadata.
-# The README states the preprocessing exactly.
+# The README states the preprocessing exactly. Exporting needs Keras on TensorFlow: under
+# JAX (a TPU runtime) this cell says so, and the run folder exports unchanged on a CPU or
+# GPU runtime.
 
 # %%
 import pandas as pd
 from IPython.display import display
 
-from animetag import export_run
+from animetag import export_run, export_unavailable
 
-info = export_run(run, ws.home / "export" / PROFILE, EXPORT_FORMAT, overwrite=True)
-print(info)
-print(f"size on disk: {info['size_mb']} MB (thesis model: 200 MB; Camie Tagger v1: 850 MB)")
-print((Path(info["out"]) / "README.md").read_text())
-display(pd.read_csv(Path(info["out"]) / "selected_tags.csv").head(8))
+if why := export_unavailable():
+    print(why)
+else:
+    info = export_run(run, ws.home / "export" / PROFILE, EXPORT_FORMAT, overwrite=True)
+    print(info)
+    print(f"size on disk: {info['size_mb']} MB (thesis model: 200 MB; Camie Tagger v1: 850 MB)")
+    print((Path(info["out"]) / "README.md").read_text())
+    display(pd.read_csv(Path(info["out"]) / "selected_tags.csv").head(8))
 
 # %% [markdown]
 # ## The tagger as a page

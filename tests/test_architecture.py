@@ -242,3 +242,19 @@ def test_notebooks_and_readme_examples_import_only_the_public_surface():
     assert not deep, "\n".join(deep)
     assert {"train", "evaluate", "build_model", "plots", "BACKBONES"} <= seen  # the sources were read
     assert _imports_from_animetag("from animetag.data.subset import read_subset") == [("animetag.data.subset", ["read_subset"])]
+
+
+def test_the_requirements_file_and_the_package_ask_for_the_same_libraries():
+    """A notebook installs the package (pyproject's dependencies), `make` installs
+    requirements.txt: a library in one and not the other works here and not on Colab."""
+    import re
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = PACKAGE.parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()]
+    norm = lambda spec: re.sub(r"\s+", "", spec).lower()  # noqa: E731
+    assert sorted(map(norm, declared)) == sorted(norm(s) for s in listed if s)

@@ -185,18 +185,23 @@ JAX_PYTHON = os.path.abspath(os.environ["ANIMETAG_JAX_PYTHON"]) if os.environ.ge
 class TestWithoutTensorFlow:
     def test_the_chain_runs_under_jax_where_tensorflow_is_not_installed(self, tmp_path):
         """sample -> subset -> train -> evaluate -> tag with Keras on JAX in an environment where
-        `import tensorflow` fails; then the same subset trained under TensorFlow here, and the
-        JAX run's validation F1-micro is not below the TensorFlow run's: the paired bootstrap
-        interval of (JAX - TensorFlow) reaches 0 or above. (Equality is not the test: two
-        TensorFlow runs with seeds 0 and 1 already differ by [0.005, 0.029] on this paired
-        interval, since their initial weights differ.)"""
-        def cli(*args, timeout=600, unreadable=0):
+        `import tensorflow` fails and nothing names the backend (export refused in one line).
+        Then the same subset trained under TensorFlow here: the JAX run's validation F1-micro is
+        not below the TensorFlow run's, the paired bootstrap interval of (JAX - TensorFlow)
+        reaching 0 or above. (Equality is not the test: two TensorFlow runs with seeds 0 and 1
+        already differ by [0.005, 0.029] on this paired interval, since their initial weights
+        differ.) Last, the JAX run exported under TensorFlow is compared with the run itself
+        under JAX (`compare`): their F1 agree."""
+        env = _env("jax")
+        del env["KERAS_BACKEND"]  # nothing names the backend: without TensorFlow, animetag picks JAX
+
+        def cli(*args, timeout=600, unreadable=0, status=0):
             r = subprocess.run([JAX_PYTHON, "-c", "import sys; from animetag.cli import main; sys.exit(main())", *args],
-                               env=_env("jax"), capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+                               env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
             # `tag` exits 1 when it names unreadable images (the sample has a truncated one)
-            ok = r.returncode == 0 or (unreadable and f"{unreadable} unreadable" in r.stdout + r.stderr)
+            ok = r.returncode == status or (unreadable and f"{unreadable} unreadable" in r.stdout + r.stderr)
             assert ok, (args[0], r.stdout[-2000:], r.stderr[-3000:])
-            return r.stdout
+            return r.stdout + r.stderr if status else r.stdout
 
         probe = subprocess.run([JAX_PYTHON, "-c", "import tensorflow"], capture_output=True, text=True)
         assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
@@ -216,6 +221,10 @@ class TestWithoutTensorFlow:
         (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "tagged").rglob("*.json")]
         assert len(doc["images"]) > 300 and all(im["tags"] or im["rating"] for im in doc["images"])
         assert "corrupt_image" in json.dumps(doc)  # the truncated one, named with its reason
+        # exporting needs TensorFlow: one line says so, and nothing is written
+        err = cli("export", "--run", "jax-run", "--out", "export", status=2).strip()
+        assert err.count("\n") == 0 and "needs Keras on TensorFlow" in err and "runs Keras on jax" in err, err
+        assert not (tmp_path / "export").exists() and not (tmp_path / "export.partial").exists()
 
         # the same subset under TensorFlow, in this environment
         from animetag.evaluation.evaluate import predict_split
@@ -231,3 +240,16 @@ class TestWithoutTensorFlow:
         diff = paired_bootstrap_diff(y, s_tf >= 0.3, s_jax >= 0.3, n_boot=1000)["f1_micro"]
         assert diff[1] <= diff[0] <= diff[2] and diff[2] >= 0, diff
         print("val F1-micro, JAX minus TensorFlow (point, 95% interval):", diff)
+
+        # the JAX run exported here under TensorFlow, and compared with it back under JAX: the
+        # export's scores are the run's own (the comparison's difference near 0)
+        from animetag.evaluation.compare import stand_in_taggers
+
+        specs = stand_in_taggers(tmp_path / "jax-run", tmp_path / "stand-ins")
+        cli("compare", "--run", "jax-run", "--data", "subset", *[a for t in specs for a in ("--tagger", t)],
+            "--out", "compared", "--bootstrap", "50")
+        result = json.loads((tmp_path / "compared" / "compare.json").read_text())
+        assert [t["name"] for t in result["taggers"]] == ["export-448", "general-only"]
+        for t in result["taggers"]:
+            point = t["tagger"]["global_threshold"]["minus_run"]["f1_micro"][0]
+            assert abs(point) < 0.01, (t["name"], point)

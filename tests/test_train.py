@@ -47,6 +47,7 @@ def test_pipeline_labels_match_the_manifest(subset_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     from animetag.training.fit import train
 
@@ -93,6 +94,7 @@ class _Iterations(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
     from animetag.training.fit import SettingsChanged, train
 
@@ -161,6 +163,7 @@ def test_resume_continues_from_the_last_finished_epoch(subset_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_nan_loss_stops_with_a_clear_message(subset_dir, tmp_path, monkeypatch):
     from keras import ops
 

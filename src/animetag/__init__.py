@@ -80,6 +80,7 @@ _PUBLIC = {
     "tag_paths": "tagging.tagger:tag_paths",
     "find_images": "tagging.tagger:find_images",
     "export_run": "tagging.export:export_run",
+    "export_unavailable": "tagging.export:export_unavailable",
     "serve_app": "app:serve",
     # 5. evaluation
     "evaluate": "evaluation.evaluate:evaluate",
@@ -115,6 +116,37 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
+
+def _keras_json_backend() -> str | None:
+    """The backend named in Keras' own config file ($KERAS_HOME/keras.json or
+    ~/.keras/keras.json), which Keras reads when KERAS_BACKEND is unset."""
+    import json
+
+    home = _os.environ.get("KERAS_HOME") or _os.path.join(_os.path.expanduser("~"), ".keras")
+    try:
+        with open(_os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            return json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _default_to_jax_without_tensorflow() -> None:
+    """Keras falls back to TensorFlow when nothing names a backend, and then fails at its
+    import where only JAX is installed (Colab's TPU runtimes, a GPU machine with JAX). There,
+    and only there, importing animetag first makes JAX the backend. KERAS_BACKEND still wins,
+    and so does a backend other than TensorFlow in keras.json (Keras writes TensorFlow there
+    by itself at its first import)."""
+    if "keras" in _sys.modules or _os.environ.get("KERAS_BACKEND") or \
+            _keras_json_backend() not in (None, "tensorflow"):
+        return
+    try:
+        if importlib.util.find_spec("tensorflow") is None and importlib.util.find_spec("jax") is not None:
+            _os.environ["KERAS_BACKEND"] = "jax"
+    except (ImportError, ValueError):
+        pass
+
+
+_default_to_jax_without_tensorflow()
 
 # TensorFlow's C++ log lines (oneDNN notices, dataset buffer sizes, CUDA factory registration)
 # say nothing a user acts on, and in a notebook one of them looks like an error. Level 3 keeps

@@ -432,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FloatingPointError, FolderLocked) as e:
         print(f"animetag {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from animetag.tagging.export import ExportNeedsTensorFlow
+
+        if not isinstance(e, ExportNeedsTensorFlow):
+            raise
+        print(f"animetag {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # missing files, read-only folders, a full disk: the message names the path
         where = f" ({e.filename})" if e.filename and str(e.filename) not in str(e) else ""
         print(f"animetag {args.command}: error: {e}{where}", file=sys.stderr)

@@ -186,6 +186,29 @@ def _name_outputs_and_add_metadata(path: Path, metadata: dict[str, str]) -> None
     onnx.save(m, str(path))
 
 
+class ExportNeedsTensorFlow(RuntimeError):
+    """Exporting was asked for under a Keras backend other than TensorFlow."""
+
+
+def export_unavailable() -> str | None:
+    """Why this process cannot export (one line), or None where it can. Keras writes ONNX
+    through tf2onnx and a SavedModel through TensorFlow; under JAX it would go through
+    jax2onnx, whose graph of this model ONNX Runtime rejects (its MaxPool: "Unsupported
+    pooling size"), so exports are made under TensorFlow only."""
+    import importlib.util
+
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return None
+    how = ("start Python with KERAS_BACKEND=tensorflow (TensorFlow is installed here)"
+           if importlib.util.find_spec("tensorflow") is not None else
+           "install TensorFlow, or export on a runtime that has it (Colab's CPU and GPU runtimes): "
+           "the run folder moves there unchanged")
+    return f"exporting needs Keras on TensorFlow, and this process runs Keras on {backend}: {how}"
+
+
 def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx", channel_order: str = "bgr",
                overwrite: bool = False, input_size: int | None = None) -> dict[str, Any]:
     """Write the export folder `out`; returns a summary (files and sizes). `input_size`: the
@@ -202,6 +225,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         raise ValueError(f"input size: {input_size} is not within 8 to {MAX_INPUT_SIZE} (the WD taggers take 448, "
                          f"Camie 512; one {input_size} x {input_size} image would be "
                          f"{input_size * input_size * 12 / 1e9:.1f} GB of float32 input)")
+    if why := export_unavailable():
+        raise ExportNeedsTensorFlow(why)
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
