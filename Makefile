@@ -89,15 +89,19 @@ teach: $(VENV)/.dev
 ## side by side
 JAX_NOTEBOOKS := $(filter notebooks/01% notebooks/02% notebooks/03% notebooks/04% notebooks/05%,$(NOTEBOOKS))
 NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
+# JAX's compilation cache for that pass: a model compiled once is read back by the next training
+# of the same model (the resume test's four, notebook 04's second run)
+JAX_CACHE_ENV := JAX_COMPILATION_CACHE_DIR=$(TEST_HOME)-jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 test:
 	$(MAKE) --no-print-directory -j3 $(VENV)/.dev $(WD_CLIENT)/.installed $(JAX_VENV)/.installed
-	rm -rf $(TEST_HOME) $(TEST_HOME)-jax && mkdir -p $(TEST_HOME) $(TEST_HOME)-jax
+	rm -rf $(TEST_HOME) $(TEST_HOME)-jax $(TEST_HOME)-jax-cache && mkdir -p $(TEST_HOME) $(TEST_HOME)-jax
 	( ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS); a=$$?; \
 	  echo; echo "under JAX, without TensorFlow:"; \
-	  ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) $(JAX_VENV)/bin/python -m pytest \
+	  $(JAX_CACHE_ENV) ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) $(JAX_VENV)/bin/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(JAX_NOTEBOOKS); b=$$?; \
-	  KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
+	  $(JAX_CACHE_ENV) KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
 	  test $$a$$b$$c = 000 ) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
 		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \

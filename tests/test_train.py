@@ -47,7 +47,6 @@ def test_pipeline_labels_match_the_manifest(subset_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.backends
 def test_short_training_learns_beyond_the_prior(learn_subset, tmp_path):
     from animetag.training.fit import train
 
@@ -382,3 +381,22 @@ def test_the_loader_order_depends_on_seed_and_epoch_only_and_shares_add_up(subse
     assert read and read <= own
     with pytest.raises(ValueError, match="does not divide among 3 processes"):
         make(shares=3, take=(0,))
+
+
+def test_worker_processes_fill_the_cache_as_threads_do(subset_dir):
+    """The decoded cache filled by spawned worker processes (pixels back through the pool, one
+    shard at a time) holds what threads decode in place: the same batches, image for image."""
+    import warnings
+
+    from animetag.data.loader import SplitLoader
+
+    def batches(processes):
+        loader = SplitLoader(subset_dir, "train", 8, training=True, cache="memory", workers=2, processes=processes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a pool that cannot start falls back to threads with a warning
+            return list(loader.epoch(1)), loader
+
+    (ours, loader), (theirs, _) = batches(True), batches(False)
+    assert len(loader.all_shares[0].by_file()) > 1  # several shards: the pool was used
+    assert len(ours) == len(theirs) > 0
+    assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(ours, theirs))

@@ -12,6 +12,7 @@ modules (`cli`, `notebook`, `colab`).
 import atexit as _atexit
 import importlib
 import importlib.util
+import json as _json
 import os as _os
 import re as _re
 import sys as _sys
@@ -120,12 +121,10 @@ def __dir__() -> list[str]:
 def _keras_json_backend() -> str | None:
     """The backend named in Keras' own config file ($KERAS_HOME/keras.json or
     ~/.keras/keras.json), which Keras reads when KERAS_BACKEND is unset."""
-    import json
-
     home = _os.environ.get("KERAS_HOME") or _os.path.join(_os.path.expanduser("~"), ".keras")
     try:
         with open(_os.path.join(home, "keras.json"), encoding="utf-8") as f:
-            return json.load(f).get("backend")
+            return _json.load(f).get("backend")
     except (OSError, ValueError, AttributeError):
         return None
 

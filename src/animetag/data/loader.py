@@ -1,6 +1,6 @@
 """Batches of a subset's split as numpy arrays, for any Keras backend and any number of
 processes: the TFRecord shards read without TensorFlow (`data.shards`), the JPEGs decoded in
-spawned worker processes straight into one shared uint8 array (the decoded cache), then
+spawned worker processes (or threads) into one uint8 array (the decoded cache), then
 shuffled per epoch and gathered into batches.
 
 Shares: a split's shard files are dealt round-robin into `shares` groups (share k holds files
@@ -32,7 +32,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -121,24 +120,29 @@ def _read_at(f, path: str, offset: int, length: int) -> bytes:
     return data
 
 
-def _fill_from_shard(shm_name: str, shape: tuple[int, ...], start: int, path: str, records: list[tuple[int, int]],
-                     size: int, n_outputs: int) -> tuple[list[int], np.ndarray]:
-    """Worker: decode the given records (offset, length) of one shard into rows start.. of the
-    shared array; returns their ids and labels."""
-    shm = shared_memory.SharedMemory(name=shm_name)
-    try:
-        pixels = np.ndarray(shape, np.uint8, buffer=shm.buf)
-        ids, labels = [], []
-        with open(path, "rb") as f:
-            for i, (offset, length) in enumerate(records):
-                pid, jpeg, idx = decode_example(_read_at(f, path, offset, length))
-                pixels[start + i] = _decode(jpeg, size, f"{path}, the record at byte {offset - 12} (id {pid})")
-                ids.append(pid)
-                labels.append(_labels(idx, n_outputs))
-        del pixels
-        return ids, np.stack(labels) if labels else np.zeros((0, n_outputs), np.float32)
-    finally:
-        shm.close()
+def _decode_into(pixels: np.ndarray, start: int, path: str, records: list[tuple[int, int]], size: int,
+                 n_outputs: int) -> tuple[list[int], np.ndarray]:
+    """Decode the given records (offset, length) of one shard into rows start.. of `pixels`;
+    returns their ids and labels."""
+    ids, labels = [], []
+    with open(path, "rb") as f:
+        for i, (offset, length) in enumerate(records):
+            pid, jpeg, idx = decode_example(_read_at(f, path, offset, length))
+            pixels[start + i] = _decode(jpeg, size, f"{path}, the record at byte {offset - 12} (id {pid})")
+            ids.append(pid)
+            labels.append(_labels(idx, n_outputs))
+    return ids, np.stack(labels) if labels else np.zeros((0, n_outputs), np.float32)
+
+
+def _decode_shard(path: str, records: list[tuple[int, int]], size: int,
+                  n_outputs: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Worker process: the given records of one shard decoded, as (ids, labels, pixels). The
+    pixels come back through the pool's pipe, one shard's at a time, and the parent copies them
+    into its cache: no shared memory, whose size a container may cap (/dev/shm), and no
+    second copy of the whole cache."""
+    pixels = np.empty((len(records), size, size, 3), np.uint8)
+    ids, labels = _decode_into(pixels, 0, path, records, size, n_outputs)
+    return ids, labels, pixels
 
 
 def default_workers() -> int:
@@ -220,30 +224,26 @@ class SplitLoader:
         return out
 
     def _fill(self) -> None:
-        """Decode every image of this process's shares once, in spawned worker processes (JAX
-        and TensorFlow are not fork-safe) or threads, into one shared array."""
+        """Decode every image of this process's shares once into one uint8 array, in spawned
+        worker processes (JAX and TensorFlow are not fork-safe) or in threads; the array is
+        the only copy (peak memory: the cache plus a few shards' pixels in flight)."""
         starts, n = self._share_start(), len(self._where)
-        shape = (n, self.size, self.size, 3)
         jobs = [(starts[k] + row, f, recs) for k in self.take for row, f, recs in self.all_shares[k].by_file()]
-        shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape))))
-        try:
-            ids = np.zeros(n, np.int64)
-            labels = np.zeros((n, self.n_outputs), np.float32)
-            results = None
-            if self._use_processes(n) and len(jobs) > 1:
-                results = self._fill_in_processes(shm.name, shape, jobs)
-            if results is None:  # in threads: Pillow's decoder releases the GIL
-                with ThreadPoolExecutor(self.workers) as pool:
-                    results = list(pool.map(lambda job: (job[0], _fill_from_shard(
-                        shm.name, shape, job[0], job[1], job[2], self.size, self.n_outputs)), jobs))
-            for row, (i, y) in results:
+        pixels = np.empty((n, self.size, self.size, 3), np.uint8)
+        ids = np.zeros(n, np.int64)
+        labels = np.zeros((n, self.n_outputs), np.float32)
+        done = False
+        if self._use_processes(n) and len(jobs) > 1:
+            done = self._fill_in_processes(jobs, pixels, ids, labels)
+        if not done:  # in threads, straight into the array: Pillow's decoder releases the GIL
+            def one(job):
+                row, f, recs = job
+                i, y = _decode_into(pixels, row, f, recs, self.size, self.n_outputs)
                 ids[row: row + len(i)] = i
                 labels[row: row + len(i)] = y
-            pixels = np.empty(shape, np.uint8)
-            pixels[...] = np.ndarray(shape, np.uint8, buffer=shm.buf)
-        finally:
-            shm.close()
-            shm.unlink()
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(one, jobs))
         self._pixels, self._ids, self._labels = pixels, ids, labels
 
     def _use_processes(self, n: int) -> bool:
@@ -251,17 +251,23 @@ class SplitLoader:
             return self.workers > 1 and decoded_bytes(n, self.size) >= PROCESS_BYTES
         return bool(self.processes) and self.workers > 1
 
-    def _fill_in_processes(self, shm_name, shape, jobs):
+    def _fill_in_processes(self, jobs, pixels: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> bool:
+        """Fill the arrays from worker processes; False where the workers could not start."""
         ctx = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=ctx) as pool:
-                futures = [(row, pool.submit(_fill_from_shard, shm_name, shape, row, f, recs, self.size,
-                                             self.n_outputs)) for row, f, recs in jobs]
-                return [(row, fut.result()) for row, fut in futures]
+                # map hands the results back in order and lets go of each once taken
+                results = pool.map(_decode_shard, *zip(*[(f, recs, self.size, self.n_outputs)
+                                                         for _, f, recs in jobs]))
+                for (row, _, _), (i, y, x) in zip(jobs, results):
+                    pixels[row: row + len(i)] = x
+                    ids[row: row + len(i)] = i
+                    labels[row: row + len(i)] = y
+            return True
         except BrokenProcessPool as e:  # e.g. a __main__ that cannot be imported again (stdin)
             warnings.warn(f"decoding the '{self.split}' split in threads: worker processes could not start ({e})",
                           stacklevel=3)
-            return None
+            return False
 
     # -- reading without the decoded cache ---------------------------------------------------------
     def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ preprocessing exactly."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -195,8 +196,6 @@ def export_unavailable() -> str | None:
     through tf2onnx and a SavedModel through TensorFlow; under JAX it would go through
     jax2onnx, whose graph of this model ONNX Runtime rejects (its MaxPool: "Unsupported
     pooling size"), so exports are made under TensorFlow only."""
-    import importlib.util
-
     import keras
 
     backend = keras.backend.backend()
