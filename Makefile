@@ -47,15 +47,19 @@ $(JAX_VENV)/.installed: requirements-jax.txt requirements.txt pyproject.toml
 	touch $@
 
 ## wheels: what a machine with JAX and no package index lacks, as wheels in build/wheels for
-## benchmarks/device_check.sh: the package, keras and the other requirements (binary ones for
-## WHEELS_PYTHON, default this Python; NumPy, Pillow, PyArrow and JAX are expected there)
+## benchmarks/device_check.sh, which installs them all with --no-deps: the package, keras and
+## the other requirements with their dependencies (binary ones for WHEELS_PYTHON, default this
+## Python), less TensorBoard (it serves TensorFlow only) and what JAX brings along there (NumPy,
+## SciPy, ml_dtypes, opt_einsum; Pillow and PyArrow are expected too). About 50 MB.
 WHEELS_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+ON_A_JAX_MACHINE := numpy scipy ml_dtypes opt_einsum pillow pyarrow
 wheels: $(VENV)/.installed
 	rm -rf build/wheels && mkdir -p build/wheels
 	$(BIN)/python -m pip wheel -q --no-deps -w build/wheels .
-	grep -v -E '^(numpy|pillow|pyarrow|tensorboard|matplotlib)' requirements.txt | sed 's/#.*//' | grep . > build/wheels.txt
+	grep -v -E '^(tensorboard|pyarrow)' requirements.txt | sed 's/#.*//' | grep . > build/wheels.txt
 	$(BIN)/python -m pip download -q --only-binary=:all: --python-version $(WHEELS_PYTHON) \
 		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d build/wheels -r build/wheels.txt
+	cd build/wheels && for p in $(ON_A_JAX_MACHINE); do rm -f $$p-*.whl; done
 	du -sh build/wheels
 
 setup: $(VENV)/.installed
@@ -81,13 +85,14 @@ teach: $(VENV)/.dev
 		--out $(DEMO_HOME)/executed $(TEACH)
 
 ## test: the unit tests on two pytest-xdist workers (a module's tests on one worker, so each
-## module's fixtures are built once) and, beside them, one after another: the notebooks in order
-## under nbmake (tiny profile, one epoch per training, bootstrap at 200 resamples, and notebook
-## 06's keras.applications variant a plain ResNet: the unit tests train those backbones), then
-## without TensorFlow (so under JAX, with nothing set) the notebooks 01-05, and under JAX the
-## tests marked `backends` (their reports follow the tests'); the environments are installed
-## side by side
+## module's fixtures are built once) and, beside them, one after another: without TensorFlow (so
+## under JAX, with nothing set) the notebooks 01-05 under nbmake, then with TensorFlow 03-07
+## (03 builds the subset 01 builds; tiny profile, one epoch per training, bootstrap at 200
+## resamples, and notebook 06's keras.applications variant a plain ResNet: the unit tests train
+## those backbones), then under JAX the tests marked `backends` (their reports follow the
+## tests'); the environments are installed side by side
 JAX_NOTEBOOKS := $(filter notebooks/01% notebooks/02% notebooks/03% notebooks/04% notebooks/05%,$(NOTEBOOKS))
+TF_NOTEBOOKS := $(filter-out notebooks/01% notebooks/02%,$(NOTEBOOKS))
 NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
 # JAX's compilation cache for that pass: a model compiled once is read back by the next training
 # of the same model (the resume test's four, notebook 04's second run)
@@ -96,16 +101,18 @@ JAX_CACHE_ENV := JAX_COMPILATION_CACHE_DIR=$(TEST_HOME)-jax-cache JAX_PERSISTENT
 test:
 	$(MAKE) --no-print-directory -j3 $(VENV)/.dev $(WD_CLIENT)/.installed $(JAX_VENV)/.installed
 	rm -rf $(TEST_HOME) $(TEST_HOME)-jax $(TEST_HOME)-jax-cache && mkdir -p $(TEST_HOME) $(TEST_HOME)-jax
-	( ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
-		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS); a=$$?; \
-	  echo; echo "under JAX, without TensorFlow:"; \
+	( echo "without TensorFlow (under JAX):"; \
 	  $(JAX_CACHE_ENV) ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) $(JAX_VENV)/bin/python -m pytest \
-		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(JAX_NOTEBOOKS); b=$$?; \
+		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(JAX_NOTEBOOKS); a=$$?; \
+	  echo; echo "with TensorFlow:"; \
+	  ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
+		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(TF_NOTEBOOKS); b=$$?; \
+	  echo; echo "the tests marked backends, under JAX without TensorFlow:"; \
 	  $(JAX_CACHE_ENV) KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
 	  test $$a$$b$$c = 000 ) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
 		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
-	wait $$nb; n=$$?; echo; echo "notebooks (nbmake), then JAX's:"; cat $(TEST_HOME).notebooks.log; \
+	wait $$nb; n=$$?; echo; echo "notebooks (nbmake) and the JAX pass:"; cat $(TEST_HOME).notebooks.log; \
 	test $$t -eq 0 && test $$n -eq 0
 
 ## notebooks: regenerate every .ipynb from its jupytext .py source

@@ -38,7 +38,9 @@ if [ "${DEVICE_CHECK_BACKEND:-tensorflow}" = jax ]; then
     WHEELS=${DEVICE_CHECK_WHEELS:-build/wheels}
     step "install from $WHEELS (no index)"
     if ! "$PY" -c "import animetag" 2>/dev/null; then
-        "$PY" -m pip install -q --no-index --find-links "$WHEELS" animetag
+        # every wheel there, as it is: what the machine has already (NumPy, SciPy, Pillow) stays
+        "$PY" -m pip install -q --no-index --no-deps "$WHEELS"/*.whl
+        "$PY" -m pip check | grep -v -i tensorboard || true  # anything else missing or too old shows here
     fi
     "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
     if "$PY" -c "import tensorflow" 2>/dev/null; then echo "(TensorFlow is installed here; the JAX backend does not use it)"; fi
