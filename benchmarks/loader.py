@@ -56,8 +56,8 @@ def measure(subset: str, variant: str, batch: int, steps: int) -> dict:
     out = {"first_pass_img_s": round(_rate(it, first, batch), 1),
            "steady_img_s": round(_rate(it, steps, batch), 1)}
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    out["peak_rss_gb"] = round(me.ru_maxrss / 2**20, 2)  # KiB on Linux
-    out["peak_rss_worker_gb"] = round(kids.ru_maxrss / 2**20, 2)
+    out["peak_rss_gb"] = round(me.ru_maxrss * 1024 / 1e9, 2)  # KiB on Linux
+    out["peak_rss_worker_gb"] = round(kids.ru_maxrss * 1024 / 1e9, 2)
     return out
 
 

@@ -42,9 +42,14 @@ from animetag.folders import SubsetFolder
 
 # share of the reclaimable memory that a decoded cache may take (the rest: model, backend, Python)
 CACHE_SHARE = 0.5
-# decoded bytes from which the cache is filled by worker processes rather than threads
-# (benchmarks/loader.py: a spawned worker costs about 2 s to start)
+# "auto" fills the cache in worker processes rather than threads only with this many workers
+# (one per core, at most 8) and this many decoded bytes (a spawned worker costs about 2 s to
+# start). benchmarks/loader.py on two cores, 20,000 images at 256 px: threads 2,668 img/s,
+# processes 1,006 (the pixels cross a pipe, and two cores have no spare one for the parent).
+PROCESS_WORKERS = 8
 PROCESS_BYTES = 256 << 20
+# records per decoding job: the jobs balance over the workers, and few pixels are in flight
+JOB_RECORDS = 256
 
 
 def memory_bytes() -> int:
@@ -228,7 +233,8 @@ class SplitLoader:
         worker processes (JAX and TensorFlow are not fork-safe) or in threads; the array is
         the only copy (peak memory: the cache plus a few shards' pixels in flight)."""
         starts, n = self._share_start(), len(self._where)
-        jobs = [(starts[k] + row, f, recs) for k in self.take for row, f, recs in self.all_shares[k].by_file()]
+        jobs = [(starts[k] + row + i, f, recs[i: i + JOB_RECORDS]) for k in self.take
+                for row, f, recs in self.all_shares[k].by_file() for i in range(0, len(recs), JOB_RECORDS)]
         pixels = np.empty((n, self.size, self.size, 3), np.uint8)
         ids = np.zeros(n, np.int64)
         labels = np.zeros((n, self.n_outputs), np.float32)
@@ -248,7 +254,7 @@ class SplitLoader:
 
     def _use_processes(self, n: int) -> bool:
         if self.processes == "auto":  # starting a worker costs seconds: worth it for large splits only
-            return self.workers > 1 and decoded_bytes(n, self.size) >= PROCESS_BYTES
+            return self.workers >= PROCESS_WORKERS and decoded_bytes(n, self.size) >= PROCESS_BYTES
         return bool(self.processes) and self.workers > 1
 
     def _fill_in_processes(self, jobs, pixels: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> bool:
