@@ -90,7 +90,8 @@ teach: $(VENV)/.dev
 ## (03 builds the subset 01 builds; tiny profile, one epoch per training, bootstrap at 200
 ## resamples, and notebook 06's keras.applications variant a plain ResNet: the unit tests train
 ## those backbones), then under JAX the tests marked `backends` (their reports follow the
-## tests'); the environments are installed side by side
+## tests', and they run at a lower priority: the unit tests come first, and the rest fills what
+## they leave idle); the environments are installed side by side
 JAX_NOTEBOOKS := $(filter notebooks/01% notebooks/02% notebooks/03% notebooks/04% notebooks/05%,$(NOTEBOOKS))
 TF_NOTEBOOKS := $(filter-out notebooks/01% notebooks/02%,$(NOTEBOOKS))
 NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
@@ -102,13 +103,13 @@ test:
 	$(MAKE) --no-print-directory -j3 $(VENV)/.dev $(WD_CLIENT)/.installed $(JAX_VENV)/.installed
 	rm -rf $(TEST_HOME) $(TEST_HOME)-jax $(TEST_HOME)-jax-cache && mkdir -p $(TEST_HOME) $(TEST_HOME)-jax
 	( echo "without TensorFlow (under JAX):"; \
-	  $(JAX_CACHE_ENV) ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) $(JAX_VENV)/bin/python -m pytest \
+	  $(JAX_CACHE_ENV) ANIMETAG_WORKSPACE=$(TEST_HOME)-jax $(NB_ENV) nice -n 10 $(JAX_VENV)/bin/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(JAX_NOTEBOOKS); a=$$?; \
 	  echo; echo "with TensorFlow:"; \
-	  ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes $(BIN)/python -m pytest \
+	  ANIMETAG_WORKSPACE=$(TEST_HOME) $(NB_ENV) ANIMETAG_OPEN_APP=yes nice -n 10 $(BIN)/python -m pytest \
 		-p no:cacheprovider --nbmake --nbmake-timeout=900 $(TF_NOTEBOOKS); b=$$?; \
 	  echo; echo "the tests marked backends, under JAX without TensorFlow:"; \
-	  $(JAX_CACHE_ENV) KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
+	  $(JAX_CACHE_ENV) KERAS_BACKEND=jax nice -n 10 $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
 	  test $$a$$b$$c = 000 ) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
 		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
