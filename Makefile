@@ -92,7 +92,7 @@ teach: $(VENV)/.dev
 ## those backbones), then under JAX the tests marked `backends` (their reports follow the
 ## tests', and they run at a lower priority: the unit tests come first, and the rest fills what
 ## they leave idle); the environments are installed side by side
-JAX_NOTEBOOKS := $(filter notebooks/01% notebooks/02% notebooks/03% notebooks/04% notebooks/05%,$(NOTEBOOKS))
+JAX_NOTEBOOKS := $(DEMO_NOTEBOOKS)
 TF_NOTEBOOKS := $(filter-out notebooks/01% notebooks/02%,$(NOTEBOOKS))
 NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
 # JAX's compilation cache for that pass: a model compiled once is read back by the next training

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,8 @@ from animetag.folders import SubsetFolder
 CACHE_SHARE = 0.5
 # "auto" fills the cache in worker processes rather than threads only with this many workers
 # (one per core, at most 8) and this many decoded bytes (a spawned worker costs about 2 s to
-# start). benchmarks/loader.py on two cores, 20,000 images at 256 px: threads 2,668 img/s,
-# processes 1,006 (the pixels cross a pipe, and two cores have no spare one for the parent).
+# start). benchmarks/loader.py on two cores, 20,000 images at 256 px: threads 2,708 img/s,
+# processes 1,132 (the pixels cross a pipe, and two cores have no spare one for the parent).
 PROCESS_WORKERS = 8
 PROCESS_BYTES = 256 << 20
 # records per decoding job: the jobs balance over the workers, and few pixels are in flight
@@ -142,7 +143,7 @@ def _decode_into(pixels: np.ndarray, start: int, path: str, records: list[tuple[
 def _decode_shard(path: str, records: list[tuple[int, int]], size: int,
                   n_outputs: int) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Worker process: the given records of one shard decoded, as (ids, labels, pixels). The
-    pixels come back through the pool's pipe, one shard's at a time, and the parent copies them
+    pixels come back through the pool's pipe, one job's at a time, and the parent copies them
     into its cache: no shared memory, whose size a container may cap (/dev/shm), and no
     second copy of the whole cache."""
     pixels = np.empty((len(records), size, size, 3), np.uint8)
@@ -231,7 +232,7 @@ class SplitLoader:
     def _fill(self) -> None:
         """Decode every image of this process's shares once into one uint8 array, in spawned
         worker processes (JAX and TensorFlow are not fork-safe) or in threads; the array is
-        the only copy (peak memory: the cache plus a few shards' pixels in flight)."""
+        the only copy (peak memory: the cache plus a few jobs' pixels in flight)."""
         starts, n = self._share_start(), len(self._where)
         jobs = [(starts[k] + row + i, f, recs[i: i + JOB_RECORDS]) for k in self.take
                 for row, f, recs in self.all_shares[k].by_file() for i in range(0, len(recs), JOB_RECORDS)]
@@ -263,8 +264,8 @@ class SplitLoader:
         try:
             with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=ctx) as pool:
                 # map hands the results back in order and lets go of each once taken
-                results = pool.map(_decode_shard, *zip(*[(f, recs, self.size, self.n_outputs)
-                                                         for _, f, recs in jobs]))
+                results = pool.map(_decode_shard, [f for _, f, _ in jobs], [recs for _, _, recs in jobs],
+                                   repeat(self.size), repeat(self.n_outputs))
                 for (row, _, _), (i, y, x) in zip(jobs, results):
                     pixels[row: row + len(i)] = x
                     ids[row: row + len(i)] = i
