@@ -105,3 +105,80 @@ def write_subset(out, sizes: dict, image_size: int = 16, n_tags: int = 5, seed: 
     write_json_atomic(out / "subset.json", {"settings": settings, "counts": {"kept": len(rows), **sizes},
                                             "images_root": str(out), "n_tags": n_tags, "n_ratings": 0})
     return out
+
+
+# What a user without the package has: Keras alone, in a process where any import of animetag
+# fails. One such process per test worker answers every test that loads a model.keras there
+# (starting Python with Keras costs about 6 s of CPU on two cores; a load, well under 1).
+_KERAS_ALONE = r"""
+import json, sys, traceback
+sys.modules["animetag"] = None  # any attempt to import the package fails
+import numpy as np, keras
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        m = keras.saving.load_model(req["model"])
+        reply = {"optimizer": getattr(m, "optimizer", None) is not None,
+                 "dtypes": sorted({str(w.dtype) for w in m.weights}), "output_shape": list(m.output_shape),
+                 "layers": {l.name: type(l).__name__ for l in m.layers}}
+        if req.get("x"):
+            np.save(req["out"], np.asarray(m.predict(np.load(req["x"]), verbose=0)))
+    except Exception:
+        reply = {"error": traceback.format_exc()[-3000:]}
+    reply["animetag_imported"] = any(k.startswith("animetag.") for k in sys.modules)
+    print("REPLY " + json.dumps(reply), flush=True)
+"""
+
+
+class KerasAlone:
+    """`load(model_path, x=None)`: what Keras alone makes of a model.keras in that process: a
+    dict with `optimizer` (whether it carries one), `dtypes` (of its weights), `output_shape`,
+    `layers` (name: class) and, given an array `x`, `scores` (its predictions); with `error`
+    (the traceback) instead when loading failed."""
+
+    def __init__(self, workdir):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.dir = Path(workdir)
+        self.log = open(self.dir / "keras-alone.log", "w")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        self.proc = subprocess.Popen([sys.executable, "-c", _KERAS_ALONE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.n = 0
+
+    def load(self, model_path, x=None) -> dict:
+        import json
+
+        import numpy as np
+
+        self.n += 1
+        req = {"model": str(model_path)}
+        if x is not None:
+            req.update(x=str(self.dir / f"x{self.n}.npy"), out=str(self.dir / f"scores{self.n}.npy"))
+            np.save(req["x"], x)
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("REPLY "):
+                reply = json.loads(line[len("REPLY "):])
+                assert not reply["animetag_imported"]
+                if x is not None and "error" not in reply:
+                    reply["scores"] = np.load(req["out"])
+                return reply
+        self.log.flush()
+        raise RuntimeError(f"the Keras-alone process ended: {(self.dir / 'keras-alone.log').read_text()[-3000:]}")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def keras_alone(tmp_path_factory):
+    """A process with Keras and no animetag that loads model.keras files (see KerasAlone)."""
+    k = KerasAlone(tmp_path_factory.mktemp("keras-alone"))
+    yield k
+    k.close()

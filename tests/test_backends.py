@@ -22,6 +22,12 @@ from animetag.folders import SubsetFolder
 pytest.importorskip("jax")
 
 
+JAX_PYTHON = os.path.abspath(os.environ["ANIMETAG_JAX_PYTHON"]) if os.environ.get("ANIMETAG_JAX_PYTHON") else None
+# the Python that runs the JAX side of a test: the environment without TensorFlow where `make
+# test` gives one (starting a JAX process there skips TensorFlow's import, 3 s of CPU, which
+# keras.utils.set_random_seed makes wherever TensorFlow is installed), else this one
+JAX_SIDE = JAX_PYTHON or sys.executable
+
 # JAX's compilation cache, shared by every JAX process of the tests: the same tiny model's
 # steps compile once (17 s for a one-epoch run cold, 6 s warm, on two cores)
 JAX_CACHE = os.path.join(tempfile.gettempdir(), f"animetag-tests-jax-cache-{os.getuid()}")
@@ -102,7 +108,7 @@ class TestProcesses:
         reading the same 2 shares of the shards (the same global batches): after an epoch the
         weights, BatchNorm statistics and AdamW moments agree to 1e-4 of each array's scale
         (measured: about 2e-6); the 2-process run then resumes to a second epoch."""
-        py = sys.executable
+        py = JAX_SIDE
         _finish(_train(py, "jax", subset_dir, tmp_path / "one", "--epochs", "1", "--set", "input_shares=2"))
 
         def two(epochs: int) -> list[str]:
@@ -152,11 +158,11 @@ class TestMoves:
         TensorFlow again to epoch 3. Each move's checkpoint reads back under both backends with
         the same iterations, weights, BatchNorm statistics and optimizer variables, and
         model.keras gives the same scores under both backends, loaded with Keras alone."""
-        py = sys.executable
+        py = {"tensorflow": sys.executable, "jax": JAX_SIDE}
         run = tmp_path / "run"
         saved = []
         for epoch, backend in ((1, "tensorflow"), (2, "jax"), (3, "tensorflow")):
-            out = _finish(_train(py, backend, subset_dir, run, "--epochs", str(epoch)))
+            out = _finish(_train(py[backend], backend, subset_dir, run, "--epochs", str(epoch)))
             assert f'"resumed_from_epoch": {epoch - 1}' in out and f'"epochs_done": {epoch}' in out
             if epoch < 3:
                 saved.append(tmp_path / f"epoch{epoch}.keras")
@@ -167,7 +173,7 @@ class TestMoves:
             assert "animetag" not in z.read("config.json").decode()  # stock Keras layers only
         np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32"))
         score = f"{run / 'model.keras'},{tmp_path / 'x.npy'}"
-        tf_side, jax_side = (_read(py, b, saved, tmp_path, score) for b in ("tensorflow", "jax"))
+        tf_side, jax_side = (_read(py[b], b, saved, tmp_path, score) for b in ("tensorflow", "jax"))
         steps = tf_side["checkpoints"][0]["iterations"]
         for epoch, (here, there) in enumerate(zip(tf_side["checkpoints"], jax_side["checkpoints"]), start=1):
             assert here["iterations"] == there["iterations"] == epoch * steps > 0
@@ -176,8 +182,6 @@ class TestMoves:
         s_tf, s_jax = np.asarray(tf_side["scores"]), np.asarray(jax_side["scores"])
         assert s_tf.shape == (4, SubsetFolder(subset_dir).n_outputs) and np.abs(s_tf - s_jax).max() < 1e-4
 
-
-JAX_PYTHON = os.path.abspath(os.environ["ANIMETAG_JAX_PYTHON"]) if os.environ.get("ANIMETAG_JAX_PYTHON") else None
 
 
 @pytest.mark.skipif(not JAX_PYTHON, reason="ANIMETAG_JAX_PYTHON (an environment with Keras and JAX and no "

@@ -1,13 +1,10 @@
 """Every precision and compile path, at tiny sizes on the CPU: float32, mixed float16 and mixed
 bfloat16, each with XLA on and off. Each trains with a finite loss (every precision, and XLA
-once, interrupted after its first epoch and resumed), saves a model.keras that loads in a
-fresh process that never imports animetag, and exports to a float32 ONNX model that agrees
-with it."""
+once, interrupted after its first epoch and resumed) and saves a model.keras that loads in a
+process that never imports animetag; each precision exports to a float32 ONNX model that
+agrees with it (XLA changes how a step is compiled, not what model.keras holds)."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -57,15 +54,14 @@ def path_run(request, data, tmp_path):
     if (precision, xla) not in RESUMED:
         first = pd.read_csv(run / "history.csv").iloc[:1]
     x = np.random.default_rng(7).integers(0, 256, size=(6, 32, 32, 3)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
     return {"precision": precision, "xla": xla, "run": run, "first_epoch": first, "result": result, "x": x,
             "root": tmp_path}
 
 
-def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path_run):
-    """Per path: the resume, the model.keras a fresh process without the package loads (float32
-    weights, no optimizer, the same scores), its distance from the training precision, and a
-    float32 ONNX export that agrees with it."""
+def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path_run, keras_alone):
+    """Per path: the resume, the model.keras Keras alone loads (float32 weights, no optimizer,
+    the same scores), its distance from the training precision, and (XLA off) a float32 ONNX
+    export that agrees with it."""
     r = path_run
     precision, xla = r["precision"], r["xla"]
     assert len(r["first_epoch"]) == 1 and np.isfinite(r["first_epoch"]["loss"]).all()
@@ -76,31 +72,22 @@ def test_each_path_trains_finite_resumes_and_gives_a_portable_float32_model(path
     assert hist["epoch"].tolist() == [0, 1] and np.isfinite(hist[["loss", "val_loss"]].to_numpy()).all()
     cfg = json.loads((r["run"] / "config.json").read_text())
     assert cfg["runtime"]["precision"] == precision
-    _loads_in_a_fresh_process_without_the_package(r)
-    _exports_a_float32_onnx_model_that_agrees(r)
+    _loads_with_keras_alone(r, keras_alone)
+    if xla == "off":
+        _exports_a_float32_onnx_model_that_agrees(r)
 
 
-def _loads_in_a_fresh_process_without_the_package(r):
+def _loads_with_keras_alone(r, keras_alone):
     from animetag.model.architecture import with_dtype_policy
 
-    root, x = r["root"], r["x"]
-    code = textwrap.dedent(f"""
-        import sys
-        sys.modules["animetag"] = None  # any attempt to import the package fails
-        import numpy as np, keras
-        x = np.load({str(root / 'x.npy')!r})
-        m = keras.saving.load_model({str(r['run'] / 'model.keras')!r})
-        assert getattr(m, "optimizer", None) is None, "model.keras carries an optimizer"
-        assert {{w.dtype for w in m.weights}} == {{"float32"}}, {{w.dtype for w in m.weights}}
-        np.save({str(root / 'fresh.npy')!r}, np.asarray(m(x, training=False)))
-        print("animetag imported:", any(k.startswith("animetag.") for k in sys.modules))
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "animetag imported: False" in proc.stdout
+    x = r["x"]
+    alone = keras_alone.load(r["run"] / "model.keras", x)
+    assert "error" not in alone, alone["error"]
+    assert not alone["optimizer"], "model.keras carries an optimizer"
+    assert alone["dtypes"] == ["float32"], alone["dtypes"]
     m = keras.saving.load_model(r["run"] / "model.keras")
     here = np.asarray(m(x, training=False))
-    np.testing.assert_allclose(np.load(root / "fresh.npy"), here, atol=1e-6)
+    np.testing.assert_allclose(alone["scores"], here, atol=1e-6)
     # the float32 file against the same weights computed in the training precision
     mixed = np.asarray(with_dtype_policy(m, r["precision"])(x, training=False), dtype=np.float32)
     gap = float(np.abs(mixed - here).max())
