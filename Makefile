@@ -94,7 +94,10 @@ teach: $(VENV)/.dev
 ## they leave idle); the environments are installed side by side
 JAX_NOTEBOOKS := $(DEMO_NOTEBOOKS)
 TF_NOTEBOOKS := $(filter-out notebooks/01% notebooks/02%,$(NOTEBOOKS))
-NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet
+# what tests/conftest.py sets for the unit tests: tiny models on shared cores compile XLA without
+# its backend optimizations and run TensorFlow's ops on one thread each
+TINY_MODELS_ENV := XLA_FLAGS=--xla_backend_optimization_level=0 TF_NUM_INTRAOP_THREADS=1
+NB_ENV := ANIMETAG_PROFILE=tiny ANIMETAG_BOOTSTRAP=200 ANIMETAG_EPOCHS=1 ANIMETAG_BACKBONE=resnet $(TINY_MODELS_ENV)
 # JAX's compilation cache for that pass: a model compiled once is read back by the next training
 # of the same model (the resume test's four, notebook 04's second run)
 JAX_CACHE_ENV := JAX_COMPILATION_CACHE_DIR=$(TEST_HOME)-jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \

@@ -1,6 +1,13 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests' models are tiny and two test workers share the cores: XLA compiles without its
+# backend optimizations (a third less CPU for a JAX training of the tiny profile, the same
+# scores), and TensorFlow runs each op on one thread. Set before TensorFlow or JAX starts, and
+# inherited by every process a test starts (`make test` sets the same for its notebooks).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 

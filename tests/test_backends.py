@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from animetag.folders import SubsetFolder
+from conftest import TEST_XLA_FLAGS
 
 pytest.importorskip("jax")
 
@@ -36,6 +37,7 @@ JAX_CACHE = os.path.join(tempfile.gettempdir(), f"animetag-tests-jax-cache-{os.g
 def _env(backend: str, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "XLA_FLAGS"))}
     env.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+               XLA_FLAGS=TEST_XLA_FLAGS,
                JAX_COMPILATION_CACHE_DIR=JAX_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
     return env
