@@ -189,3 +189,19 @@ def keras_alone(tmp_path_factory):
     k = KerasAlone(tmp_path_factory.mktemp("keras-alone"))
     yield k
     k.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The scopes (a module, or a class in one) with the most slow work run first, the quick
+    ones last. `make test` spreads scopes over two workers (`--dist loadscope`), each taking
+    the next scope as it finishes one: so the run ends on short scopes, not with one worker
+    idle while the other trains. A slow test counts 10 s, or what its marker says
+    (`@pytest.mark.slow(seconds=60)`)."""
+    def scope(item):
+        return item.nodeid.rsplit("::", 1)[0] if item.cls is not None else item.nodeid.split("::", 1)[0]
+
+    work = {}
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        work[scope(item)] = work.get(scope(item), 0) + (mark.kwargs.get("seconds", 10) if mark else 0)
+    items.sort(key=lambda item: -work[scope(item)])  # stable: the order within a scope stays

@@ -104,6 +104,7 @@ def _worst(a: dict, b: dict) -> float:
     return worst
 
 
+@pytest.mark.slow(seconds=90)
 class TestProcesses:
     def test_two_processes_train_the_weights_one_process_trains(self, subset_dir, tmp_path):
         """`animetag train` in 2 processes on localhost (JAX's CPU collectives) against 1 process
@@ -154,6 +155,7 @@ def test_several_processes_are_refused_where_they_cannot_run(subset_dir, tmp_pat
     assert p.returncode != 0 and "KERAS_BACKEND=jax" in out and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow(seconds=60)
 class TestMoves:
     def test_a_run_moves_between_backends(self, subset_dir, tmp_path):
         """Trained one epoch under TensorFlow, the run resumes under JAX to epoch 2 and under
@@ -186,6 +188,7 @@ class TestMoves:
 
 
 
+@pytest.mark.slow(seconds=70)
 @pytest.mark.skipif(not JAX_PYTHON, reason="ANIMETAG_JAX_PYTHON (an environment with Keras and JAX and no "
                                            "TensorFlow; `make test` makes one) is not set")
 class TestWithoutTensorFlow:
