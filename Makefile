@@ -85,7 +85,8 @@ teach: $(VENV)/.dev
 		--out $(DEMO_HOME)/executed $(TEACH)
 
 ## test: the unit tests on two pytest-xdist workers (a module's tests on one worker, so each
-## module's fixtures are built once) and, beside them, one after another: without TensorFlow (so
+## module's fixtures are built once; the scopes with the most slow work first, as tests/conftest.py
+## orders them, not xdist's order by number of tests, so that both workers end together) and, beside them, one after another: without TensorFlow (so
 ## under JAX, with nothing set) the notebooks 01-05 under nbmake, then with TensorFlow 03-07
 ## (03 builds the subset 01 builds; tiny profile, one epoch per training, bootstrap at 200
 ## resamples, and notebook 06's keras.applications variant a plain ResNet: the unit tests train
@@ -115,7 +116,7 @@ test:
 	  $(JAX_CACHE_ENV) KERAS_BACKEND=jax nice -n 10 $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider -m backends tests/test_train.py; c=$$?; \
 	  test $$a$$b$$c = 000 ) > $(TEST_HOME).notebooks.log 2>&1 & nb=$$!; \
 	ANIMETAG_WD_CLIENT_PYTHON=$(WD_CLIENT)/bin/python ANIMETAG_JAX_PYTHON=$(JAX_VENV)/bin/python \
-		$(BIN)/python -m pytest -n 2 --dist loadscope tests; t=$$?; \
+		$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder tests; t=$$?; \
 	wait $$nb; n=$$?; echo; echo "notebooks (nbmake) and the JAX pass:"; cat $(TEST_HOME).notebooks.log; \
 	test $$t -eq 0 && test $$n -eq 0
 
