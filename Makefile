@@ -86,9 +86,10 @@ teach: $(VENV)/.dev
 
 ## test: the unit tests on two pytest-xdist workers (a module's tests on one worker, so each
 ## module's fixtures are built once; the scopes with the most slow work first, as tests/conftest.py
-## orders them, not xdist's order by number of tests, so that both workers end together) and, beside them, one after another: without TensorFlow (so
-## under JAX, with nothing set) the notebooks 01-05 under nbmake, then with TensorFlow 03-07
-## (03 builds the subset 01 builds; tiny profile, one epoch per training, bootstrap at 200
+## orders them, not xdist's order by number of tests, so that both workers end together) and,
+## beside them, one after another: without TensorFlow (so under JAX, with nothing set) the
+## notebooks 01-05 under nbmake, then with TensorFlow 03, 05, 06 and 07 (see TF_NOTEBOOKS below;
+## 03 builds the subset 01 builds; tiny profile, one epoch per training, bootstrap at 200
 ## resamples, and notebook 06's keras.applications variant a plain ResNet: the unit tests train
 ## those backbones), then under JAX the tests marked `backends` (their reports follow the
 ## tests', and they run at a lower priority: the unit tests come first, and the rest fills what
