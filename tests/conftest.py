@@ -174,7 +174,6 @@ class KerasAlone:
                 if x is not None and "error" not in reply:
                     reply["scores"] = np.load(req["out"])
                 return reply
-        self.log.flush()
         raise RuntimeError(f"the Keras-alone process ended: {(self.dir / 'keras-alone.log').read_text()[-3000:]}")
 
     def close(self):

@@ -187,7 +187,6 @@ class TestMoves:
         assert s_tf.shape == (4, SubsetFolder(subset_dir).n_outputs) and np.abs(s_tf - s_jax).max() < 1e-4
 
 
-
 @pytest.mark.slow(seconds=70)
 @pytest.mark.skipif(not JAX_PYTHON, reason="ANIMETAG_JAX_PYTHON (an environment with Keras and JAX and no "
                                            "TensorFlow; `make test` makes one) is not set")

@@ -39,8 +39,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(params=PATHS, ids=[f"{p}-{x}" for p, x in PATHS])
 def path_run(request, data, tmp_path):
-    """One path's run: interrupted after its first epoch, then resumed with the same call.
-    One path per test, so two workers train two paths at once."""
+    """One path's run: interrupted after its first epoch, then resumed with the same call (the
+    paths in RESUMED), or trained its two epochs in one go."""
     from animetag.training.fit import train
 
     precision, xla = request.param
